@@ -1,0 +1,20 @@
+//! igpt: Image GPT (Chen et al., "Generative Pretraining from Pixels", 2020) in Rust.
+//!
+//! Data flows one way: image → palette tokens → model → logits → sampler → tokens → palette colours →
+//! pixels. The model is generic over Burn's backend; the CLI (native) and `web.rs` (wasm) choose one.
+
+pub mod error;
+pub mod model;
+pub mod palette;
+pub mod raster;
+pub mod store;
+
+#[cfg(not(target_arch = "wasm32"))]
+// pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+// pub mod eval;
+pub use error::{Error, Result};
+pub use model::{ImageGpt, ImageGptConfig, KvCache};
+pub use palette::Palette;
+pub use raster::Raster;
+pub use store::{ModelCard, ModelFiles, StoredModel, WeightPrecision};
