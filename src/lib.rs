@@ -10,11 +10,11 @@ pub mod raster;
 pub mod store;
 
 #[cfg(not(target_arch = "wasm32"))]
-// pub mod data;
+pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
-// pub mod eval;
+pub mod eval;
 pub use error::{Error, Result};
 pub use model::{ImageGpt, ImageGptConfig, KvCache};
-pub use palette::Palette;
+pub use palette::{Palette, Tokenizer};
 pub use raster::Raster;
 pub use store::{ModelCard, ModelFiles, StoredModel, WeightPrecision};

@@ -265,6 +265,11 @@ pub struct ForwardOutput<B: Backend> {
 }
 
 impl<B: Backend> ImageGpt<B> {
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.wte.weight.device()
+    }
+
     /// Palette size K (the SOS id).
     pub fn n_colors(&self) -> usize {
         self.lm_head.weight.dims()[1]
@@ -313,7 +318,7 @@ impl<B: Backend> ImageGpt<B> {
 
     /// An empty cache for `batch` sequences of up to `n_positions` tokens.
     pub fn new_cache(&self, batch: usize) -> KvCache<B> {
-        let device = self.wte.weight.device();
+        let device = self.device();
         let (d, t_max) = (self.n_embd(), self.n_positions());
         let layers = self
             .h

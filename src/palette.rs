@@ -275,6 +275,24 @@ impl Palette {
     }
 }
 
+/// A palette with the image size a model reads: turns images into token sequences and back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tokenizer {
+    pub palette: Palette,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Tokenizer {
+    pub fn tokenize(&self, image: &Raster) -> Vec<u16> {
+        self.palette.tokenize(image, self.width, self.height)
+    }
+
+    pub fn detokenize(&self, ids: &[u16]) -> Result<Raster> {
+        self.palette.detokenize(ids, self.width, self.height)
+    }
+}
+
 /// [0, 255] -> [-1, 1], as HF's processor (rescale by 1/255, then normalise with mean 0.5, std 0.5).
 fn normalise(v: u8) -> f32 {
     v as f32 / 127.5 - 1.0

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, ImageGptConfig};
-use crate::palette::Palette;
+use crate::palette::{Palette, Tokenizer};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -254,6 +254,66 @@ pub fn load_dir<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Result
             },
             other => other,
         })
+}
+
+impl<B: Backend> StoredModel<B> {
+    /// The palette at this model's image size.
+    pub fn tokenizer(&self) -> Tokenizer {
+        Tokenizer {
+            palette: self.palette.clone(),
+            height: self.card.image_height,
+            width: self.card.image_width,
+        }
+    }
+}
+
+/// The palette and image size of a model directory (without loading weights) or of a palette directory
+/// written by `igpt palette`. The size comes from `card.json`, else a square `config.json` context,
+/// else the preprocessor's declared size.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
+    let read_text = |name: &str| -> Result<Option<String>> {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = crate::error::read_file(&path)?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::format(path, "not UTF-8 text"))
+    };
+    let preprocessor_path = dir.join(PREPROCESSOR_FILE);
+    let preprocessor = read_text(PREPROCESSOR_FILE)?.ok_or_else(|| {
+        Error::format(
+            &preprocessor_path,
+            "not found: not a model or palette directory",
+        )
+    })?;
+    let (palette, declared) = Palette::from_preprocessor_json(&preprocessor)
+        .map_err(|e| Error::format(&preprocessor_path, e.to_string()))?;
+    let size = if let Some(card) = read_text(CARD_FILE)? {
+        let card: ModelCard = serde_json::from_str(&card)
+            .map_err(|e| Error::format(dir.join(CARD_FILE), e.to_string()))?;
+        Some((card.image_height, card.image_width))
+    } else if let Some(config) = read_text(CONFIG_FILE)? {
+        let config: HfConfig = serde_json::from_str(&config)
+            .map_err(|e| Error::format(dir.join(CONFIG_FILE), e.to_string()))?;
+        let side = (config.n_positions as f64).sqrt().round() as usize;
+        (side * side == config.n_positions).then_some((side, side))
+    } else {
+        declared
+    };
+    let (height, width) = size.ok_or_else(|| {
+        Error::format(
+            dir,
+            "cannot tell the image size (no card.json, config.json or declared size)",
+        )
+    })?;
+    Ok(Tokenizer {
+        palette,
+        height,
+        width,
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]

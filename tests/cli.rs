@@ -1,0 +1,194 @@
+//! The `igpt` binary end to end, on the HF fixture and the real Fashion-MNIST files
+//! (Debian's `dataset-fashion-mnist`, which `.ci/run` installs).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{expected, fixture_dir};
+use igpt::data::DataSpec;
+use igpt::store;
+
+fn igpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_igpt"))
+        .args(args)
+        .output()
+        .expect("the igpt binary runs")
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = igpt(args);
+    assert!(
+        out.status.success(),
+        "igpt {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn eval_reproduces_hf_mean_nll_on_the_fixture() {
+    let exp = expected();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.json");
+    std::fs::write(&ids, serde_json::to_string(&exp.input_ids).unwrap()).unwrap();
+    let model = fixture_dir();
+    let out = json(&stdout_of(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--json",
+    ]));
+    let nll = out["nll_nats"].as_f64().unwrap();
+    assert!((nll - exp.mean_nll_nats).abs() < 1e-5, "{out}");
+    assert_eq!(out["count"], 3);
+    let bits = out["bits_per_token"].as_f64().unwrap();
+    assert!((bits - nll / std::f64::consts::LN_2).abs() < 1e-9);
+}
+
+#[test]
+fn palette_init_tokenize_and_eval_on_fashion_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    stdout_of(&[
+        "palette",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "2000",
+        "-k",
+        "16",
+        "-o",
+        &path("pal"),
+    ]);
+    let tokenizer = store::read_tokenizer(Path::new(&path("pal"))).unwrap();
+    assert_eq!(
+        (tokenizer.palette.len(), tokenizer.palette.channels()),
+        (16, 1)
+    );
+    assert_eq!((tokenizer.height, tokenizer.width), (28, 28));
+    // Fashion-MNIST backgrounds are black: the darkest centre sits at the bottom of [-1, 1].
+    assert!(tokenizer.palette.centre(0)[0] < -0.95);
+
+    stdout_of(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--palette",
+        &path("pal"),
+        "-o",
+        &path("model"),
+    ]);
+
+    // A real test image, written as PNG, tokenizes through the CLI as through the library.
+    let test = "fashion-mnist:test"
+        .parse::<DataSpec>()
+        .unwrap()
+        .load()
+        .unwrap();
+    std::fs::write(path("shoe.png"), test.images[0].to_png().unwrap()).unwrap();
+    let out = json(&stdout_of(&[
+        "tokenize",
+        "--model",
+        &path("model"),
+        &path("shoe.png"),
+        "--json",
+    ]));
+    let ids: Vec<Vec<u16>> = serde_json::from_value(out).unwrap();
+    assert_eq!(ids, vec![tokenizer.tokenize(&test.images[0])]);
+    assert!(
+        ids[0].iter().any(|&id| id > 8),
+        "a garment has bright pixels"
+    );
+
+    // The zero-initialised head predicts the uniform distribution: exactly log2(16) = 4 bits/token.
+    let out = json(&stdout_of(&[
+        "eval",
+        "--model",
+        &path("model"),
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        "4",
+        "--json",
+    ]));
+    assert!(
+        (out["bits_per_token"].as_f64().unwrap() - 4.0).abs() < 1e-5,
+        "{out}"
+    );
+    assert_eq!(out["tokens"], 4 * 784);
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_failing_exit() {
+    let model = fixture_dir();
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "[[1, 2, \"x\"]]").unwrap();
+    let not_image = dir.path().join("note.png");
+    std::fs::write(&not_image, "hello").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "eval",
+                "--model",
+                "/nonexistent",
+                "--ids",
+                junk.to_str().unwrap(),
+            ],
+            "/nonexistent",
+        ),
+        (
+            vec!["eval", "--model", model, "--ids", junk.to_str().unwrap()],
+            "junk.json",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                model,
+                "--data",
+                "fashion-mnist:validation",
+            ],
+            "validation",
+        ),
+        (
+            vec!["tokenize", "--model", model, not_image.to_str().unwrap()],
+            "note.png",
+        ),
+        (
+            vec![
+                "init",
+                "--preset",
+                "huge",
+                "--palette",
+                model,
+                "-o",
+                "/tmp/x",
+            ],
+            "unknown preset",
+        ),
+        (
+            vec!["palette", "--data", "folder:/nonexistent", "-o", "/tmp/x"],
+            "/nonexistent",
+        ),
+    ];
+    for (args, mention) in cases {
+        let out = igpt(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "igpt {args:?} should fail");
+        assert!(stderr.contains(mention), "igpt {args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "igpt {args:?} panicked: {stderr}"
+        );
+    }
+}
