@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod palette;
 pub mod raster;
+pub mod sample;
 pub mod store;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -101,6 +101,7 @@ impl HfConfig {
     }
 
     /// The full `config.json` HF's `save_pretrained` would write, so `from_pretrained` loads our models.
+    #[cfg(not(target_arch = "wasm32"))]
     fn write(config: &ImageGptConfig) -> String {
         serde_json::to_string_pretty(&serde_json::json!({
             "architectures": ["ImageGPTForCausalImageModeling"],

@@ -1,0 +1,305 @@
+//! Sampling: cached decoding draws exactly what the naive re-forward draws, greedy limits behave, and
+//! sampled frequencies follow the model's (filtered) softmax.
+
+mod common;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use common::{B, fixture_dir};
+use igpt::sample::{Decoding, Generation, SamplingConfig, generate};
+use igpt::{ImageGpt, store};
+
+/// The backend's random stream is global to the process: tests that seed it take turns.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn model() -> ImageGpt<B> {
+    store::load_dir::<B>(&fixture_dir(), &Default::default())
+        .unwrap()
+        .model
+}
+
+fn run(
+    model: &ImageGpt<B>,
+    prefixes: Vec<Vec<u16>>,
+    config: SamplingConfig,
+    decoding: Decoding,
+    seed: u64,
+) -> Vec<Vec<u16>> {
+    let mut g = Generation::new(model, prefixes, config, decoding, Some(seed)).unwrap();
+    while !g.is_done() {
+        g.step(model);
+        if g.drawn() % 8 == 0 {
+            g.read_back().unwrap();
+        }
+    }
+    g.read_back().unwrap();
+    g.into_sequences()
+}
+
+/// Greedy decoding by repeated full forwards and a host-side argmax: the plainest reference.
+fn reference_greedy(model: &ImageGpt<B>, prefix: &[u16]) -> Vec<u16> {
+    let k = model.n_colors() as i64;
+    let mut seq: Vec<i64> = std::iter::once(k)
+        .chain(prefix.iter().map(|&v| v as i64))
+        .collect();
+    while seq.len() <= model.n_positions() {
+        let n = seq.len();
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(seq.clone(), [1, n]),
+            &Default::default(),
+        );
+        let logits: Vec<f32> = model.forward(ids).into_data().into_vec().unwrap();
+        let last = &logits[(n - 1) * k as usize..];
+        let best = (0..k as usize)
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .unwrap();
+        seq.push(best as i64);
+    }
+    seq[1..].iter().map(|&v| v as u16).collect()
+}
+
+#[test]
+fn cached_and_reforward_decoding_draw_the_same_tokens() {
+    let _turn = seeded();
+    let model = model();
+    let prefixes = vec![vec![], vec![], vec![]];
+    for config in [
+        SamplingConfig::greedy(),
+        SamplingConfig::default(),
+        SamplingConfig {
+            temperature: 0.8,
+            top_k: Some(5),
+            top_p: Some(0.9),
+        },
+    ] {
+        let cached = run(
+            &model,
+            prefixes.clone(),
+            config.clone(),
+            Decoding::Cached,
+            7,
+        );
+        let naive = run(
+            &model,
+            prefixes.clone(),
+            config.clone(),
+            Decoding::Reforward,
+            7,
+        );
+        assert_eq!(cached, naive, "{config:?}");
+        assert!(cached.iter().all(|s| s.len() == 64));
+    }
+}
+
+#[test]
+fn greedy_matches_a_host_side_argmax_and_top_k_1_and_cold_temperature() {
+    let model = model();
+    let prefix: Vec<u16> = vec![3, 1, 4, 1, 5, 9, 2, 6];
+    let want = reference_greedy(&model, &prefix);
+    let greedy = run(
+        &model,
+        vec![prefix.clone()],
+        SamplingConfig::greedy(),
+        Decoding::Cached,
+        1,
+    );
+    assert_eq!(greedy[0], want);
+    let top1 = SamplingConfig {
+        top_k: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&model, vec![prefix.clone()], top1, Decoding::Cached, 2)[0],
+        want
+    );
+    let cold = SamplingConfig {
+        temperature: 1e-4,
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&model, vec![prefix.clone()], cold, Decoding::Cached, 3)[0],
+        want
+    );
+    assert_eq!(&greedy[0][..8], &prefix[..], "the prefix is kept as given");
+}
+
+#[test]
+fn same_seed_same_images_other_seed_other_images() {
+    let _turn = seeded();
+    let model = model();
+    let a = generate(
+        &model,
+        vec![vec![]; 4],
+        SamplingConfig::default(),
+        Some(11),
+        8,
+        |_, _| {},
+    )
+    .unwrap();
+    let b = generate(
+        &model,
+        vec![vec![]; 4],
+        SamplingConfig::default(),
+        Some(11),
+        16,
+        |_, _| {},
+    )
+    .unwrap();
+    let c = generate(
+        &model,
+        vec![vec![]; 4],
+        SamplingConfig::default(),
+        Some(12),
+        8,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+/// Frequencies of `n` draws from one row of logits.
+fn frequencies(logits: &Tensor<B, 2>, config: &SamplingConfig, n: usize) -> Vec<f64> {
+    let k = logits.dims()[1];
+    let drawn: Vec<i64> = config
+        .draw(logits.clone().expand([n, k]))
+        .into_data()
+        .convert::<i64>()
+        .into_vec()
+        .unwrap();
+    let mut counts = vec![0f64; k];
+    for id in drawn {
+        counts[id as usize] += 1.0;
+    }
+    counts.iter().map(|c| c / n as f64).collect()
+}
+
+#[test]
+fn sampled_frequencies_follow_the_softmax() {
+    use burn::tensor::backend::Backend;
+    let _turn = seeded();
+    let model = model();
+    B::seed(&Default::default(), 5);
+    // The model's distribution over the first pixel, given only SOS.
+    let sos =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![16i64], [1, 1]), &Default::default());
+    let logits = model.forward(sos).reshape([1, 16]) * 4.0; // sharpened, so some colours are rare
+    let n = 40_000;
+    for temperature in [1.0f32, 2.0] {
+        let probs: Vec<f32> = softmax(logits.clone() / temperature, 1)
+            .into_data()
+            .into_vec()
+            .unwrap();
+        let config = SamplingConfig {
+            temperature,
+            ..Default::default()
+        };
+        let freq = frequencies(&logits, &config, n);
+        for (i, (f, p)) in freq.iter().zip(&probs).enumerate() {
+            // 5 standard errors of a binomial proportion.
+            let tol = 5.0 * ((*p as f64) * (1.0 - *p as f64) / n as f64).sqrt() + 1e-3;
+            assert!(
+                (f - *p as f64).abs() < tol,
+                "T={temperature} colour {i}: {f} vs {p}"
+            );
+        }
+    }
+
+    // Filters: only the allowed colours appear, in their renormalised proportions.
+    let probs: Vec<f32> = softmax(logits.clone(), 1).into_data().into_vec().unwrap();
+    let mut order: Vec<usize> = (0..16).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let top_p = 0.6f32;
+    let nucleus = 1 + order
+        .iter()
+        .scan(0.0f32, |acc, &i| {
+            *acc += probs[i];
+            Some(*acc)
+        })
+        .position(|c| c >= top_p)
+        .unwrap();
+    for (config, kept) in [
+        (
+            SamplingConfig {
+                top_k: Some(3),
+                ..Default::default()
+            },
+            3,
+        ),
+        (
+            SamplingConfig {
+                top_p: Some(top_p),
+                ..Default::default()
+            },
+            nucleus,
+        ),
+    ] {
+        let freq = frequencies(&logits, &config, n);
+        let mass: f32 = order[..kept].iter().map(|&i| probs[i]).sum();
+        for (rank, &i) in order.iter().enumerate() {
+            if rank < kept {
+                let p = (probs[i] / mass) as f64;
+                let tol = 5.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3;
+                assert!(
+                    (freq[i] - p).abs() < tol,
+                    "{config:?} colour {i}: {} vs {p}",
+                    freq[i]
+                );
+            } else {
+                assert_eq!(freq[i], 0.0, "{config:?} drew filtered colour {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let model = model();
+    let bad = [
+        SamplingConfig {
+            temperature: -1.0,
+            ..Default::default()
+        },
+        SamplingConfig {
+            top_k: Some(0),
+            ..Default::default()
+        },
+        SamplingConfig {
+            top_k: Some(17),
+            ..Default::default()
+        },
+        SamplingConfig {
+            top_p: Some(1.5),
+            ..Default::default()
+        },
+    ];
+    for config in bad {
+        assert!(Generation::new(&model, vec![vec![]], config, Decoding::Cached, None).is_err());
+    }
+    let full = vec![vec![0u16; 64]];
+    assert!(
+        Generation::new(
+            &model,
+            full,
+            SamplingConfig::default(),
+            Decoding::Cached,
+            None
+        )
+        .is_err()
+    );
+    let ragged = vec![vec![0u16; 3], vec![0u16; 4]];
+    assert!(
+        Generation::new(
+            &model,
+            ragged,
+            SamplingConfig::default(),
+            Decoding::Cached,
+            None
+        )
+        .is_err()
+    );
+}
