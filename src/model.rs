@@ -71,7 +71,7 @@ impl ImageGptConfig {
                 "model sizes must be positive: {self:?}"
             )));
         }
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::invalid(format!(
                 "n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd, self.n_head
@@ -355,7 +355,7 @@ impl<B: Backend> ImageGpt<B> {
             .wpe
             .weight
             .val()
-            .slice([start..start + t])
+            .slice(start..start + t)
             .unsqueeze::<3>(); // [1, t, d]
         let mut x = self.wte.forward(ids) + positions; // [b, t, d]
         let mut hidden = Vec::new();

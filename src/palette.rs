@@ -57,7 +57,7 @@ impl Palette {
                 "a palette has 1 or 3 channels, not {channels}"
             )));
         }
-        if centres.is_empty() || centres.len() % channels != 0 {
+        if centres.is_empty() || !centres.len().is_multiple_of(channels) {
             return Err(Error::invalid(format!(
                 "{} palette values do not make whole {channels}-channel colours",
                 centres.len()

@@ -121,3 +121,38 @@ impl Raster {
         Ok(out.into_inner())
     }
 }
+
+/// Lays images out in a grid, `columns` wide, `gap` pixels apart on a white background. Images must
+/// share a size and channel count.
+pub fn tile(images: &[Raster], columns: usize, gap: usize) -> Result<Raster> {
+    let first = images
+        .first()
+        .ok_or_else(|| Error::invalid("no images to lay out"))?;
+    let (w, h, c) = (first.width, first.height, first.channels);
+    if images
+        .iter()
+        .any(|im| (im.width, im.height, im.channels) != (w, h, c))
+    {
+        return Err(Error::invalid(
+            "images in a grid must share size and channels",
+        ));
+    }
+    let columns = columns.clamp(1, images.len());
+    let rows = images.len().div_ceil(columns);
+    let (gw, gh) = (
+        columns * w + (columns + 1) * gap,
+        rows * h + (rows + 1) * gap,
+    );
+    let mut pixels = vec![255u8; gw * gh * c];
+    for (i, im) in images.iter().enumerate() {
+        let (x0, y0) = (
+            gap + (i % columns) * (w + gap),
+            gap + (i / columns) * (h + gap),
+        );
+        for y in 0..h {
+            let dst = ((y0 + y) * gw + x0) * c;
+            pixels[dst..dst + w * c].copy_from_slice(&im.pixels[y * w * c..(y + 1) * w * c]);
+        }
+    }
+    Raster::new(gw, gh, c, pixels)
+}

@@ -32,7 +32,7 @@ fn run(
     let mut g = Generation::new(model, prefixes, config, decoding, Some(seed)).unwrap();
     while !g.is_done() {
         g.step(model);
-        if g.drawn() % 8 == 0 {
+        if g.drawn().is_multiple_of(8) {
             g.read_back().unwrap();
         }
     }

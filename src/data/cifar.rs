@@ -76,7 +76,7 @@ fn read_records(
     labels: &mut Vec<usize>,
 ) -> Result<()> {
     let record = label_bytes + 3 * PLANE;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(Error::format(
             path,
             format!(

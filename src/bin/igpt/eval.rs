@@ -1,0 +1,90 @@
+//! `igpt eval`: mean negative log-likelihood of token sequences or of a dataset split.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use igpt::data::DataSpec;
+use igpt::eval::{Nll, sequence_nll};
+use igpt::store;
+
+use crate::backend::{BackendJob, DeviceKind};
+use crate::{load_data, progress};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSON file holding an array of token-id arrays (without SOS).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    ids: Option<PathBuf>,
+    /// Dataset spec to tokenize and score, e.g. fashion-mnist:test.
+    #[arg(long)]
+    data: Option<DataSpec>,
+    /// Score only the first N sequences.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print {"nll_nats", "bits_per_token", "count", "tokens"} as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+impl BackendJob for EvalArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let stored = store::load_dir::<B>(&self.model, &device)?;
+        let mut sequences = match (&self.ids, &self.data) {
+            (Some(path), _) => read_ids(path)?,
+            (None, Some(spec)) => {
+                let data = load_data(spec, self.limit)?;
+                let tokenizer = stored.tokenizer();
+                data.images
+                    .iter()
+                    .map(|im| tokenizer.tokenize(im))
+                    .collect()
+            }
+            (None, None) => bail!("give --ids FILE or --data SPEC"),
+        };
+        if let Some(n) = self.limit {
+            sequences.truncate(n);
+        }
+        let bar = progress(sequences.len(), "eval");
+        if self.json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let nll = sequence_nll(&stored.model, &sequences, self.batch, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        print_nll(&nll, self.json)
+    }
+}
+
+fn read_ids(path: &Path) -> anyhow::Result<Vec<Vec<u16>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON array of arrays of token ids (0..65535)",
+            path.display()
+        )
+    })
+}
+
+fn print_nll(nll: &Nll, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(nll)?);
+    } else {
+        println!(
+            "{:.6} nats/token, {:.6} bits/token over {} sequences ({} tokens)",
+            nll.nll_nats, nll.bits_per_token, nll.count, nll.tokens
+        );
+    }
+    Ok(())
+}
