@@ -7,6 +7,40 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
 
+/// The model's inputs (SOS, then every token but the last) and targets (every token) for sequences
+/// of one length: both `[batch, len]`.
+pub fn inputs_and_targets<'a, B: Backend>(
+    sequences: impl Iterator<Item = &'a [u16]> + Clone,
+    n_colors: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let b = sequences.clone().count();
+    let len = sequences.clone().next().map_or(0, <[u16]>::len);
+    let sos = n_colors as i64;
+    let inputs: Vec<i64> = sequences
+        .clone()
+        .flat_map(|s| std::iter::once(sos).chain(s[..len - 1].iter().map(|&id| id as i64)))
+        .collect();
+    let targets: Vec<i64> = sequences
+        .flat_map(|s| s.iter().map(|&id| id as i64))
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(inputs, [b, len]), device),
+        Tensor::from_data(TensorData::new(targets, [b, len]), device),
+    )
+}
+
+/// Log-probability the logits (`[batch, len, K]`) give each target token: `[batch, len]`.
+pub fn target_log_probs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
+    let [b, len, _] = logits.dims();
+    log_softmax(logits, 2)
+        .gather(2, targets.reshape([b, len, 1]))
+        .reshape([b, len])
+}
+
 /// Mean NLL over every token of every sequence.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Nll {

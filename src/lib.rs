@@ -14,6 +14,8 @@ pub mod store;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 pub use error::{Error, Result};
 pub use model::{ImageGpt, ImageGptConfig, KvCache};
 pub use palette::{Palette, Tokenizer};

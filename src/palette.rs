@@ -291,6 +291,10 @@ impl Tokenizer {
     pub fn detokenize(&self, ids: &[u16]) -> Result<Raster> {
         self.palette.detokenize(ids, self.width, self.height)
     }
+
+    pub fn channels(&self) -> usize {
+        self.palette.channels()
+    }
 }
 
 /// [0, 255] -> [-1, 1], as HF's processor (rescale by 1/255, then normalise with mean 0.5, std 0.5).

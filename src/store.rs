@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
@@ -453,7 +453,23 @@ fn load_weights<B: Backend>(
             "unexpected tensor `{extra}`: not an ImageGPT checkpoint of this config"
         ));
     }
-    Ok(model)
+    Ok(with_stable_ids(model))
+}
+
+/// Numbers every parameter by its place in the name map. Optimizer state is keyed by parameter id,
+/// so a run resumed from a saved model directory finds its Adam moments again.
+pub fn with_stable_ids<B: Backend>(mut model: ImageGpt<B>) -> ImageGpt<B> {
+    fn renumber<B: Backend, const D: usize>(p: &mut Param<Tensor<B, D>>, id: u64) {
+        let value = p.val();
+        *p = Param::initialized(ParamId::from(id), value.require_grad());
+    }
+    for (i, (_, slot)) in slots(&mut model).into_iter().enumerate() {
+        match slot {
+            Slot::Vector(p) => renumber(p, i as u64),
+            Slot::Matrix(p) | Slot::Transposed(p) => renumber(p, i as u64),
+        }
+    }
+    model
 }
 
 /// Little-endian f32, f16 or bf16 bytes as f32 values.

@@ -192,3 +192,86 @@ fn bad_input_is_one_clear_line_and_a_failing_exit() {
         );
     }
 }
+
+#[test]
+fn train_export_and_eval_agree_on_the_recorded_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    stdout_of(&[
+        "palette",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "500",
+        "-o",
+        &path("pal"),
+    ]);
+    stdout_of(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--palette",
+        &path("pal"),
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "64",
+        "--val",
+        "fashion-mnist:test",
+        "--eval-images",
+        "8",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--log-every",
+        "1",
+        "-o",
+        &path("run"),
+    ]);
+    // A finished run refuses to be overwritten without --resume.
+    let again = igpt(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--palette",
+        &path("pal"),
+        "--steps",
+        "1",
+        "-o",
+        &path("run"),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    stdout_of(&[
+        "export",
+        "--run",
+        &path("run"),
+        "--limit",
+        "8",
+        "--f16",
+        "-o",
+        &path("model"),
+    ]);
+    let card = json(&std::fs::read_to_string(dir.path().join("model/card.json")).unwrap());
+    let recorded = card["metrics"]["test_bits_per_token"].as_f64().unwrap();
+    assert_eq!(card["training"]["steps"], 3);
+    assert_eq!(card["dataset"], "fashion-mnist:train");
+    let measured = json(&stdout_of(&[
+        "eval",
+        "--model",
+        &path("model"),
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        "8",
+        "--json",
+    ]));
+    assert!(
+        (measured["bits_per_token"].as_f64().unwrap() - recorded).abs() < 1e-9,
+        "{card} vs {measured}"
+    );
+    // Three steps already move the model away from uniform (4 bits/token).
+    assert!(recorded < 3.99, "{recorded}");
+}

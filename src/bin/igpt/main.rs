@@ -1,9 +1,11 @@
 //! `igpt`: the command line. `main` parses, dispatches to a subcommand module, and prints errors.
 
 mod backend;
+mod bench;
 mod eval;
 mod prepare;
 mod sample;
+mod train;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,13 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Complete the top rows of an image several ways: original, given part, completions in a PNG.
     Complete(sample::CompleteArgs),
+    /// Train a model (autodiff on the chosen device), with checkpoints that --resume continues.
+    Train(train::TrainArgs),
+    /// Write a trained run's model directory, with test bits/token measured into its card.
+    Export(train::ExportArgs),
+    /// Measure training and sampling throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +60,10 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_on(args.device, args),
         Command::Sample(args) => run_on(args.sampling.device, args),
         Command::Complete(args) => run_on(args.sampling.device, args),
+        Command::Train(args) => run_on(args.device, args),
+        Command::Export(args) => run_on(args.device, args),
+        Command::Bench(bench::BenchCommand::Train(args)) => run_on(args.shape.device, args),
+        Command::Bench(bench::BenchCommand::Sample(args)) => run_on(args.shape.device, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,191 @@
+//! `igpt bench`: throughput of training steps and of sampling strategies, as ratios from one run.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use burn::backend::Autodiff;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
+use clap::{Args, Subcommand};
+use igpt::ImageGptConfig;
+use igpt::eval::target_log_probs;
+use igpt::sample::{Decoding, Generation, SamplingConfig};
+use igpt::store;
+
+use crate::backend::{BackendJob, DeviceKind};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training steps per second (forward, backward, Adam) on random tokens.
+    Train(BenchTrainArgs),
+    /// Sampling: KV cache with on-device sampling vs naive re-forward vs a readback every token.
+    Sample(BenchSampleArgs),
+}
+
+/// The model shape to measure: a model directory, or a preset with a palette size and context.
+#[derive(Args)]
+pub struct Shape {
+    /// Model directory (its own shape and weights).
+    #[arg(long, conflicts_with = "preset")]
+    model: Option<std::path::PathBuf>,
+    /// Preset size when no --model is given.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Palette size K for --preset.
+    #[arg(long, default_value_t = 16)]
+    colors: usize,
+    /// Context length (pixels) for --preset.
+    #[arg(long, default_value_t = 784)]
+    positions: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+impl Shape {
+    fn config(&self) -> anyhow::Result<ImageGptConfig> {
+        Ok(ImageGptConfig::preset(
+            &self.preset,
+            self.colors,
+            self.positions,
+        )?)
+    }
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    #[command(flatten)]
+    pub shape: Shape,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+}
+
+#[derive(Args)]
+pub struct BenchSampleArgs {
+    #[command(flatten)]
+    pub shape: Shape,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Tokens generated per image (default: the whole image).
+    #[arg(long)]
+    tokens: Option<usize>,
+}
+
+impl BackendJob for BenchTrainArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        type A<B> = Autodiff<B>;
+        let config = match &self.shape.model {
+            Some(dir) => store::load_dir::<B>(dir, &device)?.config,
+            None => self.shape.config()?,
+        };
+        let (k, n, b) = (config.n_colors, config.n_positions, self.batch);
+        let mut model = config.init::<A<B>>(&device);
+        let mut optimizer = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).init();
+        let tokens = || {
+            Tensor::<A<B>, 2, Int>::random([b, n], Distribution::Uniform(0.0, k as f64), &device)
+        };
+        let mut loss_value = 0.0;
+        let mut timed = Instant::now();
+        for step in 0..self.steps + 2 {
+            if step == 2 {
+                B::sync(&device)?;
+                timed = Instant::now();
+            }
+            let targets = tokens();
+            let inputs = targets.clone(); // shapes and cost are what matter here
+            let loss = target_log_probs(model.forward(inputs), targets)
+                .mean()
+                .neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(1e-4, model, grads);
+            if step == self.steps + 1 {
+                loss_value = loss.into_scalar().elem::<f64>();
+            }
+        }
+        B::sync(&device)?;
+        let seconds = timed.elapsed().as_secs_f64();
+        let tokens_per_second = (self.steps * b * n) as f64 / seconds;
+        println!(
+            "train {} ({:.2}M params, K={k}, ctx {n}) batch {b} on {}: {tokens_per_second:.0} tokens/s, {:.1} images/s, {:.3} s/step (loss {loss_value:.3})",
+            self.shape
+                .model
+                .as_ref()
+                .map_or(self.shape.preset.clone(), |m| m.display().to_string()),
+            config.num_params() as f64 / 1e6,
+            B::name(&device),
+            (self.steps * b) as f64 / seconds,
+            seconds / self.steps as f64
+        );
+        Ok(())
+    }
+}
+
+impl BackendJob for BenchSampleArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let model = match &self.shape.model {
+            Some(dir) => store::load_dir::<B>(dir, &device)?.model,
+            None => {
+                // A random model samples at the same speed as a trained one; give its head some weight.
+                let config = self.shape.config()?;
+                let mut model = config.init::<B>(&device);
+                model = igpt::store::with_stable_ids(model);
+                model
+            }
+        };
+        let n = model.n_positions();
+        let tokens = self.tokens.unwrap_or(n).min(n);
+        if tokens == 0 {
+            bail!("--tokens must be at least 1");
+        }
+        let mut results = Vec::new();
+        for (name, decoding, every_token) in [
+            ("(a) KV cache, on-device sampling", Decoding::Cached, false),
+            (
+                "(b) naive re-forward (OpenAI's sampler)",
+                Decoding::Reforward,
+                false,
+            ),
+            ("(c) KV cache, readback every token", Decoding::Cached, true),
+        ] {
+            let prefixes = vec![vec![]; self.batch];
+            let mut g = Generation::new(
+                &model,
+                prefixes,
+                SamplingConfig::default(),
+                decoding,
+                Some(0),
+            )?;
+            B::sync(&device)?;
+            let began = Instant::now();
+            for _ in 0..tokens {
+                g.step(&model);
+                if every_token {
+                    g.read_back()?;
+                }
+            }
+            g.read_back()?;
+            let seconds = began.elapsed().as_secs_f64();
+            let steps_per_second = tokens as f64 / seconds;
+            println!(
+                "{name:<42} {steps_per_second:>9.1} steps/s {:>10.0} tokens/s ({tokens} steps, batch {}, {seconds:.2}s)",
+                steps_per_second * self.batch as f64,
+                self.batch
+            );
+            results.push(steps_per_second);
+        }
+        println!(
+            "ratios on {}: (a)/(b) = {:.1}x, (a)/(c) = {:.2}x",
+            B::name(&device),
+            results[0] / results[1],
+            results[0] / results[2]
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! `igpt train` and `igpt export`: fit a model on a dataset, then write it out with a measured card.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use igpt::data::DataSpec;
+use igpt::eval::sequence_nll;
+use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
+use igpt::train::{self, Event, TrainConfig};
+use igpt::{ImageGptConfig, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::{BackendJob, DeviceKind};
+use crate::progress;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Training images, e.g. fashion-mnist:train.
+    #[arg(long, default_value = "fashion-mnist:train")]
+    data: DataSpec,
+    /// Validation images, scored every --eval-every steps, e.g. fashion-mnist:test.
+    #[arg(long)]
+    val: Option<DataSpec>,
+    /// Start from this model directory (its palette and size)...
+    #[arg(long, conflicts_with_all = ["preset", "palette"])]
+    model: Option<PathBuf>,
+    /// ...or a fresh model of this preset size (tiny, small, igpt-s, ...)...
+    #[arg(long, requires = "palette")]
+    preset: Option<String>,
+    /// ...for this palette directory (from `igpt palette`).
+    #[arg(long)]
+    palette: Option<PathBuf>,
+    /// Run directory: train.json, log.csv, checkpoint/.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Continue the run in --output from its checkpoint, with its saved settings.
+    #[arg(long)]
+    resume: bool,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Optimisation steps (default: one epoch).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Passes over the training set, instead of --steps.
+    #[arg(long)]
+    epochs: Option<f64>,
+    /// Peak learning rate (Adam, β = 0.9, 0.95).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warmup steps (default: 5% of the run).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Random horizontal flips.
+    #[arg(long)]
+    flip: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[arg(long, default_value_t = 500)]
+    eval_every: usize,
+    /// Validation images per evaluation.
+    #[arg(long, default_value_t = 1000)]
+    eval_images: usize,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run directory written by `igpt train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output model directory, e.g. models/fmnist-small.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Store the weights as f16 (half the size; the card's number is measured on what is written).
+    #[arg(long)]
+    f16: bool,
+    /// Test images to measure bits/token on; default: the run's validation set.
+    #[arg(long)]
+    test: Option<DataSpec>,
+    /// Score only the first N test images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Name recorded in the card; default: the output folder's name.
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+/// Tokenizes a dataset with a progress bar.
+fn tokenize_all(
+    spec: &DataSpec,
+    tokenizer: &Tokenizer,
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Vec<u16>>> {
+    let mut data = spec.load()?;
+    if let Some(n) = limit {
+        data.truncate(n);
+    }
+    let bar = progress(data.len(), &format!("tokenizing {spec}"));
+    let ids = data
+        .images
+        .iter()
+        .map(|im| {
+            bar.inc(1);
+            tokenizer.tokenize(im)
+        })
+        .collect();
+    bar.finish_and_clear();
+    Ok(ids)
+}
+
+impl BackendJob for TrainArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        type A<B> = Autodiff<B>;
+        let resume = self.resume;
+        let start: StoredModel<A<B>> = if resume {
+            store::load_dir(&train::checkpoint_dir(&self.output), &device)
+                .context("cannot resume: no readable checkpoint in the run directory")?
+        } else if let Some(dir) = &self.model {
+            store::load_dir(dir, &device)?
+        } else if let (Some(preset), Some(palette)) = (&self.preset, &self.palette) {
+            let tokenizer = store::read_tokenizer(palette)?;
+            let config = ImageGptConfig::preset(
+                preset,
+                tokenizer.palette.len(),
+                tokenizer.height * tokenizer.width,
+            )?;
+            A::<B>::seed(&device, self.seed);
+            let card = ModelCard {
+                image_height: tokenizer.height,
+                image_width: tokenizer.width,
+                channels: tokenizer.channels(),
+                ..Default::default()
+            };
+            StoredModel {
+                model: config.init(&device),
+                config,
+                palette: tokenizer.palette,
+                card,
+            }
+        } else {
+            bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
+        };
+        let tokenizer = start.tokenizer();
+        let (config, train_ids) = if resume {
+            let config = train::read_config(&self.output)?;
+            let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
+            (config, ids)
+        } else {
+            if train::checkpoint_dir(&self.output).exists() {
+                bail!(
+                    "{} already holds a run: pass --resume to continue it, or choose another --output",
+                    self.output.display()
+                );
+            }
+            let ids = tokenize_all(&self.data, &tokenizer, self.limit)?;
+            (self.config(ids.len())?, ids)
+        };
+        let val_ids = match &config.val {
+            Some(spec) => tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?,
+            None => Vec::new(),
+        };
+        eprintln!(
+            "training {:.2}M parameters on {} images of {} for {} steps of {} (lr {}, {} warmup)",
+            start.config.num_params() as f64 / 1e6,
+            train_ids.len(),
+            config.data,
+            config.steps,
+            config.batch,
+            config.lr,
+            config.warmup
+        );
+        let bar = ProgressBar::new(config.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        let mut val_note = String::new();
+        let (_, state) = train::train(
+            &self.output,
+            &config,
+            start,
+            resume,
+            &train_ids,
+            &val_ids,
+            |event| {
+                match event {
+                    Event::Step {
+                        step,
+                        loss,
+                        tokens_per_second,
+                        lr,
+                        ..
+                    } => {
+                        bar.set_position(step as u64);
+                        bar.set_message(format!(
+                        "loss {loss:.4} ({:.3} bits/token) lr {lr:.2e} {tokens_per_second:.0} tok/s{val_note}",
+                        loss / std::f64::consts::LN_2
+                    ));
+                    }
+                    Event::Validation { bits_per_token, .. } => {
+                        val_note = format!(" | val {bits_per_token:.4} bits/token");
+                    }
+                    Event::Checkpoint { .. } => {}
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        bar.finish();
+        eprintln!(
+            "done: {} steps in {:.0}s; last loss {:.4}{}; checkpoint in {}",
+            state.step,
+            state.seconds,
+            state.last_loss.unwrap_or(f64::NAN),
+            state
+                .last_val_bits
+                .map_or(String::new(), |v| format!(", validation {v:.4} bits/token")),
+            train::checkpoint_dir(&self.output).display()
+        );
+        Ok(())
+    }
+}
+
+impl TrainArgs {
+    fn config(&self, images: usize) -> anyhow::Result<TrainConfig> {
+        let steps = match (self.steps, self.epochs) {
+            (Some(steps), _) => steps,
+            (None, Some(epochs)) => ((images as f64 * epochs) / self.batch as f64).ceil() as usize,
+            (None, None) => images.div_ceil(self.batch),
+        };
+        let config = TrainConfig {
+            data: self.data.to_string(),
+            limit: self.limit,
+            val: self.val.as_ref().map(ToString::to_string),
+            batch: self.batch,
+            steps,
+            lr: self.lr,
+            warmup: self.warmup.unwrap_or(steps / 20),
+            grad_clip: self.grad_clip,
+            flip: self.flip,
+            seed: self.seed,
+            log_every: self.log_every,
+            eval_every: self.eval_every,
+            eval_images: self.eval_images,
+            checkpoint_every: self.checkpoint_every,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl BackendJob for ExportArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let config = train::read_config(&self.run)?;
+        let state = train::read_state(&self.run)?;
+        let mut stored = store::load_dir::<B>(&train::checkpoint_dir(&self.run), &device)?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.output
+                .file_name()
+                .map_or("igpt".into(), |n| n.to_string_lossy().into_owned())
+        });
+        let precision = if self.f16 {
+            WeightPrecision::F16
+        } else {
+            WeightPrecision::F32
+        };
+        // Write the weights first, then measure what was written (f16 rounding included).
+        stored.card.name = Some(name);
+        stored.card.dataset = Some(config.data.clone());
+        stored.save_dir(&self.output, precision)?;
+        let written = store::load_dir::<B>(&self.output, &device)?;
+        let test: DataSpec = match (&self.test, &config.val) {
+            (Some(spec), _) => spec.clone(),
+            (None, Some(val)) => val.parse()?,
+            (None, None) => bail!("the run had no validation set: give --test SPEC"),
+        };
+        let ids = tokenize_all(&test, &written.tokenizer(), self.limit)?;
+        let bar = progress(ids.len(), "measuring");
+        let nll = sequence_nll(&written.model, &ids, 32, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        let card = &mut stored.card;
+        card.metrics
+            .insert("test_bits_per_token".into(), nll.bits_per_token);
+        card.metrics.insert("test_nll_nats".into(), nll.nll_nats);
+        card.metrics.insert("test_images".into(), nll.count as f64);
+        card.extra
+            .insert("test_data".into(), test.to_string().into());
+        card.extra.insert(
+            "training".into(),
+            serde_json::json!({
+                "steps": state.step,
+                "seconds": state.seconds,
+                "device": format!("{:?}", device),
+                "backend": B::name(&device),
+                "config": config,
+                "parameters": stored.config.num_params(),
+                "weights": if self.f16 { "f16" } else { "f32" },
+            }),
+        );
+        let card_json = serde_json::to_string_pretty(&stored.card)?;
+        std::fs::write(self.output.join(store::CARD_FILE), card_json)
+            .with_context(|| format!("cannot write the card in {}", self.output.display()))?;
+        println!(
+            "wrote {}: {:.4} bits/token on {} images of {test}",
+            self.output.display(),
+            nll.bits_per_token,
+            nll.count
+        );
+        Ok(())
+    }
+}
