@@ -16,6 +16,9 @@ pub mod data;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
 pub use error::{Error, Result};
 pub use model::{ImageGpt, ImageGptConfig, KvCache};
 pub use palette::{Palette, Tokenizer};

@@ -144,6 +144,18 @@ impl BackendJob for BenchSampleArgs {
         if tokens == 0 {
             bail!("--tokens must be at least 1");
         }
+        // Warm up (allocator pools, thread pools, shader compilation) before anything is timed.
+        let mut warm = Generation::new(
+            &model,
+            vec![vec![]; self.batch],
+            SamplingConfig::default(),
+            Decoding::Cached,
+            Some(0),
+        )?;
+        for _ in 0..tokens.min(16) {
+            warm.step(&model);
+        }
+        warm.read_back()?;
         let mut results = Vec::new();
         for (name, decoding, every_token) in [
             ("(a) KV cache, on-device sampling", Decoding::Cached, false),

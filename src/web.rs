@@ -1,0 +1,224 @@
+//! The browser boundary: one exported class, `ImageGpt`, driving the shared model from JavaScript.
+//! WebGPU when the page has it (burn-wgpu), else the Flex CPU backend in wasm. Generation is exposed a
+//! chunk of steps at a time, so the page paints rows as they arrive and can stop at any point.
+
+use burn::backend::wgpu::graphics::AutoGraphicsApi;
+use burn::backend::wgpu::{WgpuDevice, init_setup_async};
+use burn::backend::{Flex, Wgpu};
+use burn::tensor::backend::Backend;
+use wasm_bindgen::prelude::*;
+
+use crate::Tokenizer;
+use crate::model::ImageGpt as Model;
+use crate::raster::Raster;
+use crate::sample::{Decoding, Generation, SamplingConfig};
+use crate::store::ModelFiles;
+
+/// A model on one backend with the generation in progress, if any.
+struct Engine<B: Backend> {
+    model: Model<B>,
+    generation: Option<Generation<B>>,
+}
+
+impl<B: Backend> Engine<B> {
+    fn start(
+        &mut self,
+        prefixes: Vec<Vec<u16>>,
+        config: SamplingConfig,
+        seed: u64,
+    ) -> Result<(), JsError> {
+        self.generation = Some(Generation::new(
+            &self.model,
+            prefixes,
+            config,
+            Decoding::Cached,
+            Some(seed),
+        )?);
+        Ok(())
+    }
+
+    /// Runs up to `steps` steps, then reads the new tokens back (the only host round trip).
+    async fn advance(&mut self, steps: usize) -> Result<Vec<u16>, JsError> {
+        let generation = self
+            .generation
+            .as_mut()
+            .ok_or_else(|| JsError::new("call start() before advance()"))?;
+        for _ in 0..steps {
+            generation.step(&self.model);
+        }
+        if let Some(tokens) = generation.take_pending() {
+            let data = tokens
+                .into_data_async()
+                .await
+                .map_err(|e| JsError::new(&format!("reading tokens back failed: {e:?}")))?;
+            generation.absorb(data)?;
+        }
+        Ok(generation.sequences().concat())
+    }
+
+    fn is_done(&self) -> bool {
+        self.generation.as_ref().is_none_or(Generation::is_done)
+    }
+}
+
+enum Backends {
+    Gpu(Engine<Wgpu>),
+    Cpu(Engine<Flex>),
+}
+
+/// Image GPT in the page: load a model, sample or complete images step by step, paint them.
+#[wasm_bindgen]
+pub struct ImageGpt {
+    engine: Backends,
+    tokenizer: Tokenizer,
+    card: String,
+}
+
+#[wasm_bindgen]
+impl ImageGpt {
+    /// Builds the model from a model directory's files. With `webgpu`, initialises WebGPU first
+    /// (the page checks `navigator.gpu.requestAdapter()` before asking); else runs on the CPU.
+    pub async fn load(
+        weights: Vec<u8>,
+        config: String,
+        preprocessor: String,
+        card: Option<String>,
+        webgpu: bool,
+    ) -> Result<ImageGpt, JsError> {
+        console_error_panic_hook::set_once();
+        let files = ModelFiles {
+            weights,
+            config,
+            preprocessor,
+            card,
+        };
+        let (engine, stored_card, tokenizer) = if webgpu {
+            let device = WgpuDevice::default();
+            init_setup_async::<AutoGraphicsApi>(&device, Default::default()).await;
+            let stored = files.load::<Wgpu>(&device)?;
+            let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
+            let engine = Engine {
+                model: stored.model,
+                generation: None,
+            };
+            (Backends::Gpu(engine), card, tokenizer)
+        } else {
+            let stored = files.load::<Flex>(&Default::default())?;
+            let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
+            let engine = Engine {
+                model: stored.model,
+                generation: None,
+            };
+            (Backends::Cpu(engine), card, tokenizer)
+        };
+        Ok(ImageGpt {
+            engine,
+            tokenizer,
+            card: serde_json::to_string(&stored_card).unwrap_or_default(),
+        })
+    }
+
+    /// `"webgpu"` or `"cpu"`.
+    pub fn backend(&self) -> String {
+        match self.engine {
+            Backends::Gpu(_) => "webgpu".into(),
+            Backends::Cpu(_) => "cpu".into(),
+        }
+    }
+
+    /// The model card as JSON.
+    pub fn card(&self) -> String {
+        self.card.clone()
+    }
+
+    pub fn width(&self) -> usize {
+        self.tokenizer.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.tokenizer.height
+    }
+
+    /// Starts `count` images. `prefix` (token ids, e.g. an image's top rows) is continued by each;
+    /// empty for unconditional samples. `top_k`/`top_p` of 0 mean off; `temperature` 0 is greedy.
+    pub fn start(
+        &mut self,
+        count: usize,
+        prefix: Vec<u16>,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<(), JsError> {
+        let config = SamplingConfig {
+            temperature,
+            top_k: (top_k > 0).then_some(top_k),
+            top_p: (top_p > 0.0 && top_p < 1.0).then_some(top_p),
+        };
+        let prefixes = vec![prefix; count];
+        match &mut self.engine {
+            Backends::Gpu(e) => e.start(prefixes, config, seed as u64),
+            Backends::Cpu(e) => e.start(prefixes, config, seed as u64),
+        }
+    }
+
+    /// Draws up to `steps` more tokens per image and returns every image's tokens so far, concatenated
+    /// (`count` runs of equal length).
+    pub async fn advance(&mut self, steps: usize) -> Result<Vec<u16>, JsError> {
+        match &mut self.engine {
+            Backends::Gpu(e) => e.advance(steps).await,
+            Backends::Cpu(e) => e.advance(steps).await,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        match &self.engine {
+            Backends::Gpu(e) => e.is_done(),
+            Backends::Cpu(e) => e.is_done(),
+        }
+    }
+
+    /// RGBA pixels (for `ImageData`) of a possibly partial token sequence; missing pixels are
+    /// transparent.
+    pub fn render(&self, ids: Vec<u16>) -> Result<Vec<u8>, JsError> {
+        let palette = &self.tokenizer.palette;
+        let total = self.tokenizer.width * self.tokenizer.height;
+        let mut rgba = vec![0u8; total * 4];
+        for (px, &id) in rgba.chunks_exact_mut(4).zip(ids.iter().take(total)) {
+            let colour = palette
+                .detokenize(&[id], 1, 1)
+                .map_err(|e| JsError::new(&e.to_string()))?;
+            let p = &colour.pixels;
+            let rgb = if p.len() == 1 {
+                [p[0]; 3]
+            } else {
+                [p[0], p[1], p[2]]
+            };
+            px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+        }
+        Ok(rgba)
+    }
+
+    /// Token ids of an image file's bytes (PNG, JPEG, GIF, BMP, WebP): resized and quantised to the
+    /// palette, as the model sees it. A file that is not an image gives a clear error.
+    pub fn tokenize(&self, bytes: Vec<u8>) -> Result<Vec<u16>, JsError> {
+        let image = Raster::decode(&bytes, self.tokenizer.palette.channels())?;
+        Ok(self.tokenizer.tokenize(&image))
+    }
+
+    /// Token ids of RGBA pixels (a canvas drawing) of any size.
+    pub fn tokenize_rgba(
+        &self,
+        rgba: Vec<u8>,
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<u16>, JsError> {
+        let rgb: Vec<u8> = rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        let image =
+            Raster::new(width, height, 3, rgb)?.with_channels(self.tokenizer.palette.channels());
+        Ok(self.tokenizer.tokenize(&image))
+    }
+}
