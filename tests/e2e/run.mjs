@@ -1,0 +1,152 @@
+// End-to-end tests of the built site (dist/) in Debian's Chromium, driven by playwright-core.
+// WebGPU runs on SwiftShader (DESIGN §4 flags). Screenshots go to $E2E_ARTIFACTS (default target/e2e).
+// Usage: node tests/e2e/run.mjs [DIST]
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const dist = path.resolve(process.argv[2] ?? path.join(root, "dist"));
+const artifacts = path.resolve(process.env.E2E_ARTIFACTS ?? path.join(root, "target/e2e"));
+fs.mkdirSync(artifacts, { recursive: true });
+const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS ?? 600_000);
+
+const BASE_FLAGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const WEBGPU_FLAGS = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+  "--use-webgpu-adapter=swiftshader"];
+
+// The shipped model if models/index.json lists one, else the HF test fixture (a real checkpoint, random
+// weights: it exercises the same loading, sampling and painting paths).
+const index = JSON.parse(fs.readFileSync(path.join(dist, "models/index.json"), "utf8"));
+let model = index[0]?.path;
+if (!model) {
+  model = "hf-imagegpt-tiny";
+  const target = path.join(dist, "models", model);
+  fs.mkdirSync(target, { recursive: true });
+  for (const f of ["model.safetensors", "config.json", "preprocessor_config.json"]) {
+    fs.copyFileSync(path.join(root, "tests/fixtures/hf-imagegpt-tiny", f), path.join(target, f));
+  }
+  const card = { name: "HF ImageGPT test fixture (random weights)", dataset: "none", image_height: 8,
+    image_width: 8, channels: 3 };
+  fs.writeFileSync(path.join(target, "card.json"), JSON.stringify(card));
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
+  ".json": "application/json", ".png": "image/png" };
+const server = http.createServer((req, res) => {
+  const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  const file = path.join(dist, url.endsWith("/") ? url + "index.html" : url);
+  if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    res.writeHead(404).end("not found");
+    return;
+  }
+  res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream",
+    "content-length": fs.statSync(file).size });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+let passed = 0, failed = 0;
+async function test(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    passed++;
+    console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e.stack ?? e}`);
+  }
+}
+function check(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+/// Opens the page in a fresh browser; collects uncaught errors and console errors.
+async function open(flags, query) {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [...BASE_FLAGS, ...flags] });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
+  await page.goto(`${origin}/index.html?model=${model}&${query}`);
+  return { browser, page, errors };
+}
+
+/// Per canvas in a container: [opaque pixel fraction, distinct colours].
+const canvasStats = (page, selector) => page.$$eval(selector, (cs) => cs.map((c) => {
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let opaque = 0; const colours = new Set();
+  for (let i = 0; i < d.length; i += 4) { if (d[i + 3] === 255) opaque++; colours.add(`${d[i]},${d[i + 1]},${d[i + 2]}`); }
+  return [opaque / (d.length / 4), colours.size];
+}));
+
+const webgpu = await open(WEBGPU_FLAGS, "count=4");
+await test("the adapter is WebGPU (SwiftShader), not the CPU fallback", async () => {
+  await webgpu.page.waitForFunction(() => window.igptState.backend !== null || window.igptState.errors.length, null, { timeout: TIMEOUT });
+  const s = await webgpu.page.evaluate(() => window.igptState);
+  check(s.backend === "webgpu", `backend is ${s.backend}; errors: ${s.errors}`);
+});
+await test("the gallery fills with non-blank images, painted row by row", async () => {
+  const first = await webgpu.page.waitForFunction(() => window.igptState.tokensPerSecond > 0, null, { timeout: TIMEOUT });
+  check(first, "no row was painted");
+  await webgpu.page.waitForFunction(() => window.igptState.galleryDone, null, { timeout: TIMEOUT });
+  const stats = await canvasStats(webgpu.page, "#gallery canvas");
+  check(stats.length === 4, `${stats.length} images`);
+  for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, `blank or partial image: ${opaque}, ${colours}`);
+  await webgpu.page.screenshot({ path: path.join(artifacts, "gallery-webgpu.png"), fullPage: true });
+  console.log(`     ${await webgpu.page.textContent("#status")}`);
+});
+await test("a completion of a bundled image keeps the given rows pixel-exact", async () => {
+  await webgpu.page.fill("#completions", "3");
+  await webgpu.page.click("#complete");
+  await webgpu.page.waitForFunction(() => window.igptState.completionDone, null, { timeout: TIMEOUT });
+  const { rows, width } = await webgpu.page.evaluate(() => window.igptState.completion);
+  const pixels = await webgpu.page.$$eval("#completion canvas", (cs, rows) => cs.map((c) =>
+    Array.from(c.getContext("2d").getImageData(0, 0, c.width, rows).data)), rows);
+  check(pixels.length === 5, `${pixels.length} canvases`);
+  const given = pixels[1];
+  check(given.length === rows * width * 4, "given part size");
+  for (const completion of pixels.slice(2)) check(completion.every((v, i) => v === given[i]), "a completion changed the given rows");
+  check(pixels[0].every((v, i) => v === given[i]), "the given rows differ from the original");
+  await webgpu.page.screenshot({ path: path.join(artifacts, "completion-webgpu.png"), fullPage: true });
+});
+await test("a bad upload shows a message and the page keeps working", async () => {
+  const bad = path.join(artifacts, "not-an-image.png");
+  fs.writeFileSync(bad, "this is not an image");
+  await webgpu.page.setInputFiles("#upload", bad);
+  await webgpu.page.click("#complete");
+  await webgpu.page.waitForFunction(() => document.getElementById("complete-message").textContent.length > 0, null, { timeout: 30_000 });
+  const message = await webgpu.page.textContent("#complete-message");
+  check(/Could not use that image/.test(message), message);
+  await webgpu.page.setInputFiles("#upload", []);
+  await webgpu.page.fill("#completions", "1");
+  await webgpu.page.click("#complete");
+  await webgpu.page.waitForFunction(() => window.igptState.completionDone, null, { timeout: TIMEOUT });
+});
+await test("no uncaught errors in the console (WebGPU run)", async () => {
+  check(webgpu.errors.length === 0, webgpu.errors.join("\n"));
+});
+await webgpu.browser.close();
+
+const cpu = await open(["--disable-gpu"], "count=2");
+await test("with WebGPU off, the CPU fallback samples and says so", async () => {
+  await cpu.page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: TIMEOUT });
+  const s = await cpu.page.evaluate(() => window.igptState);
+  check(s.backend === "cpu", `backend is ${s.backend}; errors: ${s.errors}`);
+  const stats = await canvasStats(cpu.page, "#gallery canvas");
+  for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, "blank image on CPU");
+  check(/CPU/.test(await cpu.page.textContent("#card")), "the card names the CPU backend");
+  await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
+  check(cpu.errors.length === 0, cpu.errors.join("\n"));
+});
+await cpu.browser.close();
+server.close();
+
+console.log(`e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
