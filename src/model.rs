@@ -409,14 +409,13 @@ impl<B: Backend> LayerCache<B> {
     fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, h, t, hd] = k.dims();
         let (start, end) = (self.len, self.len + t);
-        self.key = self
-            .key
-            .clone()
-            .slice_assign([0..b, 0..h, start..end, 0..hd], k);
-        self.value = self
-            .value
-            .clone()
-            .slice_assign([0..b, 0..h, start..end, 0..hd], v);
+        // Moved out, not cloned: the cache must be the buffer's only owner for the backend to write
+        // in place instead of copying the whole [b, h, n_positions, hd] buffer every step.
+        let placeholder = || Tensor::empty([0, 0, 0, 0], &k.device());
+        let key = std::mem::replace(&mut self.key, placeholder());
+        let value = std::mem::replace(&mut self.value, placeholder());
+        self.key = key.slice_assign([0..b, 0..h, start..end, 0..hd], k);
+        self.value = value.slice_assign([0..b, 0..h, start..end, 0..hd], v);
         self.len = end;
         (
             self.key.clone().slice([0..b, 0..h, 0..end, 0..hd]),
