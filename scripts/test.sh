@@ -22,5 +22,8 @@ cargo test --release
 step "static site: trunk build --release (the wasm32 build of the library)"
 trunk build --release
 
+step "the JS package: scripts/pkg.sh (wasm-bindgen --target web)"
+bash scripts/pkg.sh
+
 step "browser end-to-end tests (Chromium, WebGPU on SwiftShader, and the CPU fallback)"
 node tests/e2e/run.mjs dist

@@ -171,6 +171,35 @@ impl ImageGpt {
         }
     }
 
+    /// Samples `count` whole images in one call: every image's tokens, concatenated.
+    pub async fn sample(
+        &mut self,
+        count: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<Vec<u16>, JsError> {
+        self.complete(Vec::new(), count, temperature, top_k, top_p, seed)
+            .await
+    }
+
+    /// Completes `prefix` (token ids of an image's first rows) `count` ways in one call.
+    pub async fn complete(
+        &mut self,
+        prefix: Vec<u16>,
+        count: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<Vec<u16>, JsError> {
+        self.start(count, prefix, temperature, top_k, top_p, seed)?;
+        let total = self.tokenizer.width * self.tokenizer.height;
+        // One readback at the end: the whole image is drawn on the device.
+        self.advance(total).await
+    }
+
     pub fn done(&self) -> bool {
         match &self.engine {
             Backends::Gpu(e) => e.is_done(),

@@ -134,6 +134,26 @@ await test("no uncaught errors in the console (WebGPU run)", async () => {
 });
 await webgpu.browser.close();
 
+await test("the pkg/ JS package loads a model, samples and completes (README example)", async () => {
+  const pkg = path.join(root, "pkg");
+  check(fs.existsSync(path.join(pkg, "igpt.js")), "pkg/ is not built: run scripts/pkg.sh");
+  fs.cpSync(pkg, path.join(dist, "pkg"), { recursive: true });
+  fs.copyFileSync(path.join(root, "tests/e2e/pkg.html"), path.join(dist, "pkg-check.html"));
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
+  const page = await browser.newPage();
+  await page.goto(`${origin}/pkg-check.html?model=models/${model}`);
+  await page.waitForFunction(() => window.result, null, { timeout: TIMEOUT });
+  const r = await page.evaluate(() => window.result);
+  await browser.close();
+  check(!r.error, r.error);
+  check(r.samples.length === 2 * r.pixels && r.completions.length === 2 * r.pixels, "wrong token counts");
+  const width = Math.sqrt(r.pixels);
+  for (let i = 0; i < 2; i++) {
+    const row = r.completions.slice(i * r.pixels, i * r.pixels + width);
+    check(row.every((v, j) => v === r.samples[j]), "a completion lost its given row");
+  }
+});
+
 const cpu = await open(["--disable-gpu"], "count=2");
 await test("with WebGPU off, the CPU fallback samples and says so", async () => {
   await cpu.page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: TIMEOUT });
