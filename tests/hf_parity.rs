@@ -3,16 +3,8 @@
 mod common;
 
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use common::{B, expected, fixture_dir, max_abs_diff};
+use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::{Raster, store};
-
-fn ids_tensor(rows: &[Vec<i64>]) -> Tensor<B, 2, Int> {
-    let flat: Vec<i64> = rows.concat();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), rows[0].len()]),
-        &Default::default(),
-    )
-}
 
 fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
@@ -22,7 +14,9 @@ fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 fn logits_and_hidden_states_match_hf() {
     let exp = expected();
     let stored = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
-    let out = stored.model.forward_hidden(ids_tensor(&exp.model_input));
+    let out = stored
+        .model
+        .forward_hidden(ids::<B>(&exp.model_input, 0..exp.model_input[0].len()));
     let want: Vec<f32> = exp.logits.concat().concat();
     let diff = max_abs_diff(&floats(out.logits), &want);
     assert!(diff <= 1e-4, "logits differ from HF by {diff}");
@@ -54,7 +48,7 @@ fn greedy_generation_matches_hf() {
         let keep: Vec<bool> = (0..batch * t).map(|i| i % t != 0).collect();
         let keep =
             Tensor::<B, 2, Bool>::from_data(TensorData::new(keep, [batch, t]), &Default::default());
-        let logits = model.forward_padded(ids_tensor(&seqs), keep); // [b, t, K]
+        let logits = model.forward_padded(ids::<B>(&seqs, 0..seqs[0].len()), keep); // [b, t, K]
         let [b, t, k] = logits.dims();
         let last = logits.slice([0..b, t - 1..t, 0..k]).argmax(2);
         let next: Vec<i64> = last.into_data().convert::<i64>().into_vec().unwrap();

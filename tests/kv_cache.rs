@@ -3,19 +3,8 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{B, expected, fixture_dir, max_abs_diff};
+use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::store;
-
-fn ids(rows: &[Vec<i64>], range: std::ops::Range<usize>) -> Tensor<B, 2, Int> {
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r[range.clone()].to_vec())
-        .collect();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), range.len()]),
-        &Default::default(),
-    )
-}
 
 fn floats(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
@@ -28,14 +17,14 @@ fn cached_decoding_gives_the_full_forward_logits() {
         .unwrap()
         .model;
     let n = exp.model_input[0].len();
-    let full = model.forward(ids(&exp.model_input, 0..n));
+    let full = model.forward(ids::<B>(&exp.model_input, 0..n));
     let [b, _, k] = full.dims();
 
     // A prefix of 10 tokens in one call (as completion does), then one token per step (as sampling does).
     let mut cache = model.new_cache(b);
-    let mut pieces = vec![model.forward_cached(ids(&exp.model_input, 0..10), &mut cache)];
+    let mut pieces = vec![model.forward_cached(ids::<B>(&exp.model_input, 0..10), &mut cache)];
     for t in 10..n {
-        pieces.push(model.forward_cached(ids(&exp.model_input, t..t + 1), &mut cache));
+        pieces.push(model.forward_cached(ids::<B>(&exp.model_input, t..t + 1), &mut cache));
     }
     assert_eq!(cache.len(), n);
     let cached = Tensor::cat(pieces, 1);
@@ -55,6 +44,6 @@ fn cache_refuses_to_run_past_the_context() {
         .unwrap()
         .model;
     let mut cache = model.new_cache(3);
-    model.forward_cached(ids(&exp.model_input, 0..64), &mut cache);
-    model.forward_cached(ids(&exp.model_input, 0..1), &mut cache);
+    model.forward_cached(ids::<B>(&exp.model_input, 0..64), &mut cache);
+    model.forward_cached(ids::<B>(&exp.model_input, 0..1), &mut cache);
 }

@@ -5,23 +5,12 @@
 mod common;
 
 use burn::backend::Wgpu;
-use burn::tensor::{Int, Tensor, TensorData};
-use common::{expected, fixture_dir, max_abs_diff};
+use burn::tensor::Tensor;
+use common::{expected, fixture_dir, ids, max_abs_diff};
 use igpt::sample::{Decoding, Generation, SamplingConfig};
 use igpt::store;
 
 type W = Wgpu;
-
-fn ids(rows: &[Vec<i64>], range: std::ops::Range<usize>) -> Tensor<W, 2, Int> {
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r[range.clone()].to_vec())
-        .collect();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), range.len()]),
-        &Default::default(),
-    )
-}
 
 #[test]
 fn wgpu_matches_hf_and_its_own_cache() {
@@ -29,7 +18,7 @@ fn wgpu_matches_hf_and_its_own_cache() {
     let model = store::load_dir::<W>(&fixture_dir(), &Default::default())
         .unwrap()
         .model;
-    let full = model.forward(ids(&exp.model_input, 0..64));
+    let full = model.forward(ids::<W>(&exp.model_input, 0..64));
     let full_values: Vec<f32> = full
         .clone()
         .into_data()
@@ -40,9 +29,9 @@ fn wgpu_matches_hf_and_its_own_cache() {
     assert!(diff <= 1e-4, "wgpu logits differ from HF by {diff}");
 
     let mut cache = model.new_cache(3);
-    let mut pieces = vec![model.forward_cached(ids(&exp.model_input, 0..20), &mut cache)];
+    let mut pieces = vec![model.forward_cached(ids::<W>(&exp.model_input, 0..20), &mut cache)];
     for t in 20..64 {
-        pieces.push(model.forward_cached(ids(&exp.model_input, t..t + 1), &mut cache));
+        pieces.push(model.forward_cached(ids::<W>(&exp.model_input, t..t + 1), &mut cache));
     }
     let cached: Vec<f32> = Tensor::cat(pieces, 1)
         .into_data()

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
 pub type B = burn::backend::Flex;
@@ -35,4 +37,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Columns `range` of token rows as a `[rows, len]` id tensor on any backend.
+pub fn ids<BB: Backend>(rows: &[Vec<i64>], range: std::ops::Range<usize>) -> Tensor<BB, 2, Int> {
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r[range.clone()].to_vec())
+        .collect();
+    Tensor::from_data(
+        TensorData::new(flat, [rows.len(), range.len()]),
+        &Default::default(),
+    )
 }
