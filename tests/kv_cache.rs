@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::store;
 
