@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::{Raster, store};
 
