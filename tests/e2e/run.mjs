@@ -100,7 +100,8 @@ await test("the gallery fills with non-blank images, painted row by row", async 
   check(stats.length === 4, `${stats.length} images`);
   for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, `blank or partial image: ${opaque}, ${colours}`);
   await webgpu.page.screenshot({ path: path.join(artifacts, "gallery-webgpu.png"), fullPage: true });
-  console.log(`     ${await webgpu.page.textContent("#status")}`);
+  const s = await webgpu.page.evaluate(() => window.igptState);
+  console.log(`     WebGPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
 });
 await test("a completion of a bundled image keeps the given rows pixel-exact", async () => {
   await webgpu.page.fill("#completions", "3");
@@ -154,7 +155,7 @@ await test("the pkg/ JS package loads a model, samples and completes (README exa
   }
 });
 
-const cpu = await open(["--disable-gpu"], "count=2");
+const cpu = await open(["--disable-gpu"], "count=4");
 await test("with WebGPU off, the CPU fallback samples and says so", async () => {
   await cpu.page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: TIMEOUT });
   const s = await cpu.page.evaluate(() => window.igptState);
@@ -163,6 +164,7 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
   for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, "blank image on CPU");
   check(/CPU/.test(await cpu.page.textContent("#card")), "the card names the CPU backend");
   await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
+  console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));
 });
 await cpu.browser.close();
