@@ -155,6 +155,18 @@ await test("the pkg/ JS package loads a model, samples and completes (README exa
   }
 });
 
+if (index.length === 0) {
+  await test("with no model bundled, the page says so instead of going blank", async () => {
+    const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
+    const page = await browser.newPage();
+    await page.goto(`${origin}/index.html`);
+    await page.waitForFunction(() => window.igptState?.errors.length > 0, null, { timeout: 60_000 });
+    const text = await page.textContent("#status");
+    await browser.close();
+    check(/No model is bundled/.test(text), text);
+  });
+}
+
 const cpu = await open(["--disable-gpu"], "count=4");
 await test("with WebGPU off, the CPU fallback samples and says so", async () => {
   await cpu.page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: TIMEOUT });
