@@ -72,6 +72,8 @@ pub struct ImageGpt {
     engine: Backends,
     tokenizer: Tokenizer,
     card: String,
+    /// RGBA of every palette colour, so painting is a table lookup per pixel.
+    colours: Vec<[u8; 4]>,
 }
 
 #[wasm_bindgen]
@@ -111,10 +113,19 @@ impl ImageGpt {
             };
             (Backends::Cpu(engine), card, tokenizer)
         };
+        let k = tokenizer.palette.len();
+        let all: Vec<u16> = (0..k as u16).collect();
+        let strip = tokenizer.palette.detokenize(&all, k, 1)?.with_channels(3);
+        let colours = strip
+            .pixels
+            .chunks_exact(3)
+            .map(|p| [p[0], p[1], p[2], 255])
+            .collect();
         Ok(ImageGpt {
             engine,
             tokenizer,
             card: serde_json::to_string(&stored_card).unwrap_or_default(),
+            colours,
         })
     }
 
@@ -210,20 +221,13 @@ impl ImageGpt {
     /// RGBA pixels (for `ImageData`) of a possibly partial token sequence; missing pixels are
     /// transparent.
     pub fn render(&self, ids: Vec<u16>) -> Result<Vec<u8>, JsError> {
-        let palette = &self.tokenizer.palette;
         let total = self.tokenizer.width * self.tokenizer.height;
         let mut rgba = vec![0u8; total * 4];
         for (px, &id) in rgba.chunks_exact_mut(4).zip(ids.iter().take(total)) {
-            let colour = palette
-                .detokenize(&[id], 1, 1)
-                .map_err(|e| JsError::new(&e.to_string()))?;
-            let p = &colour.pixels;
-            let rgb = if p.len() == 1 {
-                [p[0]; 3]
-            } else {
-                [p[0], p[1], p[2]]
-            };
-            px.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+            let colour = self.colours.get(id as usize).ok_or_else(|| {
+                JsError::new(&format!("token {id} is not a colour of this palette"))
+            })?;
+            px.copy_from_slice(colour);
         }
         Ok(rgba)
     }
