@@ -143,10 +143,12 @@ impl<'a> Batches<'a> {
                 }
                 let index = self.epoch.as_ref().expect("set above").1[pos];
                 let mut seq = self.sequences[index].clone();
-                let flip_coin =
+                // The coin is only drawn when flips are on: it costs a generator per sample.
+                let flip_coin = || {
                     ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(g as u64 * 0x9E37_79B9))
-                        .random::<bool>();
-                if self.flip && flip_coin {
+                        .random::<bool>()
+                };
+                if self.flip && flip_coin() {
                     seq.chunks_mut(self.width).for_each(<[u16]>::reverse);
                 }
                 seq
