@@ -45,17 +45,27 @@ pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("igpt-l", 1536, 48, 16),
 ];
 
+/// `"128x4x2"` → `(128, 4, 2)`: width, layers, heads.
+fn parse_shape(text: &str) -> Option<(usize, usize, usize)> {
+    let mut parts = text.split('x').map(|p| p.parse::<usize>().ok());
+    let shape = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(shape)
+}
+
 impl ImageGptConfig {
-    /// A named preset (see [`PRESETS`]) for a K-colour palette and `n_positions` pixels.
+    /// A named preset (see [`PRESETS`]), or an explicit `WIDTHxLAYERSxHEADS` shape such as `128x4x2`,
+    /// for a K-colour palette and `n_positions` pixels.
     pub fn preset(name: &str, n_colors: usize, n_positions: usize) -> Result<Self> {
-        let &(_, n_embd, n_layer, n_head) =
-            PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
+        let (n_embd, n_layer, n_head) = match PRESETS.iter().find(|p| p.0 == name) {
+            Some(&(_, d, l, h)) => (d, l, h),
+            None => parse_shape(name).ok_or_else(|| {
                 let names: Vec<_> = PRESETS.iter().map(|p| p.0).collect();
                 Error::invalid(format!(
-                    "unknown preset `{name}` (choose one of {})",
+                    "unknown preset `{name}` (choose one of {}, or give WIDTHxLAYERSxHEADS like 128x4x2)",
                     names.join(", ")
                 ))
-            })?;
+            })?,
+        };
         let config = Self::new(n_colors, n_positions)
             .with_n_embd(n_embd)
             .with_n_layer(n_layer)
@@ -421,5 +431,24 @@ impl<B: Backend> LayerCache<B> {
             self.key.clone().slice([0..b, 0..h, 0..end, 0..hd]),
             self.value.clone().slice([0..b, 0..h, 0..end, 0..hd]),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_takes_names_and_explicit_shapes() {
+        let named = ImageGptConfig::preset("small", 16, 784).unwrap();
+        assert_eq!((named.n_embd, named.n_layer, named.n_head), (256, 8, 8));
+        let explicit = ImageGptConfig::preset("128x4x2", 16, 784).unwrap();
+        assert_eq!(
+            (explicit.n_embd, explicit.n_layer, explicit.n_head),
+            (128, 4, 2)
+        );
+        for bad in ["huge", "128x4", "128x4x2x1", "ax4x2", "130x4x4"] {
+            assert!(ImageGptConfig::preset(bad, 16, 784).is_err(), "{bad}");
+        }
     }
 }

@@ -29,7 +29,7 @@ pub struct Shape {
     /// Model directory (its own shape and weights).
     #[arg(long, conflicts_with = "preset")]
     model: Option<std::path::PathBuf>,
-    /// Preset size when no --model is given.
+    /// Preset size when no --model is given (tiny, small, igpt-s, ..., or WIDTHxLAYERSxHEADS).
     #[arg(long, default_value = "small")]
     preset: String,
     /// Palette size K for --preset.

@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod eval;
+mod heap;
 mod prepare;
 mod sample;
 mod train;
@@ -52,6 +53,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    heap::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Palette(args) => prepare::palette(args),

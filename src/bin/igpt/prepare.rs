@@ -55,7 +55,8 @@ pub struct TokenizeArgs {
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// Model size: tiny, small (256 wide, 8 layers), igpt-s (512×24), igpt-m, igpt-l.
+    /// Model size: tiny, small (256 wide, 8 layers), igpt-s (512×24), igpt-m, igpt-l, or an explicit
+    /// WIDTHxLAYERSxHEADS such as 128x2x1.
     #[arg(long, default_value = "small")]
     preset: String,
     /// Palette directory (from `igpt palette`) or a model directory to take the palette from.
