@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job, as far as igpt goes today: set up, build, fit a Fashion-MNIST palette, make a model,
-# check it against HuggingFace's reference, and score it on the test split.
+# The main job: set up, build, fit a Fashion-MNIST palette, make a model, check it against
+# HuggingFace's reference, then score the shipped Fashion-MNIST model and draw samples and completions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,3 +18,11 @@ python3 -c 'import json;json.dump(json.load(open("tests/fixtures/hf-imagegpt-tin
 "$bin" eval --model tests/fixtures/hf-imagegpt-tiny --ids "$out/fixture_ids.json"
 echo "== the untrained model on 64 Fashion-MNIST test images (uniform: 4 bits/token)"
 "$bin" eval --model "$out/small-init" --data fashion-mnist:test --limit 64
+
+shipped=models/fmnist-mini
+echo "== the shipped model ($shipped) on 500 test images (its card: the whole test split)"
+"$bin" eval --model "$shipped" --data fashion-mnist:test --limit 500
+echo "== 16 samples and 6 completions of test image 0 from it"
+"$bin" sample --model "$shipped" -n 16 --seed 1 -o "$out/samples.png"
+"$bin" complete --model "$shipped" --data fashion-mnist:test --index 0 --rows 14 -n 6 --seed 1 -o "$out/completions.png"
+echo "== open $out/samples.png and $out/completions.png; scripts/serve.sh serves the web page"

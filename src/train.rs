@@ -87,6 +87,9 @@ pub struct RunState {
     pub seconds: f64,
     pub last_loss: Option<f64>,
     pub last_val_bits: Option<f64>,
+    /// The backend and device of the latest training session, e.g. `flex Cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// What the loop reports as it goes (the CLI draws progress from it).
@@ -225,6 +228,7 @@ pub fn train<B: AutodiffBackend>(
         stored.model = with_stable_ids(stored.model);
         (stored, RunState::default())
     };
+    state.device = Some(format!("{} {:?}", B::name(&device), device));
     let width = stored.card.image_width;
     let mut batches = Batches::new(train, width, config.seed, config.flip);
     let mut model = stored.model.clone();

@@ -65,14 +65,19 @@ async function loadModel(ImageGpt) {
   const base = `models/${name.replace(/\/?$/, "/")}`;
   const adapter = await webgpuAdapter();
   status(`Downloading ${name}…`);
-  const weights = await fetchBytes(base + "model.safetensors", (f) => ($("progress").value = f));
-  const [config, preprocessor, card] = await Promise.all([
-    fetchText(base + "config.json"),
-    fetchText(base + "preprocessor_config.json"),
-    fetchText(base + "card.json", true),
-  ]);
-  status("Starting the model…");
-  const model = await ImageGpt.load(weights, config, preprocessor, card, adapter !== null);
+  let model;
+  try {
+    const weights = await fetchBytes(base + "model.safetensors", (f) => ($("progress").value = f));
+    const [config, preprocessor, card] = await Promise.all([
+      fetchText(base + "config.json"),
+      fetchText(base + "preprocessor_config.json"),
+      fetchText(base + "card.json", true),
+    ]);
+    status("Starting the model…");
+    model = await ImageGpt.load(weights, config, preprocessor, card, adapter !== null);
+  } catch (e) {
+    throw new Error(`Could not load the model "${name}": ${e.message ?? e}`);
+  }
   state.backend = model.backend();
   const info = adapter?.info ?? {};
   state.adapter = adapter ? `${info.vendor ?? ""} ${info.architecture ?? ""}`.trim() || "WebGPU" : null;

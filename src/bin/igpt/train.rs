@@ -99,6 +99,9 @@ pub struct ExportArgs {
     /// Name recorded in the card; default: the output folder's name.
     #[arg(long)]
     name: Option<String>,
+    /// A free-text note for the card (e.g. why this size was chosen).
+    #[arg(long)]
+    note: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
@@ -313,13 +316,15 @@ impl BackendJob for ExportArgs {
             serde_json::json!({
                 "steps": state.step,
                 "seconds": state.seconds,
-                "device": format!("{:?}", device),
-                "backend": B::name(&device),
+                "device": state.device,
                 "config": config,
                 "parameters": stored.config.num_params(),
                 "weights": if self.f16 { "f16" } else { "f32" },
             }),
         );
+        if let Some(note) = &self.note {
+            card.extra.insert("note".into(), note.clone().into());
+        }
         let card_json = serde_json::to_string_pretty(&stored.card)?;
         std::fs::write(self.output.join(store::CARD_FILE), card_json)
             .with_context(|| format!("cannot write the card in {}", self.output.display()))?;
