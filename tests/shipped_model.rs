@@ -16,13 +16,20 @@ fn every_listed_model_loads_and_scores_near_its_card() {
     let index: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
     assert!(!index.is_empty(), "models/index.json lists no model");
-    let test = "fashion-mnist:test".parse::<DataSpec>().unwrap().load().unwrap();
+    let test = "fashion-mnist:test"
+        .parse::<DataSpec>()
+        .unwrap()
+        .load()
+        .unwrap();
     for entry in index {
         let dir = models.join(entry["path"].as_str().expect("each entry has a path"));
         let stored = store::load_dir::<B>(&dir, &Default::default()).unwrap();
         let card_bits = stored.card.metrics["test_bits_per_token"];
         let tokenizer = stored.tokenizer();
-        let ids: Vec<_> = test.images[..200].iter().map(|im| tokenizer.tokenize(im)).collect();
+        let ids: Vec<_> = test.images[..200]
+            .iter()
+            .map(|im| tokenizer.tokenize(im))
+            .collect();
         let nll = sequence_nll(&stored.model, &ids, 50, |_| {}).unwrap();
         // 200 images vary around the 10,000-image mean by a few hundredths of a bit.
         assert!(
