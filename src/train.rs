@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
@@ -228,7 +228,12 @@ pub fn train<B: AutodiffBackend>(
         stored.model = with_stable_ids(stored.model);
         (stored, RunState::default())
     };
-    state.device = Some(format!("{} {:?}", B::name(&device), device));
+    // The inner backend's name ("flex", "cuda", ...): every training run is autodiff over one.
+    state.device = Some(format!(
+        "{} {:?}",
+        <B::InnerBackend as Backend>::name(&device),
+        device
+    ));
     let width = stored.card.image_width;
     let mut batches = Batches::new(train, width, config.seed, config.flip);
     let mut model = stored.model.clone();
