@@ -6,6 +6,7 @@
 pub mod error;
 pub mod model;
 pub mod palette;
+pub mod precision;
 pub mod raster;
 pub mod sample;
 pub mod store;
@@ -22,5 +23,6 @@ pub mod web;
 pub use error::{Error, Result};
 pub use model::{ImageGpt, ImageGptConfig, KvCache};
 pub use palette::{Palette, Tokenizer};
+pub use precision::Precision;
 pub use raster::Raster;
 pub use store::{ModelCard, ModelFiles, StoredModel, WeightPrecision};

@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// Shape of an iGPT model. The palette and image decide `n_colors` and `n_positions`; a preset the rest.
 #[derive(Config, Debug, PartialEq)]
@@ -158,6 +159,7 @@ impl ImageGptConfig {
                 .with_bias(false)
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            precision: Precision::F32,
         }
     }
 }
@@ -192,11 +194,16 @@ impl<B: Backend> Attention<B> {
         x: Tensor<B, 3>,
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
+        precision: Precision,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (h, hd) = (self.n_head, d / self.n_head);
         let heads = |z: Tensor<B, 3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
-        let mut qkv = self.c_attn.forward(x).chunk(3, 2).into_iter().map(heads);
+        let mut qkv = precision
+            .linear(&self.c_attn, x)
+            .chunk(3, 2)
+            .into_iter()
+            .map(heads);
         let (q, k, v) = (
             qkv.next().unwrap(),
             qkv.next().unwrap(),
@@ -213,9 +220,10 @@ impl<B: Backend> Attention<B> {
             scale: Some(self.scale),
             ..Default::default()
         };
-        let bias = padding.map(|p| p.clone().expand([b, h, t, t]));
-        let y = attention(q, k, v, None, bias, options); // [b, h, t, hd]
-        self.c_proj.forward(y.swap_dims(1, 2).reshape([b, t, d]))
+        let bias = padding.map(|p| precision.round(p.clone().expand([b, h, t, t])));
+        let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
+        let y = precision.widen(attention(q, k, v, None, bias, options)); // [b, h, t, hd]
+        precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
 
@@ -227,10 +235,10 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.c_fc.forward(x);
+    fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
+        let x = precision.linear(&self.c_fc, x);
         let x = x.clone() * sigmoid(x * 1.702);
-        self.c_proj.forward(x)
+        precision.linear(&self.c_proj, x)
     }
 }
 
@@ -249,9 +257,13 @@ impl<B: Backend> Block<B> {
         x: Tensor<B, 3>,
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
+        precision: Precision,
     ) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache, padding);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = x.clone()
+            + self
+                .attn
+                .forward(self.ln_1.forward(x), cache, padding, precision);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x), precision)
     }
 }
 
@@ -263,6 +275,9 @@ pub struct ImageGpt<B: Backend> {
     pub(crate) h: Vec<Block<B>>,
     pub(crate) ln_f: RmsNorm<B>,
     pub(crate) lm_head: Linear<B>,
+    /// How the matrix products compute (f32 unless [`with_precision`](Self::with_precision) says).
+    #[module(skip)]
+    pub(crate) precision: Precision,
 }
 
 /// What a forward pass returns.
@@ -275,6 +290,16 @@ pub struct ForwardOutput<B: Backend> {
 }
 
 impl<B: Backend> ImageGpt<B> {
+    /// The same weights, computing their products in `precision` (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> B::Device {
         self.wte.weight.device()
@@ -374,7 +399,7 @@ impl<B: Backend> ImageGpt<B> {
                 hidden.push(x.clone());
             }
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, layer_cache, padding.as_ref());
+            x = block.forward(x, layer_cache, padding.as_ref(), self.precision);
         }
         if let Some(cache) = cache {
             cache.len += t;
@@ -384,7 +409,7 @@ impl<B: Backend> ImageGpt<B> {
             hidden.push(x.clone());
         }
         ForwardOutput {
-            logits: self.lm_head.forward(x),
+            logits: self.precision.linear(&self.lm_head, x),
             hidden,
         }
     }

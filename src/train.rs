@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, read_file, write_file_atomic};
 use crate::eval::{inputs_and_targets, sequence_nll, target_log_probs};
 use crate::model::ImageGpt;
+use crate::precision::Precision;
 use crate::store::{self, StoredModel, WeightPrecision, with_stable_ids};
 
 /// Everything that defines a run; saved as `RUNDIR/train.json` so `--resume` continues the same run.
@@ -44,6 +45,9 @@ pub struct TrainConfig {
     /// Validation images scored at each evaluation.
     pub eval_images: usize,
     pub checkpoint_every: usize,
+    /// How the matrix products compute; the weights and optimizer stay f32 (see [`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -205,6 +209,7 @@ pub fn train<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     let device = start.model.device();
+    config.precision.check_supported::<B>(&device)?;
     let adam = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95);
     let mut optimizer: Adaptor<B> = adam.init();
     let (mut stored, mut state) = if resume {
@@ -236,7 +241,7 @@ pub fn train<B: AutodiffBackend>(
     ));
     let width = stored.card.image_width;
     let mut batches = Batches::new(train, width, config.seed, config.flip);
-    let mut model = stored.model.clone();
+    let mut model = stored.model.clone().with_precision(config.precision);
     let mut last_good_checkpoint = state.step;
     let mut window = (Instant::now(), 0usize); // throughput since the last log line
     let mut session = Instant::now();
@@ -311,7 +316,7 @@ pub fn train<B: AutodiffBackend>(
             }
         }
         if checkpointing {
-            stored.model = model.clone();
+            stored.model = model.clone().with_precision(Precision::F32);
             state.seconds += session.elapsed().as_secs_f64();
             session = Instant::now();
             save_checkpoint(run, &stored, &optimizer, &state)?;
@@ -321,7 +326,7 @@ pub fn train<B: AutodiffBackend>(
             }
         }
     }
-    stored.model = model;
+    stored.model = model.with_precision(Precision::F32);
     Ok((stored, state))
 }
 

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use igpt::eval::{inputs_and_targets, target_log_probs};
 use igpt::store::{self, StoredModel};
 use igpt::train::{self, Event, TrainConfig};
-use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette};
+use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
@@ -62,6 +62,7 @@ fn config(steps: usize) -> TrainConfig {
         eval_every: 1000,
         eval_images: 8,
         checkpoint_every: 5,
+        precision: Precision::F32,
     }
 }
 
@@ -114,6 +115,57 @@ fn a_few_steps_lower_the_loss() {
         31,
         "a header and one line per logged step"
     );
+}
+
+/// Mixed precision (products in bf16 or f16, f32 weights) learns as f32 does from the same start, and
+/// the run records it; the model handed back computes in f32 again.
+#[test]
+fn mixed_precision_training_follows_f32() {
+    let data = stripes(64);
+    let losses = |precision| {
+        let run = tempfile::tempdir().unwrap();
+        let mut losses = Vec::new();
+        let (trained, _) = train::train(
+            run.path(),
+            &TrainConfig {
+                precision,
+                ..config(30)
+            },
+            tiny::<A>(4),
+            false,
+            &data,
+            &[],
+            |e| {
+                if let Event::Step { loss, .. } = e {
+                    losses.push(loss);
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        assert_eq!(trained.model.precision(), Precision::F32);
+        assert_eq!(train::read_config(run.path()).unwrap().precision, precision);
+        losses
+    };
+    let f32_losses = losses(Precision::F32);
+    for half in [Precision::Bf16, Precision::F16] {
+        let half_losses = losses(half);
+        let (first, last) = (half_losses[0], half_losses[29]);
+        assert!(
+            last < 0.6 * first,
+            "{half:?}: loss went from {first} to {last} (f32: {f32_losses:?})"
+        );
+        let gap = (last - f32_losses[29]).abs();
+        assert!(
+            gap < 0.05,
+            "{half:?} ends {gap} nats from f32 ({last} vs {})",
+            f32_losses[29]
+        );
+        assert_ne!(
+            half_losses, f32_losses,
+            "{half:?} should round its products"
+        );
+    }
 }
 
 #[test]

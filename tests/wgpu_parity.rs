@@ -8,7 +8,7 @@ use burn::backend::Wgpu;
 use burn::tensor::Tensor;
 use common::{expected, fixture_dir, ids, max_abs_diff};
 use igpt::sample::{Decoding, Generation, SamplingConfig};
-use igpt::store;
+use igpt::{Precision, store};
 
 type W = Wgpu;
 
@@ -83,4 +83,30 @@ fn wgpu_matches_hf_and_its_own_cache() {
             .all(|s| s.len() == 64 && s.iter().all(|&t| t < 16))
     );
     assert_eq!(run(Decoding::Cached), run(Decoding::Reforward));
+}
+
+/// A half type the adapter lacks (wgpu has no bf16; f16 needs `shader-f16`) is refused up front with
+/// a way out; one it has computes logits within that type's rounding of HF's.
+#[test]
+fn wgpu_half_precision_is_refused_or_close_to_hf() {
+    let exp = expected();
+    let device = Default::default();
+    let model = store::load_dir::<W>(&fixture_dir(), &device).unwrap().model;
+    for (precision, tolerance) in [(Precision::Bf16, 0.02), (Precision::F16, 0.003)] {
+        match precision.check_supported::<W>(&device) {
+            Err(refusal) => assert!(refusal.to_string().contains("--precision f32"), "{refusal}"),
+            Ok(()) => {
+                let logits = model
+                    .clone()
+                    .with_precision(precision)
+                    .forward(ids::<W>(&exp.model_input, 0..64));
+                let values: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
+                let diff = max_abs_diff(&values, &exp.logits.concat().concat());
+                assert!(
+                    diff <= tolerance,
+                    "wgpu {precision:?} logits differ from HF by {diff}"
+                );
+            }
+        }
+    }
 }

@@ -8,10 +8,10 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use clap::{Args, Subcommand};
-use igpt::ImageGptConfig;
 use igpt::eval::target_log_probs;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
 use igpt::store;
+use igpt::{ImageGptConfig, Precision};
 
 use crate::backend::{BackendJob, DeviceKind};
 
@@ -61,6 +61,9 @@ pub struct BenchTrainArgs {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Matrix products in bf16 or f16, as `igpt train --precision`.
+    #[arg(long, value_enum, default_value_t)]
+    precision: Precision,
 }
 
 #[derive(Args)]
@@ -84,7 +87,8 @@ impl BackendJob for BenchTrainArgs {
             None => self.shape.config()?,
         };
         let (k, n, b) = (config.n_colors, config.n_positions, self.batch);
-        let mut model = config.init::<A<B>>(&device);
+        self.precision.check_supported::<B>(&device)?;
+        let mut model = config.init::<A<B>>(&device).with_precision(self.precision);
         let mut optimizer = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).init();
         let tokens = || {
             Tensor::<A<B>, 2, Int>::random([b, n], Distribution::Uniform(0.0, k as f64), &device)
@@ -111,13 +115,14 @@ impl BackendJob for BenchTrainArgs {
         let seconds = timed.elapsed().as_secs_f64();
         let tokens_per_second = (self.steps * b * n) as f64 / seconds;
         println!(
-            "train {} ({:.2}M params, K={k}, ctx {n}) batch {b} on {}: {tokens_per_second:.0} tokens/s, {:.1} images/s, {:.3} s/step (loss {loss_value:.3})",
+            "train {} ({:.2}M params, K={k}, ctx {n}) batch {b} on {}, {}: {tokens_per_second:.0} tokens/s, {:.1} images/s, {:.3} s/step (loss {loss_value:.3})",
             self.shape
                 .model
                 .as_ref()
                 .map_or(self.shape.preset.clone(), |m| m.display().to_string()),
             config.num_params() as f64 / 1e6,
             B::name(&device),
+            self.precision,
             (self.steps * b) as f64 / seconds,
             seconds / self.steps as f64
         );

@@ -11,7 +11,7 @@ use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::{self, Event, TrainConfig};
-use igpt::{ImageGptConfig, Tokenizer};
+use igpt::{ImageGptConfig, Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -77,6 +77,10 @@ pub struct TrainArgs {
     checkpoint_every: usize,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
+    /// Matrix products in bf16 or f16 (mixed precision: weights, optimizer, norms and loss stay f32).
+    /// On GPUs with tensor cores; the CPU computes them correctly but slower.
+    #[arg(long, value_enum, default_value_t)]
+    precision: Precision,
 }
 
 #[derive(Args)]
@@ -267,6 +271,7 @@ impl TrainArgs {
             eval_every: self.eval_every,
             eval_images: self.eval_images,
             checkpoint_every: self.checkpoint_every,
+            precision: self.precision,
         };
         config.validate()?;
         Ok(config)

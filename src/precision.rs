@@ -1,0 +1,90 @@
+//! The precision the model's matrix products compute in.
+//!
+//! `F32` computes everything in f32. `Bf16` and `F16` are mixed precision as PyTorch's autocast does
+//! it: the inputs of every linear layer and of attention are rounded to the half type and multiplied
+//! there (tensor cores on GPUs), their outputs come back as f32, and the weights, the optimizer, the
+//! norms, the residual stream and the loss stay f32. The weights are never stored in half precision.
+
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Matrix products in bfloat16 (f32's range, 8 bits of mantissa): NVIDIA Ampere and later.
+    Bf16,
+    /// Matrix products in float16 (11 bits of mantissa, range ±65504): GPUs with f16 support.
+    F16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl Precision {
+    /// The half type products compute in, or `None` for plain f32.
+    fn half(self) -> Option<FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+            Precision::F16 => Some(FloatDType::F16),
+        }
+    }
+
+    /// An error, before any work, when `device` cannot compute in this precision (wgpu has no bf16;
+    /// f16 needs the adapter's `shader-f16`).
+    pub fn check_supported<B: Backend>(self, device: &B::Device) -> Result<()> {
+        match self.half() {
+            Some(half) if !B::supports_dtype(device, DType::from(half)) => {
+                Err(Error::invalid(format!(
+                    "{} ({device:?}) cannot compute in {self}; use --precision f32",
+                    B::name(device)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `x` rounded to the compute type (unchanged for f32).
+    pub(crate) fn round<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self.half() {
+            Some(half) => x.cast(half),
+            None => x,
+        }
+    }
+
+    /// A product's result brought back to f32 for the rest of the network.
+    pub(crate) fn widen<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self.half() {
+            Some(_) => x.cast(FloatDType::F32),
+            None => x,
+        }
+    }
+
+    /// `layer.forward(x)` with the product in this precision.
+    pub(crate) fn linear<B: Backend, const D: usize>(
+        self,
+        layer: &Linear<B>,
+        x: Tensor<B, D>,
+    ) -> Tensor<B, D> {
+        if self.half().is_none() {
+            return layer.forward(x);
+        }
+        let weight = self.round(layer.weight.val());
+        let bias = layer.bias.as_ref().map(|b| self.round(b.val()));
+        self.widen(burn::tensor::module::linear(self.round(x), weight, bias))
+    }
+}
