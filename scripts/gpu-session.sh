@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# One prepared run for a session that has the GPU machine: our training and sampling benchmarks beside
+# the PyTorch reference, then a training run sized to a time budget, exported with its measured test
+# bits/token. Everything it finds lands in $OUT (the device tool brings that folder back).
+#
+# Prepare on the build machine (the GPU machine builds nothing):
+#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda
+#   mkdir -p .device && xz -T2 -c "$CARGO_TARGET_DIR/release/igpt" > .device/igpt.xz
+#   cp /usr/share/datasets/fashion-mnist/*.gz ../shared/bench/hf_reference_bench.py .device/
+# then run `CUDA_PATH=/usr/local/cuda bash scripts/gpu-session.sh` there, carrying `.device`.
+#
+# Settings (environment, with defaults): DEVICE=cuda PRESET=small BATCH=64 PRECISION=bf16 LR=1e-3
+# TRAIN_SECONDS=240 (the training run's budget; its step count comes from the measured throughput,
+# unless STEPS is given) BENCH=1 (0 skips every benchmark: then give STEPS)
+# NAME=fmnist-small (the exported model) REFERENCE=1 (0 skips the PyTorch benchmark)
+# TEST_LIMIT= (score only the first N test images) SAMPLE="--preset igpt-s --colors 512 --positions 1024 --batch 8" (the reference's generate shape).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-small} BATCH=${BATCH:-64} PRECISION=${PRECISION:-bf16}
+LR=${LR:-1e-3} TRAIN_SECONDS=${TRAIN_SECONDS:-240} NAME=${NAME:-fmnist-small} REFERENCE=${REFERENCE:-1}
+SAMPLE=${SAMPLE:---preset igpt-s --colors 512 --positions 1024 --batch 8}
+BENCH=${BENCH:-1} OUT=${OUT:-runs/gpu-session}
+KIT=.device
+mkdir -p "$OUT"
+log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" | tee -a "$OUT/session.txt"; }
+
+if [[ -f $KIT/igpt.xz && ! -x $KIT/igpt ]]; then
+    xz -dc "$KIT/igpt.xz" > "$KIT/igpt" && chmod +x "$KIT/igpt"
+fi
+IGPT=${IGPT:-$KIT/igpt}
+DATA=${DATA:-$KIT}
+[[ -x $IGPT ]] || { echo "no igpt binary at $IGPT (see the top of this script)" >&2; exit 1; }
+[[ -f $DATA/train-images-idx3-ubyte.gz ]] || { echo "no Fashion-MNIST files in $DATA" >&2; exit 1; }
+# Where igpt looks for Fashion-MNIST by default, so the card names the plain `fashion-mnist:train`.
+STANDARD=/usr/share/datasets/fashion-mnist
+if [[ ! -f $STANDARD/train-images-idx3-ubyte.gz ]]; then
+    { mkdir -p "$STANDARD" && cp "$DATA"/*-ubyte.gz "$STANDARD/"; } 2>/dev/null || true
+fi
+if [[ -f $STANDARD/train-images-idx3-ubyte.gz ]]; then SPLIT=fashion-mnist; else SPLIT=fashion-mnist:$DATA; fi
+
+log "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; nproc; } | tee -a "$OUT/session.txt"
+
+if [[ $BENCH == 1 ]]; then
+    log "igpt bench train: $PRESET, batch $BATCH, f32 then $PRECISION"
+    for precision in f32 "$PRECISION"; do
+        timeout 120 "$IGPT" bench train --preset "$PRESET" --batch "$BATCH" --steps 20 --device "$DEVICE" \
+            --precision "$precision" 2>&1 | tee -a "$OUT/bench.txt" || echo "bench train $precision failed" | tee -a "$OUT/bench.txt"
+    done
+
+    log "igpt bench sample $SAMPLE"
+    # shellcheck disable=SC2086 # SAMPLE is a list of options
+    timeout 150 "$IGPT" bench sample $SAMPLE --device "$DEVICE" \
+        2>&1 | tee -a "$OUT/bench.txt" || echo "bench sample failed" | tee -a "$OUT/bench.txt"
+
+    if [[ $REFERENCE == 1 && -f $KIT/hf_reference_bench.py ]]; then
+        log "PyTorch reference (shared/bench/hf_reference_bench.py)"
+        timeout 240 python3 "$KIT/hf_reference_bench.py" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
+    fi
+fi
+
+# Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).
+if [[ -n ${STEPS:-} ]]; then
+    steps=$STEPS sizing="STEPS given"
+else
+    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
+    [[ -n $tokens_per_second ]] || { echo "no $PRECISION training throughput measured: give STEPS" >&2; exit 1; }
+    steps=$((TRAIN_SECONDS * tokens_per_second * 9 / 10 / (BATCH * 784)))
+    steps=$((steps < 10 ? 10 : steps))
+    sizing="${TRAIN_SECONDS}s at $tokens_per_second tokens/s"
+fi
+
+RUN=$OUT/run
+log "igpt train: $PRESET, $steps steps of $BATCH, $PRECISION ($sizing)"
+"$IGPT" train --preset "$PRESET" --palette models/fmnist-mini --data "$SPLIT:train" \
+    --val "$SPLIT:test" --batch "$BATCH" --steps "$steps" --lr "$LR" \
+    --warmup $((steps / 20 + 1)) --eval-every $((steps / 5 + 1)) --eval-images 1000 \
+    --checkpoint-every $((steps / 3 + 1)) --device "$DEVICE" --precision "$PRECISION" -o "$RUN" \
+    2>&1 | tail -5 | tee -a "$OUT/session.txt"
+
+log "igpt export (f16) and its test bits/token on all 10,000 test images"
+"$IGPT" export --run "$RUN" -o "$OUT/$NAME" --f16 --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
+    --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
+    2>&1 | tail -3 | tee -a "$OUT/session.txt"
+cp "$RUN/log.csv" "$OUT/$NAME/training-log.csv"
+log "done"
