@@ -12,6 +12,8 @@ pub mod sample;
 pub mod store;
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod augment;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;

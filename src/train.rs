@@ -11,9 +11,10 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
+use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augment;
 use crate::error::{Error, Result, read_file, write_file_atomic};
 use crate::eval::{inputs_and_targets, sequence_nll, target_log_probs};
 use crate::model::ImageGpt;
@@ -38,6 +39,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Random horizontal flips (label-preserving for natural images).
     pub flip: bool,
+    /// Random crops: shifts of up to this many pixels each way, the edge repeated (see [`Augment`]).
+    #[serde(default)]
+    pub crop: usize,
     pub seed: u64,
     /// Steps between reading the loss back (each read is a device sync).
     pub log_every: usize,
@@ -114,23 +118,23 @@ pub enum Event {
     },
 }
 
-/// Token sequences in a deterministic order: the order and flips of every step are a function of
-/// (seed, step) alone, so a resumed run sees exactly the batches the uninterrupted one would have.
+/// Token sequences in a deterministic order: the order and augmentation of every step are a function
+/// of (seed, step) alone, so a resumed run sees exactly the batches the uninterrupted one would have.
 pub struct Batches<'a> {
     sequences: &'a [Vec<u16>],
     width: usize,
     seed: u64,
-    flip: bool,
+    augment: Augment,
     epoch: Option<(usize, Vec<usize>)>,
 }
 
 impl<'a> Batches<'a> {
-    pub fn new(sequences: &'a [Vec<u16>], width: usize, seed: u64, flip: bool) -> Self {
+    pub fn new(sequences: &'a [Vec<u16>], width: usize, seed: u64, augment: Augment) -> Self {
         Self {
             sequences,
             width,
             seed,
-            flip,
+            augment,
             epoch: None,
         }
     }
@@ -150,14 +154,8 @@ impl<'a> Batches<'a> {
                 }
                 let index = self.epoch.as_ref().expect("set above").1[pos];
                 let mut seq = self.sequences[index].clone();
-                // The coin is only drawn when flips are on: it costs a generator per sample.
-                let flip_coin = || {
-                    ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(g as u64 * 0x9E37_79B9))
-                        .random::<bool>()
-                };
-                if self.flip && flip_coin() {
-                    seq.chunks_mut(self.width).for_each(<[u16]>::reverse);
-                }
+                self.augment
+                    .apply(&mut seq, self.width, self.seed, g as u64);
                 seq
             })
             .collect()
@@ -240,7 +238,11 @@ pub fn train<B: AutodiffBackend>(
         device
     ));
     let width = stored.card.image_width;
-    let mut batches = Batches::new(train, width, config.seed, config.flip);
+    let augment = Augment {
+        flip: config.flip,
+        crop: config.crop,
+    };
+    let mut batches = Batches::new(train, width, config.seed, augment);
     let mut model = stored.model.clone().with_precision(config.precision);
     let mut last_good_checkpoint = state.step;
     let mut window = (Instant::now(), 0usize); // throughput since the last log line

@@ -57,6 +57,7 @@ fn config(steps: usize) -> TrainConfig {
         warmup: 2,
         grad_clip: 1.0,
         flip: true,
+        crop: 1,
         seed: 3,
         log_every: 1,
         eval_every: 1000,

@@ -58,9 +58,13 @@ pub struct TrainArgs {
     /// Global gradient-norm clip.
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    /// Random horizontal flips.
+    /// Random horizontal flips (for natural images; not for digits or text).
     #[arg(long)]
     flip: bool,
+    /// Random crops: pad each side by N pixels (repeating the edge) and cut the image back out at a
+    /// random place, i.e. shifts of up to N pixels each way.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    crop: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images.
@@ -266,6 +270,7 @@ impl TrainArgs {
             warmup: self.warmup.unwrap_or(steps / 20),
             grad_clip: self.grad_clip,
             flip: self.flip,
+            crop: self.crop,
             seed: self.seed,
             log_every: self.log_every,
             eval_every: self.eval_every,
