@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 /// Where the model computes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
-    /// CUDA when this binary was built with it, else the CPU (flex).
+    /// CUDA when this binary was built with it and an NVIDIA driver is present, else the CPU (flex).
     #[default]
     Auto,
     /// Pure-Rust CPU backend: always available.
@@ -24,7 +24,9 @@ pub trait BackendJob {
 
 pub fn run_on<J: BackendJob>(kind: DeviceKind, job: J) -> anyhow::Result<J::Output> {
     match kind {
-        DeviceKind::Auto if cfg!(feature = "cuda") => run_on(DeviceKind::Cuda, job),
+        DeviceKind::Auto if cfg!(feature = "cuda") && nvidia_driver_loads() => {
+            run_on(DeviceKind::Cuda, job)
+        }
         DeviceKind::Auto | DeviceKind::Flex => flex(job),
         DeviceKind::Wgpu => wgpu(job),
         DeviceKind::Cuda => cuda(job),
@@ -51,9 +53,31 @@ fn wgpu<J: BackendJob>(_: J) -> anyhow::Result<J::Output> {
 
 #[cfg(feature = "cuda")]
 fn cuda<J: BackendJob>(job: J) -> anyhow::Result<J::Output> {
+    if !nvidia_driver_loads() {
+        anyhow::bail!(
+            "no NVIDIA driver here (libcuda.so.1 does not load): --device cuda needs an NVIDIA GPU; \
+             use --device wgpu or flex"
+        );
+    }
     job.run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::default())
 }
 #[cfg(not(feature = "cuda"))]
 fn cuda<J: BackendJob>(_: J) -> anyhow::Result<J::Output> {
     anyhow::bail!("this binary was built without CUDA: rebuild with `--features cuda`")
+}
+
+/// Whether the NVIDIA driver library loads. cudarc panics on first use without it, so `--device cuda`
+/// asks first and `auto` falls back to the CPU.
+fn nvidia_driver_loads() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        [c"libcuda.so.1", c"libcuda.so"].iter().any(|name| {
+            // SAFETY: a valid C string; the handle stays open, as cudarc opens the same library.
+            unsafe { !libc::dlopen(name.as_ptr(), libc::RTLD_LAZY).is_null() }
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        true // elsewhere cudarc's own loading decides
+    }
 }
