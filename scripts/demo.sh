@@ -19,7 +19,7 @@ python3 -c 'import json;json.dump(json.load(open("tests/fixtures/hf-imagegpt-tin
 echo "== the untrained model on 64 Fashion-MNIST test images (uniform: 4 bits/token)"
 "$bin" eval --model "$out/small-init" --data fashion-mnist:test --limit 64
 
-shipped=models/fmnist-mini
+shipped=models/$(python3 -c 'import json;print(json.load(open("models/index.json"))[0]["path"])')  # the default one
 echo "== the shipped model ($shipped) on 500 test images (its card: the whole test split)"
 "$bin" eval --model "$shipped" --data fashion-mnist:test --limit 500
 echo "== 16 samples and 6 completions of test image 0 from it"

@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // What the end-to-end tests read; also handy in the console.
-const state = (window.igptState = { backend: null, galleryDone: false, completionDone: false, completion: null, errors: [] });
+const state = (window.igptState = { model: null, backend: null, galleryDone: false, completionDone: false, completion: null, errors: [] });
 let igpt = null;
 let current = null; // the running generation: { cancelled, finished }
 
@@ -58,10 +58,24 @@ async function fetchText(url, optional = false) {
   return response.text();
 }
 
+/// With more than one bundled model, a menu to switch (it reloads the page with ?model=NAME).
+function showModelPicker(models, current) {
+  if (models.length < 2) return;
+  const select = $("model");
+  for (const m of models) select.append(new Option(m.label ?? m.path, m.path, false, m.path === current));
+  select.addEventListener("change", () => {
+    params.set("model", select.value);
+    location.search = params.toString();
+  });
+  $("model-picker").hidden = false;
+}
+
 async function loadModel(ImageGpt) {
   const models = JSON.parse(await fetchText("models/index.json"));
   const name = params.get("model") || models[0]?.path;
   if (!name) throw new Error("No model is bundled with this site yet: export one into models/ (see README).");
+  showModelPicker(models, name);
+  state.model = name;
   const base = `models/${name.replace(/\/?$/, "/")}`;
   const adapter = await webgpuAdapter();
   status(`Downloading ${name}…`);

@@ -178,6 +178,21 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));
 });
+await test("the model menu lists every bundled model and switches between them", async () => {
+  if (index.length < 2) {
+    check(await cpu.page.isHidden("#model-picker"), "a menu with a single model");
+    return;
+  }
+  const options = await cpu.page.$$eval("#model option", (os) => os.map((o) => o.value));
+  check(JSON.stringify(options) === JSON.stringify(index.map((m) => m.path)), `menu: ${options}`);
+  const other = index.find((m) => m.path !== model).path;
+  await Promise.all([cpu.page.waitForNavigation(), cpu.page.selectOption("#model", other)]);
+  await cpu.page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: TIMEOUT });
+  const s = await cpu.page.evaluate(() => window.igptState);
+  check(s.model === other && s.errors.length === 0, `loaded ${s.model}; errors: ${s.errors}`);
+  const stats = await canvasStats(cpu.page, "#gallery canvas");
+  for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, `blank image from ${other}`);
+});
 await cpu.browser.close();
 server.close();
 
