@@ -4,7 +4,7 @@ The same training step and `generate` call as shared/bench/hf_reference_bench.py
 fp32, and the shapes igpt's CPU benchmarks use. Run beside `igpt bench train|sample` on one machine:
     python bench/hf_cpu_bench.py    (needs torch and transformers)
 """
-import time, torch
+import sys, time, torch
 from transformers import ImageGPTConfig, ImageGPTForCausalImageModeling
 
 def bench(name, n_embd, n_layer, n_head, vocab, npos, batch_train, batch_gen, steps):
@@ -34,5 +34,8 @@ def bench(name, n_embd, n_layer, n_head, vocab, npos, batch_train, batch_gen, st
         dt = time.time() - t
     print(f"{name} generate fp32 batch={batch_gen} tokens={npos}: {npos / dt:,.1f} steps/s, {batch_gen * npos / dt:,.0f} tok/s", flush=True)
 
-bench('tiny(64x2x4)', 64, 2, 4, 16, 784, 16, 4, steps=3)
-bench('fmnist-mini(128x2x1)', 128, 2, 1, 16, 784, 16, 4, steps=3)
+# Names given on the command line pick benchmarks (e.g. `fmnist-256x2`); none runs them all.
+runs = [('tiny(64x2x4)', 64, 2, 4), ('fmnist-mini(128x2x1)', 128, 2, 1), ('fmnist-256x2(256x2x1)', 256, 2, 1)]
+for name, d, layers, heads in runs:
+    if len(sys.argv) < 2 or any(name.startswith(arg) for arg in sys.argv[1:]):
+        bench(name, d, layers, heads, 16, 784, 16, 4, steps=3)
