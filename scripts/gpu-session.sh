@@ -79,7 +79,7 @@ log "igpt train: $PRESET, $steps steps of $BATCH, $PRECISION ($sizing)"
     --checkpoint-every $((steps / 3 + 1)) --device "$DEVICE" --precision "$PRECISION" -o "$RUN" \
     2>&1 | tail -5 | tee -a "$OUT/session.txt"
 
-log "igpt export (f16) and its test bits/token on all 10,000 test images"
+log "igpt export (f16) and its test bits/token on the test split"
 "$IGPT" export --run "$RUN" -o "$OUT/$NAME" --f16 --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
     --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
     2>&1 | tail -3 | tee -a "$OUT/session.txt"

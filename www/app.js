@@ -59,10 +59,10 @@ async function fetchText(url, optional = false) {
 }
 
 /// With more than one bundled model, a menu to switch (it reloads the page with ?model=NAME).
-function showModelPicker(models, current) {
+function showModelPicker(models, selected) {
   if (models.length < 2) return;
   const select = $("model");
-  for (const m of models) select.append(new Option(m.label ?? m.path, m.path, false, m.path === current));
+  for (const m of models) select.append(new Option(m.label ?? m.path, m.path, false, m.path === selected));
   select.addEventListener("change", () => {
     params.set("model", select.value);
     location.search = params.toString();
