@@ -220,7 +220,10 @@ impl<B: Backend> Attention<B> {
             scale: Some(self.scale),
             ..Default::default()
         };
-        let bias = padding.map(|p| precision.round(p.clone().expand([b, h, t, t])));
+        let bias = padding.map(|p| {
+            let p = p.clone().clamp_min(precision.lowest());
+            precision.round(p.expand([b, h, t, t]))
+        });
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
         let y = precision.widen(attention(q, k, v, None, bias, options)); // [b, h, t, hd]
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
@@ -333,8 +336,9 @@ impl<B: Backend> ImageGpt<B> {
     }
 
     /// Forward with HF's `attention_mask`: keys where `keep` (`[batch, seq]`) is false are padding.
-    /// As in HF, padding gets an additive `f32::MIN` rather than -inf, so a query that sees only padding
-    /// (the first position, when it is padding) still attends to it.
+    /// As in HF, padding gets an additive `f32::MIN` (the half type's lowest value in mixed precision)
+    /// rather than -inf, so a query that sees only padding (the first position, when it is padding)
+    /// still attends to it.
     pub fn forward_padded(&self, ids: Tensor<B, 2, Int>, keep: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let [b, t] = keep.dims();
         let bias = keep

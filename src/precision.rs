@@ -58,6 +58,17 @@ impl Precision {
         }
     }
 
+    /// The compute type's most negative finite value: an additive mask of `f32::MIN` would round to
+    /// -inf in a half type, and a query that sees only masked keys would then get NaN, not HF's
+    /// uniform attention (HF likewise masks with `finfo(dtype).min`).
+    pub(crate) fn lowest(self) -> f32 {
+        match self {
+            Precision::F32 => f32::MIN,
+            Precision::Bf16 => half::bf16::MIN.to_f32(),
+            Precision::F16 => half::f16::MIN.to_f32(),
+        }
+    }
+
     /// `x` rounded to the compute type (unchanged for f32).
     pub(crate) fn round<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self.half() {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use burn::tensor::{Bool, Tensor, TensorData};
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::eval::sequence_nll;
 use igpt::{Precision, store};
@@ -43,4 +44,29 @@ fn half_precision_logits_stay_close_to_hf() {
             exp.mean_nll_nats
         );
     }
+}
+
+/// HF-style padding (the first position masked, as in the greedy-generation parity test) in f16:
+/// the mask must stay finite in the half type, or the first query, which sees only padding, turns
+/// to NaN instead of attending uniformly as it does in f32.
+#[test]
+fn padded_forward_in_f16_stays_finite_and_close_to_f32() {
+    let exp = expected();
+    let stored = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
+    let (batch, len) = (exp.model_input.len(), 24);
+    let keep: Vec<bool> = (0..batch * len).map(|i| i % len != 0).collect();
+    let keep =
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(keep, [batch, len]), &Default::default());
+    let logits = |precision| -> Vec<f32> {
+        let model = stored.model.clone().with_precision(precision);
+        let out = model.forward_padded(ids::<B>(&exp.model_input, 0..len), keep.clone());
+        out.into_data().convert::<f32>().into_vec().unwrap()
+    };
+    let (full, half) = (logits(Precision::F32), logits(Precision::F16));
+    assert!(
+        half.iter().all(|v| v.is_finite()),
+        "f16 padded logits hold NaN or inf"
+    );
+    let diff = max_abs_diff(&half, &full);
+    assert!(diff <= 0.003, "f16 padded logits differ from f32 by {diff}");
 }
