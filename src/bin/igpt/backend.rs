@@ -24,11 +24,14 @@ pub trait BackendJob {
 
 pub fn run_on<J: BackendJob>(kind: DeviceKind, job: J) -> anyhow::Result<J::Output> {
     match kind {
-        DeviceKind::Auto if cfg!(feature = "cuda") && nvidia_driver_loads() => {
-            run_on(DeviceKind::Cuda, job)
-        }
+        // Each arm asks for the driver at most once (a dlopen).
+        DeviceKind::Auto if cfg!(feature = "cuda") && nvidia_driver_loads() => cuda(job),
         DeviceKind::Auto | DeviceKind::Flex => flex(job),
         DeviceKind::Wgpu => wgpu(job),
+        DeviceKind::Cuda if cfg!(feature = "cuda") && !nvidia_driver_loads() => anyhow::bail!(
+            "no NVIDIA driver here (libcuda.so.1 does not load): --device cuda needs an NVIDIA GPU; \
+             use --device wgpu or flex"
+        ),
         DeviceKind::Cuda => cuda(job),
     }
 }
@@ -53,12 +56,6 @@ fn wgpu<J: BackendJob>(_: J) -> anyhow::Result<J::Output> {
 
 #[cfg(feature = "cuda")]
 fn cuda<J: BackendJob>(job: J) -> anyhow::Result<J::Output> {
-    if !nvidia_driver_loads() {
-        anyhow::bail!(
-            "no NVIDIA driver here (libcuda.so.1 does not load): --device cuda needs an NVIDIA GPU; \
-             use --device wgpu or flex"
-        );
-    }
     job.run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::default())
 }
 #[cfg(not(feature = "cuda"))]
