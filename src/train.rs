@@ -52,6 +52,9 @@ pub struct TrainConfig {
     /// How the matrix products compute; the weights and optimizer stay f32 (see [`Precision`]).
     #[serde(default)]
     pub precision: Precision,
+    /// The model directory the run started from (fine-tuning), if not a fresh initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl TrainConfig {

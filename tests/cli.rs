@@ -274,4 +274,44 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
     );
     // Three steps already move the model away from uniform (4 bits/token).
     assert!(recorded < 3.99, "{recorded}");
+
+    // Fine-tuning the exported model: the new card carries the parent's record and the totals.
+    stdout_of(&[
+        "train",
+        "--model",
+        &path("model"),
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "64",
+        "--val",
+        "fashion-mnist:test",
+        "--eval-images",
+        "8",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "-o",
+        &path("tuned-run"),
+    ]);
+    stdout_of(&[
+        "export",
+        "--run",
+        &path("tuned-run"),
+        "--limit",
+        "8",
+        "-o",
+        &path("tuned"),
+    ]);
+    let tuned = json(&std::fs::read_to_string(dir.path().join("tuned/card.json")).unwrap());
+    let training = &tuned["training"];
+    assert_eq!(training["steps"], 2);
+    assert_eq!(training["config"]["init"], path("model"));
+    assert_eq!(training["started_from"]["model"], path("model"));
+    assert_eq!(training["started_from"]["steps"], 3);
+    assert_eq!(training["total_steps"], 5.0);
+    let seconds = |record: &serde_json::Value| record["seconds"].as_f64().unwrap();
+    let total = training["total_seconds"].as_f64().unwrap();
+    assert!((total - seconds(training) - seconds(&training["started_from"])).abs() < 1e-9);
 }

@@ -64,6 +64,7 @@ fn config(steps: usize) -> TrainConfig {
         eval_images: 8,
         checkpoint_every: 5,
         precision: Precision::F32,
+        init: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod eval;
 mod heap;
+mod history;
 mod prepare;
 mod sample;
 mod train;

@@ -15,6 +15,7 @@ use igpt::{ImageGptConfig, Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
+use crate::history;
 use crate::progress;
 
 #[derive(Args)]
@@ -25,7 +26,8 @@ pub struct TrainArgs {
     /// Validation images, scored every --eval-every steps, e.g. fashion-mnist:test.
     #[arg(long)]
     val: Option<DataSpec>,
-    /// Start from this model directory (its palette and size)...
+    /// Start from this model directory: its palette, size and weights (fine-tuning; a run's
+    /// checkpoint/ works too). The card of the result records what it started from...
     #[arg(long, conflicts_with_all = ["preset", "palette"])]
     model: Option<PathBuf>,
     /// ...or a fresh model of this preset size (tiny, small, igpt-s, ..., or WIDTHxLAYERSxHEADS)...
@@ -277,6 +279,7 @@ impl TrainArgs {
             eval_images: self.eval_images,
             checkpoint_every: self.checkpoint_every,
             precision: self.precision,
+            init: self.model.as_ref().map(|dir| dir.display().to_string()),
         };
         config.validate()?;
         Ok(config)
@@ -288,7 +291,7 @@ impl BackendJob for ExportArgs {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let config = train::read_config(&self.run)?;
-        let state = train::read_state(&self.run)?;
+        let mut training = history::run_record(&self.run)?;
         let mut stored = store::load_dir::<B>(&train::checkpoint_dir(&self.run), &device)?;
         let name = self.name.clone().unwrap_or_else(|| {
             self.output
@@ -321,17 +324,9 @@ impl BackendJob for ExportArgs {
         card.metrics.insert("test_images".into(), nll.count as f64);
         card.extra
             .insert("test_data".into(), test.to_string().into());
-        card.extra.insert(
-            "training".into(),
-            serde_json::json!({
-                "steps": state.step,
-                "seconds": state.seconds,
-                "device": state.device,
-                "config": config,
-                "parameters": stored.config.num_params(),
-                "weights": if self.f16 { "f16" } else { "f32" },
-            }),
-        );
+        training["parameters"] = stored.config.num_params().into();
+        training["weights"] = if self.f16 { "f16" } else { "f32" }.into();
+        card.extra.insert("training".into(), training);
         if let Some(note) = &self.note {
             card.extra.insert("note".into(), note.clone().into());
         }
