@@ -220,6 +220,7 @@ function showCard(name, cardJson) {
     ["Dataset", card.dataset ?? "unknown"],
     ["Image", `${igpt.width()}×${igpt.height()}, ${card.channels === 1 ? "grey" : "colour"}`],
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
+    ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
     ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],
   ];
@@ -228,6 +229,15 @@ function showCard(name, cardJson) {
     const dd = document.createElement("dd"); dd.textContent = v;
     return [dt, dd];
   }));
+}
+
+// "5,900 steps, 3.6 h on flex Cpu": the whole history when the model was fine-tuned from another.
+function trainingSummary(training) {
+  const steps = training?.total_steps ?? training?.steps;
+  if (steps === undefined) return "unknown";
+  const seconds = training.total_seconds ?? training.seconds;
+  const time = seconds >= 5400 ? `${(seconds / 3600).toFixed(1)} h` : `${Math.round(seconds / 60)} min`;
+  return `${steps.toLocaleString("en")} steps, ${time} on ${training.device ?? "unknown device"}`;
 }
 
 async function setUpExamples() {
