@@ -221,7 +221,7 @@ impl<B: Backend> Attention<B> {
             ..Default::default()
         };
         let bias = padding.map(|p| {
-            let p = p.clone().clamp_min(precision.lowest());
+            let p = p.clone().clamp_min(precision.mask_value());
             precision.round(p.expand([b, h, t, t]))
         });
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
@@ -336,9 +336,9 @@ impl<B: Backend> ImageGpt<B> {
     }
 
     /// Forward with HF's `attention_mask`: keys where `keep` (`[batch, seq]`) is false are padding.
-    /// As in HF, padding gets an additive `f32::MIN` (the half type's lowest value in mixed precision)
-    /// rather than -inf, so a query that sees only padding (the first position, when it is padding)
-    /// still attends to it.
+    /// As in HF, padding gets an additive `f32::MIN` (a finite value of the half type in mixed
+    /// precision, see `Precision::mask_value`) rather than -inf, so a query that sees only padding
+    /// (the first position, when it is padding) still attends to it.
     pub fn forward_padded(&self, ids: Tensor<B, 2, Int>, keep: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let [b, t] = keep.dims();
         let bias = keep

@@ -58,14 +58,15 @@ impl Precision {
         }
     }
 
-    /// The compute type's most negative finite value: an additive mask of `f32::MIN` would round to
-    /// -inf in a half type, and a query that sees only masked keys would then get NaN, not HF's
-    /// uniform attention (HF likewise masks with `finfo(dtype).min`).
-    pub(crate) fn lowest(self) -> f32 {
+    /// The additive mask value for padded keys: HF's `finfo(dtype).min` in f32. In a half type
+    /// `f32::MIN` would round to -inf, and Burn's kernels give a query whose keys are all -inf a
+    /// zero output instead of attending to them as HF does; half the type's lowest finite value
+    /// stays finite even after a score (of any sane size) is added to it.
+    pub(crate) fn mask_value(self) -> f32 {
         match self {
             Precision::F32 => f32::MIN,
-            Precision::Bf16 => half::bf16::MIN.to_f32(),
-            Precision::F16 => half::f16::MIN.to_f32(),
+            Precision::Bf16 => half::bf16::MIN.to_f32() / 2.0,
+            Precision::F16 => half::f16::MIN.to_f32() / 2.0,
         }
     }
 

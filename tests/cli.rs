@@ -251,6 +251,8 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
         "--limit",
         "8",
         "--f16",
+        "--note",
+        "the parent's note",
         "-o",
         &path("model"),
     ]);
@@ -275,43 +277,44 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
     // Three steps already move the model away from uniform (4 bits/token).
     assert!(recorded < 3.99, "{recorded}");
 
-    // Fine-tuning the exported model: the new card carries the parent's record and the totals.
-    stdout_of(&[
-        "train",
-        "--model",
-        &path("model"),
-        "--data",
-        "fashion-mnist:train",
-        "--limit",
-        "64",
-        "--val",
-        "fashion-mnist:test",
-        "--eval-images",
-        "8",
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "-o",
-        &path("tuned-run"),
-    ]);
-    stdout_of(&[
-        "export",
-        "--run",
-        &path("tuned-run"),
-        "--limit",
-        "8",
-        "-o",
-        &path("tuned"),
-    ]);
-    let tuned = json(&std::fs::read_to_string(dir.path().join("tuned/card.json")).unwrap());
-    let training = &tuned["training"];
-    assert_eq!(training["steps"], 2);
-    assert_eq!(training["config"]["init"], path("model"));
-    assert_eq!(training["started_from"]["model"], path("model"));
-    assert_eq!(training["started_from"]["steps"], 3);
-    assert_eq!(training["total_steps"], 5.0);
+    // Fine-tuning the exported model (2 steps), then training on from that run's checkpoint (1 step):
+    // the last card nests both earlier records, with totals over all three, and inherits no note.
+    let fine_tune = |from: &str, steps: &str, run: &str, model: &str| {
+        let (run, model) = (path(run), path(model));
+        let data = [
+            "--data",
+            "fashion-mnist:train",
+            "--limit",
+            "64",
+            "--batch",
+            "4",
+        ];
+        let val = ["--val", "fashion-mnist:test", "--eval-images", "8"];
+        let mut args = vec!["train", "--model", from, "--steps", steps, "-o", &run];
+        args.extend(data.iter().chain(&val));
+        stdout_of(&args);
+        stdout_of(&["export", "--run", &run, "--limit", "8", "-o", &model]);
+        json(&std::fs::read_to_string(Path::new(&model).join("card.json")).unwrap())
+    };
+    fine_tune(&path("model"), "2", "tuned-run", "tuned");
+    let checkpoint = dir.path().join("tuned-run/checkpoint");
+    let card = fine_tune(checkpoint.to_str().unwrap(), "1", "again-run", "again");
+    let training = &card["training"];
+    let parent = &training["started_from"];
+    let grandparent = &parent["started_from"];
+    assert_eq!(training["steps"], 1);
+    assert_eq!(training["config"]["init"], checkpoint.to_str().unwrap());
+    assert_eq!(parent["model"], checkpoint.to_str().unwrap());
+    assert_eq!(parent["steps"], 2);
+    assert_eq!(grandparent["model"], path("model"));
+    assert_eq!(grandparent["steps"], 3);
+    assert_eq!(training["total_steps"], 6);
     let seconds = |record: &serde_json::Value| record["seconds"].as_f64().unwrap();
     let total = training["total_seconds"].as_f64().unwrap();
-    assert!((total - seconds(training) - seconds(&training["started_from"])).abs() < 1e-9);
+    let sum = seconds(training) + seconds(parent) + seconds(grandparent);
+    assert!((total - sum).abs() < 1e-9, "{total} vs {sum}");
+    assert!(
+        card.get("note").is_none(),
+        "the parent's note was inherited: {card}"
+    );
 }

@@ -231,13 +231,18 @@ function showCard(name, cardJson) {
   }));
 }
 
-// "5,900 steps, 3.6 h on flex Cpu": the whole history when the model was fine-tuned from another.
+// "5,900 steps, 3.6 h on flex Cpu": the whole history when the model was fine-tuned from another
+// (the card's total_steps, and every stage's device).
 function trainingSummary(training) {
   const steps = training?.total_steps ?? training?.steps;
-  if (steps === undefined) return "unknown";
+  if (typeof steps !== "number") return "unknown";
   const seconds = training.total_seconds ?? training.seconds;
-  const time = seconds >= 5400 ? `${(seconds / 3600).toFixed(1)} h` : `${Math.round(seconds / 60)} min`;
-  return `${steps.toLocaleString("en")} steps, ${time} on ${training.device ?? "unknown device"}`;
+  const time = typeof seconds !== "number" ? "" : seconds >= 5400 ? `, ${(seconds / 3600).toFixed(1)} h`
+    : seconds >= 60 ? `, ${Math.round(seconds / 60)} min` : `, ${Math.round(seconds)} s`;
+  const devices = new Set();
+  for (let stage = training; stage; stage = stage.started_from) if (stage.device) devices.add(stage.device);
+  const where = devices.size ? ` on ${[...devices].join(" + ")}` : "";
+  return `${steps.toLocaleString("en")} steps${time}${where}`;
 }
 
 async function setUpExamples() {

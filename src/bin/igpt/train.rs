@@ -149,7 +149,16 @@ impl BackendJob for TrainArgs {
             store::load_dir(&train::checkpoint_dir(&self.output), &device)
                 .context("cannot resume: no readable checkpoint in the run directory")?
         } else if let Some(dir) = &self.model {
-            store::load_dir(dir, &device)?
+            let mut parent: StoredModel<A<B>> = store::load_dir(dir, &device)?;
+            // The parent's measurements, notes and history are not the new model's (its history
+            // goes into started_from.json); keep only what the image geometry says.
+            parent.card = ModelCard {
+                image_height: parent.card.image_height,
+                image_width: parent.card.image_width,
+                channels: parent.card.channels,
+                ..Default::default()
+            };
+            parent
         } else if let (Some(preset), Some(palette)) = (&self.preset, &self.palette) {
             let tokenizer = store::read_tokenizer(palette)?;
             let config = ImageGptConfig::preset(
@@ -186,7 +195,11 @@ impl BackendJob for TrainArgs {
                 );
             }
             let ids = tokenize_all(&self.data, &tokenizer, self.limit)?;
-            (self.config(ids.len())?, ids)
+            let config = self.config(ids.len())?;
+            if let Some(dir) = &self.model {
+                history::save_parent(&self.output, dir)?;
+            }
+            (config, ids)
         };
         let val_ids = match &config.val {
             Some(spec) => tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?,
@@ -291,7 +304,7 @@ impl BackendJob for ExportArgs {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let config = train::read_config(&self.run)?;
-        let mut training = history::run_record(&self.run)?;
+        let mut training = history::run_record(&self.run, &config)?;
         let mut stored = store::load_dir::<B>(&train::checkpoint_dir(&self.run), &device)?;
         let name = self.name.clone().unwrap_or_else(|| {
             self.output
