@@ -3,6 +3,7 @@
 //! Data flows one way: image → palette tokens → model → logits → sampler → tokens → palette colours →
 //! pixels. The model is generic over Burn's backend; the CLI (native) and `web.rs` (wasm) choose one.
 
+pub mod attention;
 pub mod error;
 pub mod model;
 pub mod palette;

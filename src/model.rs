@@ -5,10 +5,9 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
 
+use crate::attention::causal_attention;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 
@@ -213,19 +212,9 @@ impl<B: Backend> Attention<B> {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        // Burn's causal mask is aligned bottom-right, so queries at the end of a longer key sequence
-        // (a cached step) see every earlier key: exactly the incremental semantics we need.
-        let options = AttentionModuleOptions {
-            is_causal: true,
-            scale: Some(self.scale),
-            ..Default::default()
-        };
-        let bias = padding.map(|p| {
-            let p = p.clone().clamp_min(precision.mask_value());
-            precision.round(p.expand([b, h, t, t]))
-        });
+        let bias = padding.map(|p| precision.round(p.clone().clamp_min(precision.mask_value())));
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
-        let y = precision.widen(attention(q, k, v, None, bias, options)); // [b, h, t, hd]
+        let y = precision.widen(causal_attention(q, k, v, bias, self.scale)); // [b, h, t, hd]
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }

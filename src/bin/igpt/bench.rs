@@ -8,6 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use clap::{Args, Subcommand};
+use igpt::attention;
 use igpt::eval::target_log_probs;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
 use igpt::store;
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Sampling: KV cache with on-device sampling vs naive re-forward vs a readback every token.
     Sample(BenchSampleArgs),
+    /// Causal attention alone, forward and backward: the kernel the model runs vs Burn's unfused one.
+    Attention(BenchAttentionArgs),
 }
 
 /// The model shape to measure: a model directory, or a preset with a palette size and context.
@@ -75,6 +78,78 @@ pub struct BenchSampleArgs {
     /// Tokens generated per image (default: the whole image).
     #[arg(long)]
     tokens: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct BenchAttentionArgs {
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 32)]
+    head_dim: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 784)]
+    len: usize,
+    /// Timed repetitions (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+impl BackendJob for BenchAttentionArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        type A<B> = Autodiff<B>;
+        let shape = [self.batch, self.heads, self.len, self.head_dim];
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let random = || Tensor::<A<B>, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (random(), random(), random());
+        let mut seconds = Vec::new();
+        for (name, attend) in [
+            (
+                attention::kernel::<A<B>>(q.dtype()).to_string(),
+                attention::causal_attention::<A<B>> as fn(_, _, _, _, _) -> _,
+            ),
+            (
+                "Burn's unfused".to_string(),
+                attention::unfused_or_backend::<A<B>>,
+            ),
+        ] {
+            let mut began = Instant::now();
+            for step in 0..self.steps + 1 {
+                if step == 1 {
+                    B::sync(&device)?;
+                    began = Instant::now();
+                }
+                let (q, k, v) = (
+                    q.clone().require_grad(),
+                    k.clone().require_grad(),
+                    v.clone().require_grad(),
+                );
+                let out = attend(q.clone(), k.clone(), v.clone(), None, scale);
+                let grads = out.sum().backward();
+                for t in [&q, &k, &v] {
+                    drop(t.grad(&grads));
+                }
+            }
+            B::sync(&device)?;
+            let s = began.elapsed().as_secs_f64() / self.steps as f64;
+            println!(
+                "attention {shape:?} forward+backward, {name:<18} {:>8.1} ms",
+                s * 1e3
+            );
+            seconds.push(s);
+        }
+        println!(
+            "ratio on {}: {:.2}x the unfused path's speed",
+            B::name(&device),
+            seconds[1] / seconds[0]
+        );
+        Ok(())
+    }
 }
 
 impl BackendJob for BenchTrainArgs {

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         Command::Export(args) => run_on(args.device, args),
         Command::Bench(bench::BenchCommand::Train(args)) => run_on(args.shape.device, args),
         Command::Bench(bench::BenchCommand::Sample(args)) => run_on(args.shape.device, args),
+        Command::Bench(bench::BenchCommand::Attention(args)) => run_on(args.device, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

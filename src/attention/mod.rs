@@ -1,0 +1,90 @@
+//! Causal self-attention: the model's one entry point, which picks the fastest kernel per backend.
+//!
+//! | backend | inference (sampling, eval) | training (autodiff) |
+//! |---|---|---|
+//! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward ([`cpu`]) |
+//! | flex in wasm | Burn's flex attention (tiled or naive, one thread) | (the browser does not train) |
+//! | wgpu, cuda | Burn's CubeCL attention | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//!
+//! Every path computes softmax(scale · q kᵀ + key bias + causal mask) v with the causal mask aligned
+//! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key.
+//! `tests/attention.rs` holds the fused paths to Burn's unfused one, gradients included.
+
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+mod cpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod flash;
+#[cfg(not(target_arch = "wasm32"))]
+mod simd;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Tensor};
+
+/// Which implementation computes attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The CPU flash kernel of this module (forward and backward).
+    Flash,
+    /// Burn's own: the backend's `attention`, or the unfused fallback under autodiff.
+    Burn,
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kernel::Flash => "igpt flash (CPU)",
+            Kernel::Burn => "Burn's",
+        })
+    }
+}
+
+/// The kernel [`causal_attention`] runs on backend `B` for tensors of `dtype`.
+pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
+    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+    if cpu::handles::<B>(dtype) {
+        return Kernel::Flash;
+    }
+    let _ = dtype;
+    Kernel::Burn
+}
+
+/// `q`: `[batch, heads, queries, head_dim]`; `k`, `v`: `[batch, heads, keys, head_dim]` with
+/// `queries ≤ keys`; `key_bias`: `[batch, 1, 1, keys]`, added to every score of that key (HF's padding
+/// mask). Returns `[batch, heads, queries, head_dim]`.
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    key_bias: Option<Tensor<B, 4>>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+    if kernel::<B>(q.dtype()) == Kernel::Flash
+        && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
+    {
+        return cpu::attention(q, k, v, key_bias, scale);
+    }
+    unfused_or_backend(q, k, v, key_bias, scale)
+}
+
+/// What the backend itself runs for `attention` (Burn's unfused fallback under autodiff): the
+/// reference the fused CPU kernel is tested against.
+pub fn unfused_or_backend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    key_bias: Option<Tensor<B, 4>>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    let [b, h, tq, _] = q.dims();
+    let tk = k.dims()[2];
+    let options = AttentionModuleOptions {
+        is_causal: true,
+        scale: Some(scale),
+        ..Default::default()
+    };
+    let bias = key_bias.map(|bias| bias.expand([b, h, tq, tk]));
+    attention(q, k, v, None, bias, options)
+}

@@ -1,0 +1,204 @@
+//! The CPU flash-attention kernel against Burn's unfused attention (the reference), forward and
+//! gradients, on odd lengths, one and many heads, cached (shorter) queries and HF's padding mask; and
+//! its gradients against finite differences.
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use igpt::attention::{self, Kernel, causal_attention, flash, unfused_or_backend};
+
+type B = burn::backend::Flex;
+type A = Autodiff<B>;
+
+/// Sizes to try: (batch, heads, queries, keys, head_dim). Lengths cross the 64-wide tiles at odd
+/// places; `queries < keys` is a cached step or a completion's prefix.
+const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 1, 1, 1, 4),
+    (2, 1, 37, 37, 8),
+    (1, 4, 130, 130, 16),
+    (3, 3, 65, 65, 5),
+    (2, 2, 1, 77, 8),
+    (1, 2, 70, 200, 32),
+];
+
+fn random(shape: [usize; 4], seed: u64) -> TensorData {
+    B::seed(&Default::default(), seed);
+    Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.5), &Default::default()).into_data()
+}
+
+/// HF's padding bias (`f32::MIN` on padded keys) for `[batch, 1, 1, keys]`: every sequence pads a
+/// different run of keys, and one pads its first key only.
+fn padding(batch: usize, keys: usize) -> TensorData {
+    let values: Vec<f32> = (0..batch * keys)
+        .map(|i| {
+            let (b, key) = (i / keys, i % keys);
+            let padded = if b == 0 { key == 0 } else { key % (b + 2) == 1 };
+            if padded { f32::MIN } else { 0.0 }
+        })
+        .collect();
+    TensorData::new(values, [batch, 1, 1, keys])
+}
+
+fn floats<BB: Backend>(t: Tensor<BB, 4>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+/// max |a − b| / max |b|: relative to the tensor's scale, as elements near zero have no relative error.
+fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-30);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+struct Case {
+    q: TensorData,
+    k: TensorData,
+    v: TensorData,
+    bias: Option<TensorData>,
+    /// Weights of the loss Σ w ∘ output, so every output element has its own upstream gradient.
+    w: TensorData,
+    scale: f64,
+}
+
+fn case(shape: (usize, usize, usize, usize, usize), padded: bool, seed: u64) -> Case {
+    let (b, h, tq, tk, hd) = shape;
+    Case {
+        q: random([b, h, tq, hd], seed),
+        k: random([b, h, tk, hd], seed + 1),
+        v: random([b, h, tk, hd], seed + 2),
+        bias: padded.then(|| padding(b, tk)),
+        w: random([b, h, tq, hd], seed + 3),
+        scale: 1.0 / (hd as f64).sqrt(),
+    }
+}
+
+type Attention<BB> =
+    fn(Tensor<BB, 4>, Tensor<BB, 4>, Tensor<BB, 4>, Option<Tensor<BB, 4>>, f64) -> Tensor<BB, 4>;
+
+/// Output and the gradients of Σ w ∘ output for q, k, v, computed by `attend` under autodiff.
+fn output_and_grads(c: &Case, attend: Attention<A>) -> [Vec<f32>; 4] {
+    let device = Default::default();
+    let input = |d: &TensorData| Tensor::<A, 4>::from_data(d.clone(), &device).require_grad();
+    let (q, k, v) = (input(&c.q), input(&c.k), input(&c.v));
+    let bias = c
+        .bias
+        .clone()
+        .map(|d| Tensor::<A, 4>::from_data(d, &device));
+    let out = attend(q.clone(), k.clone(), v.clone(), bias, c.scale);
+    let loss = (out.clone() * Tensor::from_data(c.w.clone(), &device)).sum();
+    let grads = loss.backward();
+    let grad = |t: &Tensor<A, 4>| floats(t.grad(&grads).unwrap());
+    [floats(out.inner()), grad(&q), grad(&k), grad(&v)]
+}
+
+#[test]
+fn flex_runs_the_flash_kernel_for_training_and_inference() {
+    assert_eq!(attention::kernel::<A>(DType::F32), Kernel::Flash);
+    assert_eq!(attention::kernel::<B>(DType::F32), Kernel::Flash);
+    // Mixed precision keeps Burn's kernels (the flash kernel is f32 only).
+    assert_eq!(attention::kernel::<A>(DType::BF16), Kernel::Burn);
+}
+
+#[test]
+fn training_output_and_gradients_match_the_unfused_reference() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        for padded in [false, true] {
+            let c = case(shape, padded, 10 * i as u64);
+            let fused = output_and_grads(&c, causal_attention::<A>);
+            let reference = output_and_grads(&c, unfused_or_backend::<A>);
+            for (name, (got, want)) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(fused.iter().zip(&reference))
+            {
+                let diff = relative_diff(got, want);
+                assert!(
+                    diff <= 1e-5,
+                    "{name} of {shape:?} (padded: {padded}) is {diff} off the unfused path"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn inference_output_matches_the_unfused_reference() {
+    let device = Default::default();
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        for padded in [false, true] {
+            let c = case(shape, padded, 100 + i as u64);
+            let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
+            let bias = c.bias.as_ref().map(t);
+            let got = causal_attention(t(&c.q), t(&c.k), t(&c.v), bias.clone(), c.scale);
+            // Burn's own flex attention is a third, independent implementation.
+            let want = unfused_or_backend(t(&c.q), t(&c.k), t(&c.v), bias, c.scale);
+            let diff = relative_diff(&floats(got), &floats(want));
+            assert!(diff <= 1e-5, "{shape:?} (padded: {padded}): {diff}");
+        }
+    }
+}
+
+/// Central differences of the loss Σ w ∘ flash::forward(q, k, v) along a random direction, against the
+/// directional derivative from flash::backward, for each input in turn.
+#[test]
+fn gradients_match_finite_differences() {
+    for &(b, h, tq, tk, hd) in &[(1, 2, 70, 70, 8), (2, 1, 9, 75, 4)] {
+        let dims = flash::Dims {
+            batch: b,
+            heads: h,
+            queries: tq,
+            keys: tk,
+            head_dim: hd,
+        };
+        let vec = |shape: [usize; 4], seed| random(shape, seed).into_vec::<f32>().unwrap();
+        let (q, k, v) = (
+            vec([b, h, tq, hd], 1),
+            vec([b, h, tk, hd], 2),
+            vec([b, h, tk, hd], 3),
+        );
+        let bias = padding(b, tk).into_vec::<f32>().unwrap();
+        let w = vec([b, h, tq, hd], 4);
+        let scale = 0.4;
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+            let out = flash::forward(q, k, v, Some(&bias), dims, scale).output;
+            out.iter().zip(&w).map(|(o, w)| *o as f64 * *w as f64).sum()
+        };
+        let fwd = flash::forward(&q, &k, &v, Some(&bias), dims, scale);
+        let g = flash::backward(
+            &q,
+            &k,
+            &v,
+            Some(&bias),
+            &fwd.output,
+            &fwd.log_sum_exp,
+            &w,
+            dims,
+            scale,
+        );
+        let inputs = [&q, &k, &v];
+        for (which, grad) in [&g.query, &g.key, &g.value].into_iter().enumerate() {
+            let direction = vec([1, 1, 1, grad.len()], 10 + which as u64);
+            let eps = 1e-2f32;
+            let shifted = |sign: f32| {
+                let mut moved = inputs.map(|x| x.to_vec());
+                for (x, d) in moved[which].iter_mut().zip(&direction) {
+                    *x += sign * eps * d;
+                }
+                loss(&moved[0], &moved[1], &moved[2])
+            };
+            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let analytic: f64 = grad
+                .iter()
+                .zip(&direction)
+                .map(|(g, d)| *g as f64 * *d as f64)
+                .sum();
+            let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+            assert!(
+                rel < 2e-3,
+                "input {which} of {dims:?}: finite differences {numeric}, backward {analytic}"
+            );
+        }
+    }
+}
