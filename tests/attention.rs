@@ -5,7 +5,8 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use igpt::attention::{self, Kernel, causal_attention, flash, unfused_or_backend};
+use igpt::attention::flash::{self, Strided};
+use igpt::attention::{self, Kernel, causal_attention, unfused_or_backend};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
@@ -140,8 +141,52 @@ fn inference_output_matches_the_unfused_reference() {
     }
 }
 
+/// q, k and v as the model makes them: thirds of one `[batch, seq, 3·width]` projection, split into
+/// heads by views; the merged output and the projection's gradient match the unfused path.
+#[test]
+fn views_of_a_fused_projection_match_the_unfused_reference() {
+    let (b, h, t, hd) = (2, 4, 97, 8);
+    let d = h * hd;
+    B::seed(&Default::default(), 7);
+    let qkv = Tensor::<B, 3>::random(
+        [b, t, 3 * d],
+        Distribution::Normal(0.0, 1.0),
+        &Default::default(),
+    )
+    .into_data();
+    let w = Tensor::<B, 3>::random(
+        [b, t, d],
+        Distribution::Normal(0.0, 1.0),
+        &Default::default(),
+    )
+    .into_data();
+    let run = |attend: Attention<A>| {
+        let device = Default::default();
+        let qkv = Tensor::<A, 3>::from_data(qkv.clone(), &device).require_grad();
+        let heads = |z: Tensor<A, 3>| z.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let mut parts = qkv.clone().chunk(3, 2).into_iter().map(heads);
+        let (q, k, v) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let y = attend(q, k, v, None, 0.3)
+            .swap_dims(1, 2)
+            .reshape([b, t, d]);
+        let loss = (y.clone() * Tensor::from_data(w.clone(), &device)).sum();
+        let grads = loss.backward();
+        let floats3 = |x: Tensor<B, 3>| x.into_data().into_vec::<f32>().unwrap();
+        (floats3(y.inner()), floats3(qkv.grad(&grads).unwrap()))
+    };
+    let (y, g) = run(causal_attention::<A>);
+    let (y_ref, g_ref) = run(unfused_or_backend::<A>);
+    assert!(relative_diff(&y, &y_ref) <= 1e-5, "output");
+    assert!(relative_diff(&g, &g_ref) <= 1e-5, "qkv gradient");
+}
+
 /// Central differences of the loss Σ w ∘ flash::forward(q, k, v) along a random direction, against the
-/// directional derivative from flash::backward, for each input in turn.
+/// directional derivative from flash::backward, for each input in turn. Inputs are token-major
+/// (heads interleaved in each row), as the model's views are.
 #[test]
 fn gradients_match_finite_differences() {
     for &(b, h, tq, tk, hd) in &[(1, 2, 70, 70, 8), (2, 1, 9, 75, 4)] {
@@ -152,28 +197,42 @@ fn gradients_match_finite_differences() {
             keys: tk,
             head_dim: hd,
         };
+        let (q_strides, k_strides) = (
+            flash::Strides::token_major(h, tq, hd),
+            flash::Strides::token_major(h, tk, hd),
+        );
         let vec = |shape: [usize; 4], seed| random(shape, seed).into_vec::<f32>().unwrap();
         let (q, k, v) = (
-            vec([b, h, tq, hd], 1),
-            vec([b, h, tk, hd], 2),
-            vec([b, h, tk, hd], 3),
+            vec([b, tq, h, hd], 1),
+            vec([b, tk, h, hd], 2),
+            vec([b, tk, h, hd], 3),
         );
         let bias = padding(b, tk).into_vec::<f32>().unwrap();
-        let w = vec([b, h, tq, hd], 4);
+        let w = vec([b, tq, h, hd], 4);
         let scale = 0.4;
+        let forward = |q: &[f32], k: &[f32], v: &[f32]| {
+            flash::forward(
+                Strided::new(q, q_strides),
+                Strided::new(k, k_strides),
+                Strided::new(v, k_strides),
+                Some(&bias),
+                dims,
+                scale,
+            )
+        };
         let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
-            let out = flash::forward(q, k, v, Some(&bias), dims, scale).output;
+            let out = forward(q, k, v).output;
             out.iter().zip(&w).map(|(o, w)| *o as f64 * *w as f64).sum()
         };
-        let fwd = flash::forward(&q, &k, &v, Some(&bias), dims, scale);
+        let fwd = forward(&q, &k, &v);
         let g = flash::backward(
-            &q,
-            &k,
-            &v,
+            Strided::new(&q, q_strides),
+            Strided::new(&k, k_strides),
+            Strided::new(&v, k_strides),
             Some(&bias),
             &fwd.output,
             &fwd.log_sum_exp,
-            &w,
+            Strided::new(&w, q_strides),
             dims,
             scale,
         );

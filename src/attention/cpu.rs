@@ -5,6 +5,9 @@
 //! The model is generic over `B: Backend`, and Burn's backend traits cannot be extended without a new
 //! bound on every generic function of the crate; so [`handles`] recognises the two CPU backends by
 //! their type and [`attention`] moves the tensors to the concrete types (a checked downcast, no copy).
+//! q, k and v are read in place through their strides; the output and the gradients come back as
+//! `[batch, heads, seq, head_dim]` views of token-major buffers, so the model's merge of the heads
+//! (`swap_dims(1, 2).reshape(..)`) costs nothing.
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-use super::flash::{self, Dims};
+use super::flash::{self, Dims, Strided, Strides};
 
 type Trained = Autodiff<Flex>;
 
@@ -47,7 +50,9 @@ pub(super) fn attention<B: Backend>(
     let bias = key_bias.map(|b| primitive::<Flex>(cast(b)));
     let inputs = Inputs::new(q, k, v, bias);
     let output = inputs.forward(scale as f32).output;
-    cast(tensor::<Flex>(flex_tensor(output, inputs.output_shape())))
+    cast(tensor::<Flex>(
+        inputs.heads_view(output, inputs.dims.queries),
+    ))
 }
 
 /// `x` as the type it is known to be (`handles` checked the backend).
@@ -65,24 +70,42 @@ fn tensor<B: Backend>(p: FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
+/// A `[batch, heads, seq, head_dim]` tensor and its strides: as it is when its last dimension is
+/// contiguous and no stride is negative (the views the model makes), else a contiguous copy.
+fn strided(t: FlexTensor) -> (FlexTensor, Strides) {
+    let readable = |t: &FlexTensor| {
+        let s = t.layout().strides();
+        s[3] == 1 && s.iter().all(|&x| x >= 0)
+    };
+    let t = if readable(&t) { t } else { t.to_contiguous() };
+    let (s, offset) = (t.layout().strides(), t.layout().start_offset());
+    let strides = Strides {
+        offset,
+        batch: s[0] as usize,
+        head: s[1] as usize,
+        row: s[2] as usize,
+    };
+    (t, strides)
 }
 
-/// Contiguous inputs and their sizes.
+/// Inputs with their strides and sizes.
 #[derive(Clone, Debug)]
 struct Inputs {
-    q: FlexTensor,
-    k: FlexTensor,
-    v: FlexTensor,
+    q: (FlexTensor, Strides),
+    k: (FlexTensor, Strides),
+    v: (FlexTensor, Strides),
+    /// `[batch, keys]`, contiguous.
     key_bias: Option<FlexTensor>,
     dims: Dims,
 }
 
+fn view(t: &(FlexTensor, Strides)) -> Strided<'_> {
+    Strided::new(t.0.storage(), t.1)
+}
+
 impl Inputs {
     fn new(q: FlexTensor, k: FlexTensor, v: FlexTensor, key_bias: Option<FlexTensor>) -> Self {
-        let shape = |t: &FlexTensor| t.layout().shape().clone();
-        let (qs, ks) = (shape(&q), shape(&k));
+        let (qs, ks) = (q.layout().shape().clone(), k.layout().shape().clone());
         let dims = Dims {
             batch: qs[0],
             heads: qs[1],
@@ -91,33 +114,34 @@ impl Inputs {
             head_dim: qs[3],
         };
         Inputs {
-            q: q.to_contiguous(),
-            k: k.to_contiguous(),
-            v: v.to_contiguous(),
+            q: strided(q),
+            k: strided(k),
+            v: strided(v),
             key_bias: key_bias.map(|b| b.to_contiguous()),
             dims,
         }
     }
 
-    fn output_shape(&self) -> [usize; 4] {
-        let d = self.dims;
-        [d.batch, d.heads, d.queries, d.head_dim]
-    }
-
-    fn key_shape(&self) -> [usize; 4] {
-        let d = self.dims;
-        [d.batch, d.heads, d.keys, d.head_dim]
+    fn key_bias(&self) -> Option<&[f32]> {
+        self.key_bias.as_ref().map(|b| b.storage())
     }
 
     fn forward(&self, scale: f32) -> flash::Forward {
-        flash::forward(
-            self.q.storage(),
-            self.k.storage(),
-            self.v.storage(),
-            self.key_bias.as_ref().map(|b| b.storage()),
-            self.dims,
-            scale,
-        )
+        let (q, k, v) = (view(&self.q), view(&self.k), view(&self.v));
+        flash::forward(q, k, v, self.key_bias(), self.dims, scale)
+    }
+
+    /// A token-major buffer (`[batch, seq, heads, head_dim]`) as a `[batch, heads, seq, head_dim]`
+    /// tensor: a permuted view, no copy.
+    fn heads_view(&self, values: Vec<f32>, seq: usize) -> FlexTensor {
+        let d = self.dims;
+        if d.heads == 1 {
+            // The same memory; a contiguous layout keeps flex on its fast paths (its contiguity
+            // check does not look past the size-1 head dimension's stride).
+            return FlexTensor::from_data(TensorData::new(values, [d.batch, 1, seq, d.head_dim]));
+        }
+        FlexTensor::from_data(TensorData::new(values, [d.batch, seq, d.heads, d.head_dim]))
+            .permute(&[0, 2, 1, 3])
     }
 }
 
@@ -138,37 +162,35 @@ impl Backward<Flex, 3> for FlashAttentionBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_output = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let grad_output = strided(grads.consume::<Flex>(&ops.node));
         let Saved {
             inputs,
             output,
             log_sum_exp,
             scale,
         } = ops.state;
+        let (q, k, v) = (view(&inputs.q), view(&inputs.k), view(&inputs.v));
         let g = flash::backward(
-            inputs.q.storage(),
-            inputs.k.storage(),
-            inputs.v.storage(),
-            inputs.key_bias.as_ref().map(|b| b.storage()),
+            q,
+            k,
+            v,
+            inputs.key_bias(),
+            // The view's buffer is the kernel's token-major output itself.
             output.storage(),
             &log_sum_exp,
-            grad_output.storage(),
+            view(&grad_output),
             inputs.dims,
             scale,
         );
         let [q_node, k_node, v_node] = ops.parents;
-        let shapes = [
-            inputs.output_shape(),
-            inputs.key_shape(),
-            inputs.key_shape(),
-        ];
-        for ((node, grad), shape) in [q_node, k_node, v_node]
-            .into_iter()
-            .zip([g.query, g.key, g.value])
-            .zip(shapes)
-        {
+        let (tq, tk) = (inputs.dims.queries, inputs.dims.keys);
+        for (node, grad, seq) in [
+            (q_node, g.query, tq),
+            (k_node, g.key, tk),
+            (v_node, g.value, tk),
+        ] {
             if let Some(node) = node {
-                grads.register::<Flex>(node.id, flex_tensor(grad, shape));
+                grads.register::<Flex>(node.id, inputs.heads_view(grad, seq));
             }
         }
     }
@@ -183,7 +205,7 @@ fn tracked(
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
     let inputs = Inputs::new(q.primitive, k.primitive, v.primitive, key_bias);
     let forward = inputs.forward(scale);
-    let output = flex_tensor(forward.output, inputs.output_shape());
+    let output = inputs.heads_view(forward.output, inputs.dims.queries);
     match FlashAttentionBackward
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()

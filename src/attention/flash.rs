@@ -1,18 +1,20 @@
-//! Causal attention on the CPU, computed in tiles as FlashAttention-2 does (Dao 2023), for f32 slices.
+//! Causal attention on the CPU, computed in tiles as FlashAttention-2 does (Dao 2023), on f32 buffers.
 //!
 //! The forward pass never holds more than one `QUERY_TILE × KEY_TILE` block of scores: it keeps a
 //! running maximum and sum per query (online softmax) and returns the output plus each query's
 //! log-sum-exp. The backward pass recomputes the probabilities block by block from that log-sum-exp,
 //! so training stores O(t) per head instead of the O(t²) probabilities. Blocks wholly above the causal
-//! diagonal are skipped in both passes. Work is spread over (batch, head) pairs (and query blocks in
-//! the forward pass) with rayon; the block products use the `gemm` crate (runtime-dispatched SIMD, the
-//! kernel burn-flex's matmul uses) and the element-wise softmax steps are compiled for AVX-512, AVX2
-//! and NEON and picked at run time (`multiversion`).
+//! diagonal are skipped in both passes. Work is spread with rayon over sequences (and query blocks in
+//! the forward pass); the block products use the `gemm` crate (runtime-dispatched SIMD, the kernel
+//! burn-flex's matmul uses) and the softmax's element-wise steps are compiled per SIMD level
+//! ([`super::simd`]).
 //!
-//! Layout: `q`, `k`, `v` and the output are contiguous `[batch, heads, seq, head_dim]`; queries are
-//! the last `queries` positions of a `keys`-long sequence (causal mask aligned bottom-right, so a
-//! cached step's query sees every earlier key). The optional additive `key_bias` (`[batch, keys]`,
-//! the padding mask of HF checkpoints) is a constant: it gets no gradient.
+//! Inputs are strided views ([`Strided`]), so q, k and v are read where the model left them (thirds
+//! of the fused qkv projection, or the KV cache) without copies. Outputs and gradients are
+//! token-major, `[batch, seq, heads, head_dim]`: exactly the `[batch, seq, width]` the next
+//! projection wants. Queries are the last `queries` positions of a `keys`-long sequence (the causal
+//! mask is aligned bottom-right, so a cached step's query sees every earlier key). The optional
+//! additive `key_bias` (`[batch, keys]`, HF's padding mask) is a constant: it gets no gradient.
 
 use rayon::prelude::*;
 
@@ -35,8 +37,8 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn pairs(&self) -> usize {
-        self.batch * self.heads
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
     }
 
     /// How many more keys than queries there are: query `i` sees keys `0..=i + offset`.
@@ -44,67 +46,111 @@ impl Dims {
         self.keys - self.queries
     }
 
-    fn check(&self, q: &[f32], k: &[f32], v: &[f32], key_bias: Option<&[f32]>) {
+    fn check(&self) {
         assert!(
             self.queries <= self.keys,
             "more queries than keys: {self:?}"
         );
         assert!(
-            self.head_dim > 0 && self.queries > 0,
+            self.head_dim > 0 && self.queries > 0 && self.heads > 0,
             "empty attention: {self:?}"
         );
-        assert_eq!(
-            q.len(),
-            self.pairs() * self.queries * self.head_dim,
-            "query size"
-        );
-        assert_eq!(
-            k.len(),
-            self.pairs() * self.keys * self.head_dim,
-            "key size"
-        );
-        assert_eq!(v.len(), k.len(), "value size");
-        if let Some(bias) = key_bias {
-            assert_eq!(bias.len(), self.batch * self.keys, "key bias size");
+    }
+}
+
+/// A `[batch, heads, seq, head_dim]` tensor in a buffer: element `(b, h, i, c)` is at
+/// `offset + b·batch + h·head + i·row + c` (the last dimension is contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub offset: usize,
+    pub batch: usize,
+    pub head: usize,
+    pub row: usize,
+}
+
+impl Strides {
+    /// Contiguous `[batch, heads, seq, head_dim]`.
+    pub fn heads_major(heads: usize, seq: usize, head_dim: usize) -> Self {
+        Strides {
+            offset: 0,
+            batch: heads * seq * head_dim,
+            head: seq * head_dim,
+            row: head_dim,
         }
+    }
+
+    /// Contiguous `[batch, seq, heads, head_dim]`: how this module writes outputs and gradients.
+    pub fn token_major(heads: usize, seq: usize, head_dim: usize) -> Self {
+        Strides {
+            offset: 0,
+            batch: seq * heads * head_dim,
+            head: head_dim,
+            row: heads * head_dim,
+        }
+    }
+}
+
+/// A strided `[batch, heads, seq, head_dim]` view of a buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub strides: Strides,
+}
+
+impl<'a> Strided<'a> {
+    pub fn new(data: &'a [f32], strides: Strides) -> Self {
+        Strided { data, strides }
+    }
+
+    /// One (batch, head)'s `seq × head_dim` matrix; panics if any of it lies outside the buffer.
+    fn matrix(&self, batch: usize, head: usize, seq: usize, head_dim: usize) -> MatRef<'a> {
+        let s = self.strides;
+        let start = s.offset + batch * s.batch + head * s.head;
+        assert!(start <= self.data.len(), "attention input out of bounds");
+        MatRef::new(&self.data[start..], seq, head_dim, s.row)
     }
 }
 
 /// What the forward pass returns.
 pub struct Forward {
-    /// `[batch, heads, queries, head_dim]`.
+    /// `[batch, queries, heads, head_dim]`.
     pub output: Vec<f32>,
-    /// `[batch, heads, queries]`: log Σ exp(score) per query, all the backward pass needs of the softmax.
+    /// `[batch, queries, heads]`: log Σ exp(score) per query and head, all the backward pass needs
+    /// of the softmax.
     pub log_sum_exp: Vec<f32>,
 }
 
 /// softmax(scale · q kᵀ + key_bias + causal mask) v.
 pub fn forward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    q: Strided<'_>,
+    k: Strided<'_>,
+    v: Strided<'_>,
     key_bias: Option<&[f32]>,
     dims: Dims,
     scale: f32,
 ) -> Forward {
-    dims.check(q, k, v, key_bias);
-    let (queries, hd) = (dims.queries, dims.head_dim);
-    let mut output = vec![0.0; q.len()];
-    let mut log_sum_exp = vec![0.0; dims.pairs() * queries];
+    dims.check();
+    let (heads, width) = (dims.heads, dims.width());
+    let mut output = vec![0.0; dims.batch * dims.queries * width];
+    let mut log_sum_exp = vec![0.0; dims.batch * dims.queries * heads];
     output
-        .par_chunks_mut(queries * hd)
-        .zip(log_sum_exp.par_chunks_mut(queries))
+        .par_chunks_mut(dims.queries * width)
+        .zip(log_sum_exp.par_chunks_mut(dims.queries * heads))
         .enumerate()
-        .for_each(|(pair, (out, lse))| {
-            let head = Head::new(q, k, v, key_bias, dims, pair);
+        .for_each(|(batch, (out, lse))| {
+            let heads: Vec<Head> = (0..heads)
+                .map(|h| Head::new(q, k, v, key_bias, dims, batch, h))
+                .collect();
             // Query blocks are independent: split them too, so a single sequence uses every core.
-            out.par_chunks_mut(QUERY_TILE * hd)
-                .zip(lse.par_chunks_mut(QUERY_TILE))
+            out.par_chunks_mut(QUERY_TILE * width)
+                .zip(lse.par_chunks_mut(QUERY_TILE * heads.len()))
                 .enumerate()
                 .for_each_init(
                     || vec![0.0; QUERY_TILE * KEY_TILE],
                     |scores, (block, (out, lse))| {
-                        head.forward_block(block * QUERY_TILE, out, lse, scale, scores)
+                        for (h, head) in heads.iter().enumerate() {
+                            head.forward_block(block * QUERY_TILE, out, lse, h, scale, scores);
+                        }
                     },
                 );
         });
@@ -114,7 +160,8 @@ pub fn forward(
     }
 }
 
-/// Gradients of [`forward`]'s output with respect to `q`, `k` and `v`.
+/// Gradients of [`forward`]'s output with respect to q, k and v, token-major
+/// (`[batch, seq, heads, head_dim]`).
 pub struct Gradients {
     pub query: Vec<f32>,
     pub key: Vec<f32>,
@@ -122,84 +169,131 @@ pub struct Gradients {
 }
 
 /// The backward pass, from [`forward`]'s `output` and `log_sum_exp` for the same inputs;
-/// `grad_output` is the gradient of the loss with respect to that output.
+/// `grad_output` is the gradient of the loss with respect to that output (any layout).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    q: Strided<'_>,
+    k: Strided<'_>,
+    v: Strided<'_>,
     key_bias: Option<&[f32]>,
     output: &[f32],
     log_sum_exp: &[f32],
-    grad_output: &[f32],
+    grad_output: Strided<'_>,
     dims: Dims,
     scale: f32,
 ) -> Gradients {
-    dims.check(q, k, v, key_bias);
-    assert_eq!(grad_output.len(), q.len(), "output gradient size");
-    assert_eq!(output.len(), q.len(), "output size");
+    dims.check();
+    let (tq, tk, width) = (dims.queries, dims.keys, dims.width());
+    assert_eq!(output.len(), dims.batch * tq * width, "output size");
     assert_eq!(
         log_sum_exp.len(),
-        dims.pairs() * dims.queries,
+        dims.batch * tq * dims.heads,
         "log-sum-exp size"
     );
-    let (tq, tk, hd) = (dims.queries, dims.keys, dims.head_dim);
+    let output = Strided::new(output, Strides::token_major(dims.heads, tq, dims.head_dim));
     let mut grads = Gradients {
-        query: vec![0.0; q.len()],
-        key: vec![0.0; k.len()],
-        value: vec![0.0; v.len()],
+        query: vec![0.0; dims.batch * tq * width],
+        key: vec![0.0; dims.batch * tk * width],
+        value: vec![0.0; dims.batch * tk * width],
     };
     grads
         .query
-        .par_chunks_mut(tq * hd)
-        .zip(grads.key.par_chunks_mut(tk * hd))
-        .zip(grads.value.par_chunks_mut(tk * hd))
+        .par_chunks_mut(tq * width)
+        .zip(grads.key.par_chunks_mut(tk * width))
+        .zip(grads.value.par_chunks_mut(tk * width))
         .enumerate()
-        .for_each(|(pair, ((dq, dk), dv))| {
-            let head = Head::new(q, k, v, key_bias, dims, pair);
-            let rows = pair * tq..(pair + 1) * tq;
-            head.backward(
-                &output[rows.start * hd..rows.end * hd],
-                &log_sum_exp[rows.clone()],
-                &grad_output[rows.start * hd..rows.end * hd],
-                HeadGrads { dq, dk, dv },
-                scale,
-            );
+        .for_each(|(batch, ((dq, dk), dv))| {
+            let mut scratch = BackwardScratch::new();
+            for h in 0..dims.heads {
+                let head = Head::new(q, k, v, key_bias, dims, batch, h);
+                let lse = &log_sum_exp[batch * tq * dims.heads..][..tq * dims.heads];
+                let column = h * dims.head_dim;
+                head.backward(
+                    output.matrix(batch, h, tq, dims.head_dim),
+                    Column::new(lse, h, dims.heads),
+                    grad_output.matrix(batch, h, tq, dims.head_dim),
+                    HeadGrads {
+                        dq: MatMut::new(&mut dq[column..], tq, dims.head_dim, width),
+                        dk: MatMut::new(&mut dk[column..], tk, dims.head_dim, width),
+                        dv: MatMut::new(&mut dv[column..], tk, dims.head_dim, width),
+                    },
+                    scale,
+                    &mut scratch,
+                );
+            }
         });
     grads
 }
 
-/// One (batch, head) pair's slices.
+/// One (batch, head) pair's matrices.
 struct Head<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    q: MatRef<'a>,
+    k: MatRef<'a>,
+    v: MatRef<'a>,
     key_bias: Option<&'a [f32]>,
     dims: Dims,
 }
 
-/// One pair's gradient slices, written by [`Head::backward`].
+/// One pair's gradient matrices, written by [`Head::backward`].
 struct HeadGrads<'a> {
-    dq: &'a mut [f32],
-    dk: &'a mut [f32],
-    dv: &'a mut [f32],
+    dq: MatMut<'a>,
+    dk: MatMut<'a>,
+    dv: MatMut<'a>,
+}
+
+/// One column of a row-major `[rows, stride]` buffer (a head's log-sum-exp in `[seq, heads]`).
+struct Column<'a> {
+    data: &'a [f32],
+    column: usize,
+    stride: usize,
+}
+
+impl<'a> Column<'a> {
+    fn new(data: &'a [f32], column: usize, stride: usize) -> Self {
+        Column {
+            data,
+            column,
+            stride,
+        }
+    }
+
+    fn get(&self, row: usize) -> f32 {
+        self.data[row * self.stride + self.column]
+    }
+}
+
+/// The backward pass's block buffers, reused across heads.
+struct BackwardScratch {
+    probs: Vec<f32>,
+    grad_scores: Vec<f32>,
+    dot: Vec<f32>,
+}
+
+impl BackwardScratch {
+    fn new() -> Self {
+        BackwardScratch {
+            probs: vec![0.0; QUERY_TILE * KEY_TILE],
+            grad_scores: vec![0.0; QUERY_TILE * KEY_TILE],
+            dot: Vec::new(),
+        }
+    }
 }
 
 impl<'a> Head<'a> {
     fn new(
-        q: &'a [f32],
-        k: &'a [f32],
-        v: &'a [f32],
+        q: Strided<'a>,
+        k: Strided<'a>,
+        v: Strided<'a>,
         key_bias: Option<&'a [f32]>,
         dims: Dims,
-        pair: usize,
+        batch: usize,
+        head: usize,
     ) -> Self {
         let (tq, tk, hd) = (dims.queries, dims.keys, dims.head_dim);
-        let batch = pair / dims.heads;
         Head {
-            q: &q[pair * tq * hd..(pair + 1) * tq * hd],
-            k: &k[pair * tk * hd..(pair + 1) * tk * hd],
-            v: &v[pair * tk * hd..(pair + 1) * tk * hd],
+            q: q.matrix(batch, head, tq, hd),
+            k: k.matrix(batch, head, tk, hd),
+            v: v.matrix(batch, head, tk, hd),
             key_bias: key_bias.map(|b| &b[batch * tk..(batch + 1) * tk]),
             dims,
         }
@@ -208,6 +302,11 @@ impl<'a> Head<'a> {
     /// Keys `0..visible_keys(i)` are visible to query `i`.
     fn visible_keys(&self, query: usize) -> usize {
         query + self.dims.offset() + 1
+    }
+
+    /// Visible keys of the block `first_key..first_key + cols` for query `query`.
+    fn visible_in_block(&self, query: usize, first_key: usize, cols: usize) -> usize {
+        self.visible_keys(query).saturating_sub(first_key).min(cols)
     }
 
     /// `scores[r][c] = scale · q[first_query + r] · k[first_key + c]` plus the key bias, for `rows`
@@ -221,11 +320,10 @@ impl<'a> Head<'a> {
         scale: f32,
         scores: &mut [f32],
     ) {
-        let hd = self.dims.head_dim;
         matmul(
-            MatMut::rows(scores, rows, cols),
-            MatRef::rows(&self.q[first_query * hd..], rows, hd),
-            MatRef::rows(&self.k[first_key * hd..], cols, hd).t(),
+            MatMut::new(scores, rows, cols, cols),
+            self.q.block(first_query, rows),
+            self.k.block(first_key, cols).t(),
             false,
             scale,
         );
@@ -237,22 +335,22 @@ impl<'a> Head<'a> {
         }
     }
 
-    /// Visible keys of the block `first_key..first_key + cols` for query `query`.
-    fn visible_in_block(&self, query: usize, first_key: usize, cols: usize) -> usize {
-        self.visible_keys(query).saturating_sub(first_key).min(cols)
-    }
-
-    /// Output rows and log-sum-exp of the queries `first_query..first_query + out.len() / head_dim`.
+    /// Output rows and log-sum-exp of this head for the queries of one block: `out` holds the
+    /// block's token-major rows (every head), `lse` its `[rows, heads]` log-sum-exps.
     fn forward_block(
         &self,
         first_query: usize,
         out: &mut [f32],
         lse: &mut [f32],
+        head: usize,
         scale: f32,
         scores: &mut [f32],
     ) {
-        let hd = self.dims.head_dim;
-        let rows = lse.len();
+        let (hd, heads) = (self.dims.head_dim, self.dims.heads);
+        let width = hd * heads;
+        let rows = lse.len() / heads;
+        let column = head * hd;
+        let out_row = |r: usize| r * width + column..r * width + column + hd;
         // Keys any row of this block sees; blocks past them are above the diagonal and skipped.
         let keys = self.visible_keys(first_query + rows - 1);
         let mut max = [f32::NEG_INFINITY; QUERY_TILE];
@@ -273,97 +371,93 @@ impl<'a> Head<'a> {
                 // Rescale what was accumulated under the old maximum (exp(-inf) = 0 the first time).
                 let correction = (max[r] - new_max).exp();
                 if correction != 1.0 {
-                    simd::scale(&mut out[r * hd..(r + 1) * hd], correction);
+                    simd::scale(&mut out[out_row(r)], correction);
                 }
                 sum[r] = sum[r] * correction + block_sum;
                 max[r] = new_max;
             }
             matmul(
-                MatMut::rows(out, rows, hd),
-                MatRef::rows(&scores[..rows * cols], rows, cols),
-                MatRef::rows(&self.v[first_key * hd..], cols, hd),
+                MatMut::new(&mut out[column..], rows, hd, width),
+                MatRef::new(&scores[..rows * cols], rows, cols, cols),
+                self.v.block(first_key, cols),
                 true,
                 1.0,
             );
         }
         for r in 0..rows {
-            simd::scale(&mut out[r * hd..(r + 1) * hd], 1.0 / sum[r]);
-            lse[r] = max[r] + sum[r].ln();
+            simd::scale(&mut out[out_row(r)], 1.0 / sum[r]);
+            lse[r * heads + head] = max[r] + sum[r].ln();
         }
     }
 
     /// FlashAttention-2's backward pass for one head: key blocks outer, the query blocks that see them
     /// inner, probabilities recomputed from the log-sum-exp.
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
-        out: &[f32],
-        lse: &[f32],
-        grad_out: &[f32],
+        out: MatRef<'_>,
+        lse: Column<'_>,
+        grad_out: MatRef<'_>,
         grads: HeadGrads<'_>,
         scale: f32,
+        scratch: &mut BackwardScratch,
     ) {
-        let Dims {
-            queries: tq,
-            keys: tk,
-            head_dim: hd,
-            ..
-        } = self.dims;
-        let HeadGrads { dq, dk, dv } = grads;
+        let (tq, tk) = (self.dims.queries, self.dims.keys);
+        let HeadGrads {
+            mut dq,
+            mut dk,
+            mut dv,
+        } = grads;
         // D_i = dO_i · O_i: the softmax Jacobian's correction term, one number per query.
-        let dot: Vec<f32> = grad_out
-            .chunks_exact(hd)
-            .zip(out.chunks_exact(hd))
-            .map(|(g, o)| simd::dot(g, o))
-            .collect();
-        let mut probs = vec![0.0; QUERY_TILE * KEY_TILE];
-        let mut grad_scores = vec![0.0; QUERY_TILE * KEY_TILE];
+        scratch.dot.clear();
+        scratch
+            .dot
+            .extend((0..tq).map(|i| simd::dot(grad_out.row(i), out.row(i))));
         for first_key in (0..tk).step_by(KEY_TILE) {
             let cols = KEY_TILE.min(tk - first_key);
             // The first query that sees this block's first key, rounded down to a block start.
             let first_row = first_key.saturating_sub(self.dims.offset()) / QUERY_TILE * QUERY_TILE;
             for first_query in (first_row..tq).step_by(QUERY_TILE) {
                 let rows = QUERY_TILE.min(tq - first_query);
-                let (p, ds) = (&mut probs[..rows * cols], &mut grad_scores[..rows * cols]);
+                let p = &mut scratch.probs[..rows * cols];
+                let ds = &mut scratch.grad_scores[..rows * cols];
                 self.scores(first_query, rows, first_key, cols, scale, p);
                 for r in 0..rows {
                     let row = &mut p[r * cols..(r + 1) * cols];
                     let visible = self.visible_in_block(first_query + r, first_key, cols);
-                    simd::exp_sub(&mut row[..visible], lse[first_query + r]);
+                    simd::exp_sub(&mut row[..visible], lse.get(first_query + r));
                     row[visible..].fill(0.0);
                 }
-                let g_rows = &grad_out[first_query * hd..(first_query + rows) * hd];
+                let p = MatRef::new(p, rows, cols, cols);
+                let g_rows = grad_out.block(first_query, rows);
                 // dV += Pᵀ dO
-                matmul(
-                    MatMut::rows(&mut dv[first_key * hd..], cols, hd),
-                    MatRef::rows(p, rows, cols).t(),
-                    MatRef::rows(g_rows, rows, hd),
-                    true,
-                    1.0,
-                );
+                matmul(dv.block(first_key, cols), p.t(), g_rows, true, 1.0);
                 // dP = dO Vᵀ, then dS = P ∘ (dP − D) in place
                 matmul(
-                    MatMut::rows(ds, rows, cols),
-                    MatRef::rows(g_rows, rows, hd),
-                    MatRef::rows(&self.v[first_key * hd..], cols, hd).t(),
+                    MatMut::new(ds, rows, cols, cols),
+                    g_rows,
+                    self.v.block(first_key, cols).t(),
                     false,
                     1.0,
                 );
                 for r in 0..rows {
                     let span = r * cols..(r + 1) * cols;
-                    simd::softmax_grad(&mut ds[span.clone()], &p[span], dot[first_query + r]);
+                    let dot = scratch.dot[first_query + r];
+                    simd::softmax_grad(&mut ds[span.clone()], &p.data[span], dot);
                 }
+                let ds = MatRef::new(ds, rows, cols, cols);
                 // dQ += scale · dS K, dK += scale · dSᵀ Q
                 matmul(
-                    MatMut::rows(&mut dq[first_query * hd..], rows, hd),
-                    MatRef::rows(ds, rows, cols),
-                    MatRef::rows(&self.k[first_key * hd..], cols, hd),
+                    dq.block(first_query, rows),
+                    ds,
+                    self.k.block(first_key, cols),
                     true,
                     scale,
                 );
                 matmul(
-                    MatMut::rows(&mut dk[first_key * hd..], cols, hd),
-                    MatRef::rows(ds, rows, cols).t(),
-                    MatRef::rows(&self.q[first_query * hd..], rows, hd),
+                    dk.block(first_key, cols),
+                    ds.t(),
+                    self.q.block(first_query, rows),
                     true,
                     scale,
                 );
@@ -383,17 +477,35 @@ struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    /// The first `rows × cols` elements of `data`, row-major.
-    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    /// `rows × cols` elements of `data`, `row_stride` apart, each row contiguous.
+    fn new(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
         let m = MatRef {
             data,
             rows,
             cols,
-            row_stride: cols,
+            row_stride,
             col_stride: 1,
         };
         m.check_bounds();
         m
+    }
+
+    /// Rows `first..first + count` of a row-major view.
+    fn block(&self, first: usize, count: usize) -> MatRef<'a> {
+        debug_assert_eq!(self.col_stride, 1);
+        assert!(first + count <= self.rows, "rows out of range");
+        MatRef::new(
+            &self.data[(first * self.row_stride).min(self.data.len())..],
+            count,
+            self.cols,
+            self.row_stride,
+        )
+    }
+
+    /// Row `i` of a row-major view.
+    fn row(&self, i: usize) -> &'a [f32] {
+        debug_assert_eq!(self.col_stride, 1);
+        &self.data[i * self.row_stride..i * self.row_stride + self.cols]
     }
 
     /// The transpose (a view; nothing moves).
@@ -415,17 +527,35 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// A writable row-major matrix view.
+/// A writable strided matrix view, each row contiguous.
 struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
+    row_stride: usize,
 }
 
 impl<'a> MatMut<'a> {
-    fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        assert!(rows * cols <= data.len(), "matrix view out of bounds");
-        MatMut { data, rows, cols }
+    fn new(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            assert!(
+                (rows - 1) * row_stride + cols <= data.len(),
+                "matrix view out of bounds"
+            );
+        }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+        }
+    }
+
+    /// Rows `first..first + count`.
+    fn block(&mut self, first: usize, count: usize) -> MatMut<'_> {
+        assert!(first + count <= self.rows, "rows out of range");
+        let start = (first * self.row_stride).min(self.data.len());
+        MatMut::new(&mut self.data[start..], count, self.cols, self.row_stride)
     }
 }
 
@@ -444,7 +574,7 @@ fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool, s
             lhs.cols,
             dst.data.as_mut_ptr(),
             1,
-            dst.cols as isize,
+            dst.row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
