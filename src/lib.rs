@@ -3,6 +3,7 @@
 //! Data flows one way: image → palette tokens → model → logits → sampler → tokens → palette colours →
 //! pixels. The model is generic over Burn's backend; the CLI (native) and `web.rs` (wasm) choose one.
 
+pub mod activation;
 pub mod attention;
 pub mod error;
 pub mod model;
@@ -22,6 +23,11 @@ pub mod eval;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+mod flex;
+#[cfg(not(target_arch = "wasm32"))]
+mod simd;
 
 pub use error::{Error, Result};
 pub use model::{ImageGpt, ImageGptConfig, KvCache};

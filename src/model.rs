@@ -3,10 +3,10 @@
 use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
+use crate::activation::quick_gelu;
 use crate::attention::causal_attention;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -228,8 +228,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
-        let x = precision.linear(&self.c_fc, x);
-        let x = x.clone() * sigmoid(x * 1.702);
+        let x = quick_gelu(precision.linear(&self.c_fc, x));
         precision.linear(&self.c_proj, x)
     }
 }

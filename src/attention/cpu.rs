@@ -1,73 +1,46 @@
-//! The flash kernel behind Burn's types: plain `Flex` tensors for inference, and a custom autodiff
-//! operation for `Autodiff<Flex>`, built as burn-autodiff's own ops are (a [`Backward`] impl, then
-//! `prepare(..).compute_bound().stateful()`, `grads.register`).
+//! The flash kernel behind Burn's types (see `crate::flex`): plain `Flex` tensors for inference, and
+//! a custom autodiff operation for `Autodiff<Flex>`.
 //!
-//! The model is generic over `B: Backend`, and Burn's backend traits cannot be extended without a new
-//! bound on every generic function of the crate; so [`handles`] recognises the two CPU backends by
-//! their type and [`attention`] moves the tensors to the concrete types (a checked downcast, no copy).
 //! q, k and v are read in place through their strides; the output and the gradients come back as
 //! `[batch, heads, seq, head_dim]` views of token-major buffers, so the model's merge of the heads
 //! (`swap_dims(1, 2).reshape(..)`) costs nothing.
 
-use std::any::{Any, TypeId};
 use std::sync::Arc;
 
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData};
 
 use super::flash::{self, Dims, Strided, Strides};
+use crate::flex::{Cpu, Trained, cast, primitive, tensor};
 
-type Trained = Autodiff<Flex>;
-
-/// Whether the flash kernel runs on `B` for `dtype`: f32 on flex, with or without autodiff.
-pub(super) fn handles<B: Backend>(dtype: DType) -> bool {
-    let backend = TypeId::of::<B>();
-    let on_cpu = backend == TypeId::of::<Flex>() || backend == TypeId::of::<Trained>();
-    on_cpu && dtype == DType::F32
-}
-
-/// Runs the kernel; call only where [`handles`] said yes.
+/// Runs the kernel on `cpu` (what `crate::flex::cpu` said `B` is).
 pub(super) fn attention<B: Backend>(
+    cpu: Cpu,
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     key_bias: Option<Tensor<B, 4>>,
     scale: f64,
 ) -> Tensor<B, 4> {
-    if TypeId::of::<B>() == TypeId::of::<Trained>() {
-        let inputs = [q, k, v].map(|t| primitive::<Trained>(cast(t)));
-        let bias = key_bias.map(|b| primitive::<Trained>(cast(b)).primitive);
-        return cast(tensor::<Trained>(tracked(inputs, bias, scale as f32)));
+    if cpu == Cpu::Trained {
+        let inputs = [q, k, v].map(|t| primitive::<Trained, 4>(cast(t)));
+        let bias = key_bias.map(|b| primitive::<Trained, 4>(cast(b)).primitive);
+        return cast(tensor::<Trained, 4>(tracked(inputs, bias, scale as f32)));
     }
-    let [q, k, v] = [q, k, v].map(|t| primitive::<Flex>(cast(t)));
-    let bias = key_bias.map(|b| primitive::<Flex>(cast(b)));
+    let [q, k, v] = [q, k, v].map(|t| primitive::<Flex, 4>(cast(t)));
+    let bias = key_bias.map(|b| primitive::<Flex, 4>(cast(b)));
     let inputs = Inputs::new(q, k, v, bias);
     let output = inputs.forward(scale as f32).output;
-    cast(tensor::<Flex>(
+    cast(tensor::<Flex, 4>(
         inputs.heads_view(output, inputs.dims.queries),
     ))
-}
-
-/// `x` as the type it is known to be (`handles` checked the backend).
-fn cast<T: 'static, U: 'static>(x: T) -> U {
-    *(Box::new(x) as Box<dyn Any>)
-        .downcast::<U>()
-        .expect("backend type checked by `handles`")
-}
-
-fn primitive<B: Backend>(t: Tensor<B, 4>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
-fn tensor<B: Backend>(p: FloatTensor<B>) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
 /// A `[batch, heads, seq, head_dim]` tensor and its strides: as it is when its last dimension is

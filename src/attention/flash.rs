@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::simd;
+use crate::simd;
 
 /// Queries per block: the rows of one block product.
 const QUERY_TILE: usize = 64;

@@ -14,8 +14,6 @@
 mod cpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod flash;
-#[cfg(not(target_arch = "wasm32"))]
-mod simd;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
@@ -43,7 +41,7 @@ impl std::fmt::Display for Kernel {
 /// The kernel [`causal_attention`] runs on backend `B` for tensors of `dtype`.
 pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
     #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
-    if cpu::handles::<B>(dtype) {
+    if crate::flex::cpu::<B>(dtype).is_some() {
         return Kernel::Flash;
     }
     let _ = dtype;
@@ -61,10 +59,10 @@ pub fn causal_attention<B: Backend>(
     scale: f64,
 ) -> Tensor<B, 4> {
     #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
-    if kernel::<B>(q.dtype()) == Kernel::Flash
+    if let Some(cpu) = crate::flex::cpu::<B>(q.dtype())
         && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
     {
-        return cpu::attention(q, k, v, key_bias, scale);
+        return cpu::attention(cpu, q, k, v, key_bias, scale);
     }
     unfused_or_backend(q, k, v, key_bias, scale)
 }

@@ -1,4 +1,4 @@
-//! The element-wise steps of the CPU attention kernel, written as plain loops that the compiler
+//! The element-wise CPU kernels (attention's softmax steps, quick-GELU), written as plain loops that the compiler
 //! vectorises. `multiversion` compiles each for AVX-512, AVX2+FMA and NEON beside the baseline and
 //! picks the best the CPU has at run time (the release build targets plain x86-64, whose SSE2 would
 //! leave most of the speed unused). The targets are listed because multiversion's `"simd"` shorthand
@@ -95,6 +95,32 @@ pub fn softmax_grad(grad: &mut [f32], prob: &[f32], dot: f32) {
     }
 }
 
+/// HF's quick-GELU, `out[i] = x[i]·σ(1.702·x[i])`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+pub fn quick_gelu(x: &[f32], out: &mut [f32]) {
+    for (y, &x) in out.iter_mut().zip(x) {
+        *y = x * sigmoid(QUICK_GELU * x);
+    }
+}
+
+/// The chain rule through quick-GELU, in place: `grad[i] *= σ(a·x)·(1 + a·x·(1 − σ(a·x)))`, a = 1.702.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+pub fn quick_gelu_backward(x: &[f32], grad: &mut [f32]) {
+    for (g, &x) in grad.iter_mut().zip(x) {
+        let s = sigmoid(QUICK_GELU * x);
+        *g *= s * (1.0 + QUICK_GELU * x * (1.0 - s));
+    }
+}
+
+/// Quick-GELU's constant: x·σ(1.702x) approximates GELU.
+const QUICK_GELU: f32 = 1.702;
+
+/// 1 / (1 + e^-z); saturates cleanly (e^-z is clamped, never inf).
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z))
+}
+
 /// e^x within 2 ulp, branch-free so that it vectorises: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r from
 /// Cephes' `expf` polynomial, 2^n built in the exponent bits. Underflows to exactly 0 below -87.3
 /// (so e^-inf = 0); inputs here are never above 0 by much (scores minus their maximum).
@@ -134,6 +160,28 @@ mod tests {
         assert!(worst < 5e-7, "relative error {worst}");
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(-100.0), 0.0);
+    }
+
+    #[test]
+    fn quick_gelu_and_its_derivative_match_the_formula() {
+        let x: Vec<f32> = (0..101).map(|i| (i as f32 - 50.0) * 0.37).collect();
+        let mut y = vec![0.0; x.len()];
+        quick_gelu(&x, &mut y);
+        let mut g = vec![1.0; x.len()];
+        quick_gelu_backward(&x, &mut g);
+        for ((&x, &y), &g) in x.iter().zip(&y).zip(&g) {
+            let s = 1.0 / (1.0 + (-1.702 * x as f64).exp());
+            let want = x as f64 * s;
+            assert!(
+                (y as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{x}: {y} vs {want}"
+            );
+            let dwant = s + 1.702 * x as f64 * s * (1.0 - s);
+            assert!(
+                (g as f64 - dwant).abs() <= 1e-6 * (1.0 + dwant.abs()),
+                "{x}: {g} vs {dwant}"
+            );
+        }
     }
 
     #[test]
