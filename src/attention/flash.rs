@@ -138,17 +138,17 @@ pub fn forward(
         .zip(log_sum_exp.par_chunks_mut(dims.queries * heads))
         .enumerate()
         .for_each(|(batch, (out, lse))| {
-            let heads: Vec<Head> = (0..heads)
+            let per_head: Vec<Head> = (0..heads)
                 .map(|h| Head::new(q, k, v, key_bias, dims, batch, h))
                 .collect();
             // Query blocks are independent: split them too, so a single sequence uses every core.
             out.par_chunks_mut(QUERY_TILE * width)
-                .zip(lse.par_chunks_mut(QUERY_TILE * heads.len()))
+                .zip(lse.par_chunks_mut(QUERY_TILE * heads))
                 .enumerate()
                 .for_each_init(
                     || vec![0.0; QUERY_TILE * KEY_TILE],
                     |scores, (block, (out, lse))| {
-                        for (h, head) in heads.iter().enumerate() {
+                        for (h, head) in per_head.iter().enumerate() {
                             head.forward_block(block * QUERY_TILE, out, lse, h, scale, scores);
                         }
                     },
