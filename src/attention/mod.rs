@@ -4,7 +4,12 @@
 //! |---|---|---|
 //! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward ([`cpu`]) |
 //! | flex in wasm | Burn's flex attention (tiled or naive, one thread) | (the browser does not train) |
-//! | wgpu, cuda | Burn's CubeCL attention | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//! | wgpu, cuda | Burn's unfused fallback (see below) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//!
+//! burn-cubecl 0.21 has a flash-attention kernel, but reaches it only through its autotuner (Burn's
+//! `autotune` feature, which this crate does not turn on) and only when no explicit scale or bias is
+//! given; otherwise it runs the same unfused fallback. Whether to turn autotuning on is for a session
+//! with a GPU to measure.
 //!
 //! Every path computes softmax(scale · q kᵀ + key bias + causal mask) v with the causal mask aligned
 //! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key.
