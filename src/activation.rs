@@ -2,8 +2,8 @@
 //!
 //! On flex (natively) it is one fused pass each way with a vectorised exponential ([`crate::simd`]),
 //! its own backward step under autodiff: Burn composes it from a scale, a sigmoid (a scalar `expf` per
-//! element on flex) and a product, each with its own pass and saved tensor, which cost a seventh of a
-//! CPU training step. Elsewhere it is that composition.
+//! element on flex) and a product, each with its own pass and saved tensor: 12% of a `128x8x1` CPU
+//! training step (perf). Elsewhere it is that composition.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
@@ -74,12 +74,18 @@ mod fused {
             let grad = grads.consume::<Flex>(&ops.node);
             let Some(node) = node else { return };
             let x = ops.state;
-            let mut grad: Vec<f32> = grad.to_contiguous().storage().to_vec();
-            grad.par_chunks_mut(CHUNK)
+            let grad = grad.to_contiguous();
+            let mut grad_x = vec![0.0; x.layout().num_elements()];
+            grad_x
+                .par_chunks_mut(CHUNK)
+                .zip(grad.storage().par_chunks(CHUNK))
                 .zip(x.storage().par_chunks(CHUNK))
-                .for_each(|(g, x)| simd::quick_gelu_backward(x, g));
+                .for_each(|((gx, g), x)| simd::quick_gelu_backward(x, g, gx));
             let shape = x.layout().shape().clone();
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(grad, shape)));
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(grad_x, shape)),
+            );
         }
     }
 
