@@ -158,6 +158,7 @@ impl ImageGptConfig {
                 .with_bias(false)
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            score: None,
             precision: Precision::F32,
         }
     }
@@ -266,6 +267,8 @@ pub struct ImageGpt<B: Backend> {
     pub(crate) h: Vec<Block<B>>,
     pub(crate) ln_f: RmsNorm<B>,
     pub(crate) lm_head: Linear<B>,
+    /// The classification head of a fine-tuned model (HF's `score`: no bias), if it has one.
+    pub(crate) score: Option<Linear<B>>,
     /// How the matrix products compute (f32 unless [`with_precision`](Self::with_precision) says).
     #[module(skip)]
     pub(crate) precision: Precision,
@@ -278,6 +281,15 @@ pub struct ForwardOutput<B: Backend> {
     /// HF's `hidden_states` when asked for: index 0 the embeddings, index i the input of block i, and the
     /// last one (index n_layer) the output of the final norm. Empty otherwise.
     pub hidden: Vec<Tensor<B, 3>>,
+}
+
+/// Every layer of one forward pass, before the output head.
+pub struct Layers<B: Backend> {
+    /// The residual stream, `n_layer + 1` tensors `[batch, seq, d]`: index 0 the embeddings, index l the
+    /// output of block l (the paper's h^l).
+    pub residual: Vec<Tensor<B, 3>>,
+    /// The last block's output through the final norm `ln_f`: what the output heads read.
+    pub normed: Tensor<B, 3>,
 }
 
 impl<B: Backend> ImageGpt<B> {
@@ -315,12 +327,64 @@ impl<B: Backend> ImageGpt<B> {
 
     /// Logits for every position of `ids` (`[batch, seq]`, starting with SOS).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.run(ids, None, None, false).logits
+        self.logits(self.run(ids, None, None, false).normed)
     }
 
     /// Logits plus every layer's hidden state (HF's `output_hidden_states=True`).
     pub fn forward_hidden(&self, ids: Tensor<B, 2, Int>) -> ForwardOutput<B> {
+        let Layers {
+            mut residual,
+            normed,
+        } = self.run(ids, None, None, true);
+        residual.pop(); // HF reports the last block's output only through ln_f
+        residual.push(normed.clone());
+        ForwardOutput {
+            logits: self.logits(normed),
+            hidden: residual,
+        }
+    }
+
+    /// Next-colour logits and, when the model has a classification head, class scores `[batch, labels]`,
+    /// from one pass (fine-tuning's joint loss and `igpt classify`).
+    pub fn forward_heads(&self, ids: Tensor<B, 2, Int>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
+        let normed = self.run(ids, None, None, false).normed;
+        let classes = self.class_logits(normed.clone());
+        (self.logits(normed), classes)
+    }
+
+    /// Every layer's output, without the output head (features, see [`crate::features`]).
+    pub fn forward_layers(&self, ids: Tensor<B, 2, Int>) -> Layers<B> {
         self.run(ids, None, None, true)
+    }
+
+    /// Adds a zero-initialised classification head over `n_labels` classes, replacing any it had.
+    pub fn with_classifier(mut self, n_labels: usize) -> Self {
+        let device = self.device();
+        self.score = Some(
+            LinearConfig::new(self.n_embd(), n_labels)
+                .with_bias(false)
+                .with_initializer(Initializer::Zeros)
+                .init(&device),
+        );
+        self
+    }
+
+    /// Classes the classification head scores; 0 without a head.
+    pub fn n_labels(&self) -> usize {
+        self.score.as_ref().map_or(0, |s| s.weight.dims()[1])
+    }
+
+    /// Class scores `[batch, labels]`: the final norm's output averaged over positions, through the
+    /// head (HF's `ImageGPTForImageClassification`). `None` without a head.
+    pub fn class_logits(&self, normed: Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+        let score = self.score.as_ref()?;
+        let pooled = normed.mean_dim(1).squeeze_dim::<2>(1); // [batch, d]
+        Some(self.precision.linear(score, pooled))
+    }
+
+    /// The next-colour scores from the final norm's output.
+    pub fn logits(&self, normed: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.precision.linear(&self.lm_head, normed)
     }
 
     /// Forward with HF's `attention_mask`: keys where `keep` (`[batch, seq]`) is false are padding.
@@ -334,13 +398,13 @@ impl<B: Backend> ImageGpt<B> {
             .float()
             .mul_scalar(f32::MIN)
             .reshape([b, 1, 1, t]); // [b, 1, 1, keys]
-        self.run(ids, None, Some(bias), false).logits
+        self.logits(self.run(ids, None, Some(bias), false).normed)
     }
 
     /// Incremental forward: `ids` (`[batch, new]`) continue the sequence held in `cache`, which grows by
     /// `new`. Gives the same logits as [`forward`](Self::forward) on the whole sequence.
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
-        self.run(ids, Some(cache), None, false).logits
+        self.logits(self.run(ids, Some(cache), None, false).normed)
     }
 
     /// An empty cache for `batch` sequences of up to `n_positions` tokens.
@@ -368,8 +432,8 @@ impl<B: Backend> ImageGpt<B> {
         ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
         padding: Option<Tensor<B, 4>>,
-        keep_hidden: bool,
-    ) -> ForwardOutput<B> {
+        keep_layers: bool,
+    ) -> Layers<B> {
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
         assert!(
@@ -385,10 +449,10 @@ impl<B: Backend> ImageGpt<B> {
             .slice(start..start + t)
             .unsqueeze::<3>(); // [1, t, d]
         let mut x = self.wte.forward(ids) + positions; // [b, t, d]
-        let mut hidden = Vec::new();
+        let mut residual = Vec::new();
         for (i, block) in self.h.iter().enumerate() {
-            if keep_hidden {
-                hidden.push(x.clone());
+            if keep_layers {
+                residual.push(x.clone());
             }
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, layer_cache, padding.as_ref(), self.precision);
@@ -396,13 +460,12 @@ impl<B: Backend> ImageGpt<B> {
         if let Some(cache) = cache {
             cache.len += t;
         }
-        let x = self.ln_f.forward(x);
-        if keep_hidden {
-            hidden.push(x.clone());
+        if keep_layers {
+            residual.push(x.clone());
         }
-        ForwardOutput {
-            logits: self.precision.linear(&self.lm_head, x),
-            hidden,
+        Layers {
+            residual,
+            normed: self.ln_f.forward(x),
         }
     }
 }

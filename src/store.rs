@@ -61,6 +61,24 @@ struct HfConfig {
     /// Ours: absent from HF checkpoints, which therefore load with HF's own (floored) attention scale.
     #[serde(default)]
     igpt_exact_attention_scale: bool,
+    /// Class names by id (HF writes `{"0": "LABEL_0", "1": "LABEL_1"}` even without a head, so only a
+    /// `score.weight` in the weights says there is one).
+    #[serde(default)]
+    id2label: BTreeMap<String, String>,
+}
+
+impl HfConfig {
+    /// The names of `n` classes: `id2label`'s when it names them all, else HF's `LABEL_i`.
+    fn labels(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.id2label
+                    .get(&i.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{i}"))
+            })
+            .collect()
+    }
 }
 
 fn quick_gelu() -> String {
@@ -102,8 +120,8 @@ impl HfConfig {
 
     /// The full `config.json` HF's `save_pretrained` would write, so `from_pretrained` loads our models.
     #[cfg(not(target_arch = "wasm32"))]
-    fn write(config: &ImageGptConfig) -> String {
-        serde_json::to_string_pretty(&serde_json::json!({
+    fn write(config: &ImageGptConfig, labels: &[String]) -> String {
+        let mut json = serde_json::json!({
             "architectures": ["ImageGPTForCausalImageModeling"],
             "model_type": "imagegpt",
             "activation_function": "quick_gelu",
@@ -125,8 +143,29 @@ impl HfConfig {
             "use_cache": true,
             "dtype": "float32",
             "igpt_exact_attention_scale": config.exact_attention_scale,
-        }))
-        .expect("plain data serialises")
+        });
+        if !labels.is_empty() {
+            // A fine-tuned model: HF's ImageGPTForImageClassification loads it (score.weight), and
+            // ImageGPTForCausalImageModeling still does (it skips the head).
+            json["architectures"] = serde_json::json!([
+                "ImageGPTForCausalImageModeling",
+                "ImageGPTForImageClassification"
+            ]);
+            json["num_labels"] = labels.len().into();
+            json["id2label"] = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), serde_json::Value::from(l.as_str())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            json["label2id"] = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), serde_json::Value::from(i)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        serde_json::to_string_pretty(&json).expect("plain data serialises")
     }
 }
 
@@ -145,6 +184,8 @@ pub struct StoredModel<B: Backend> {
     pub config: ImageGptConfig,
     pub palette: Palette,
     pub card: ModelCard,
+    /// Class names, one per output of the model's classification head (empty without one).
+    pub labels: Vec<String>,
 }
 
 /// Storage precision of the weights file. Models always compute in f32.
@@ -214,6 +255,7 @@ impl ModelFiles {
         let model = load_weights(&config, &tensors, device)
             .map_err(|reason| Error::format(WEIGHTS_FILE, reason))?;
         Ok(StoredModel {
+            labels: hf.labels(model.n_labels()),
             model,
             config,
             palette,
@@ -327,7 +369,7 @@ impl<B: Backend> StoredModel<B> {
         write_file_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
         write_file_atomic(
             &dir.join(CONFIG_FILE),
-            HfConfig::write(&self.config).as_bytes(),
+            HfConfig::write(&self.config, &self.labels).as_bytes(),
         )?;
         let preprocessor = self
             .palette
@@ -343,7 +385,7 @@ enum Slot<'a, B: Backend> {
     Vector(&'a mut Param<Tensor<B, 1>>),
     /// Stored in our in × out layout, like HF's Conv1D (and Burn's `Linear`) and embeddings.
     Matrix(&'a mut Param<Tensor<B, 2>>),
-    /// `lm_head` is a torch `nn.Linear`: stored out × in, the transpose of Burn's layout.
+    /// `lm_head` and `score` are torch `nn.Linear`s: stored out × in, the transpose of Burn's layout.
     Transposed(&'a mut Param<Tensor<B, 2>>),
 }
 
@@ -379,6 +421,12 @@ fn slots<B: Backend>(model: &mut ImageGpt<B>) -> Vec<(String, Slot<'_, B>)> {
             Slot::Transposed(&mut model.lm_head.weight),
         ),
     ];
+    if let Some(score) = model.score.as_mut() {
+        out.push((
+            "score.weight".to_string(),
+            Slot::Transposed(&mut score.weight),
+        ));
+    }
     for (i, block) in model.h.iter_mut().enumerate() {
         let p = format!("transformer.h.{i}");
         out.push((
@@ -410,6 +458,9 @@ fn load_weights<B: Backend>(
     // Burn initialises parameters lazily, so the random init below is never computed: every
     // parameter is replaced before first use.
     let mut model = config.init::<B>(device);
+    if let Ok(score) = tensors.tensor("score.weight") {
+        model = model.with_classifier(score.shape().first().copied().unwrap_or(0));
+    }
     let mut expected = std::collections::HashSet::new();
     for (name, slot) in slots(&mut model) {
         let view = tensors
@@ -496,7 +547,7 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
 
 /// Serialises the weights under HF names (reads them back from the device: native only).
 #[cfg(not(target_arch = "wasm32"))]
-fn weights_to_safetensors<B: Backend>(
+pub(crate) fn weights_to_safetensors<B: Backend>(
     model: &ImageGpt<B>,
     precision: WeightPrecision,
 ) -> Result<Vec<u8>> {

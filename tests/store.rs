@@ -66,6 +66,7 @@ fn a_new_model_keeps_the_papers_attention_scale() {
     let config = ImageGptConfig::preset("tiny", 16, 36).unwrap();
     assert!(config.exact_attention_scale);
     let stored = StoredModel::<B> {
+        labels: Vec::new(),
         model: config.init(&Default::default()),
         config: config.clone(),
         palette: igpt::Palette::new(1, (0..16).map(|i| i as f32 / 8.0 - 1.0).collect()).unwrap(),

@@ -1,15 +1,21 @@
 //! Training on the CPU backend: gradients agree with finite differences, a few steps lower the loss,
-//! a run stopped and resumed ends with exactly the weights of an uninterrupted one, and the schedule.
+//! a run stopped and resumed ends with exactly the weights of an uninterrupted one, the schedule, one
+//! step shared by training and fine-tuning, and a fine-tuned model that classifies and round-trips.
 
 use std::ops::ControlFlow;
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use igpt::augment::Augment;
+use igpt::classify;
 use igpt::eval::{inputs_and_targets, target_log_probs};
-use igpt::store::{self, StoredModel};
-use igpt::train::{self, Event, TrainConfig};
+use igpt::finetune::{self, FinetuneConfig};
+use igpt::run::{self, Checkpoint};
+use igpt::step::{self, Batch};
+use igpt::store::{self, StoredModel, WeightPrecision};
+use igpt::train::{self, Batches, Event, Start, TrainConfig};
 use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision};
 
 type B = burn::backend::Flex;
@@ -34,6 +40,7 @@ fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
     let device = Default::default();
     BB::seed(&device, seed);
     StoredModel {
+        labels: Vec::new(),
         model: config.init(&device),
         config,
         palette: Palette::new(1, (0..16).map(|i| i as f32 / 7.5 - 1.0).collect()).unwrap(),
@@ -90,8 +97,7 @@ fn a_few_steps_lower_the_loss() {
     let (_, state) = train::train(
         run.path(),
         &config(30),
-        tiny::<A>(1),
-        false,
+        Start::Model(tiny::<A>(1)),
         &data,
         &data[..8],
         |e| {
@@ -133,8 +139,7 @@ fn mixed_precision_training_follows_f32() {
                 precision,
                 ..config(30)
             },
-            tiny::<A>(4),
-            false,
+            Start::Model(tiny::<A>(4)),
             &data,
             &[],
             |e| {
@@ -146,7 +151,7 @@ fn mixed_precision_training_follows_f32() {
         )
         .unwrap();
         assert_eq!(trained.model.precision(), Precision::F32);
-        assert_eq!(train::read_config(run.path()).unwrap().precision, precision);
+        assert_eq!(run::read_config(run.path()).unwrap().precision, precision);
         losses
     };
     let f32_losses = losses(Precision::F32);
@@ -177,8 +182,7 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
     let (uninterrupted, _) = train::train(
         whole.path(),
         &config(12),
-        tiny::<A>(2),
-        false,
+        Start::Model(tiny::<A>(2)),
         &data,
         &[],
         |_| ControlFlow::Continue(()),
@@ -189,8 +193,7 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
     let (_, stopped) = train::train(
         split.path(),
         &config(12),
-        tiny::<A>(2),
-        false,
+        Start::Model(tiny::<A>(2)),
         &data,
         &[],
         |e| match e {
@@ -200,13 +203,11 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
     )
     .unwrap();
     assert_eq!(stopped.step, 5);
-    assert_eq!(train::read_state(split.path()).unwrap().step, 5);
-    // A different start model proves the weights come from the checkpoint.
+    assert_eq!(run::read_state(split.path()).unwrap().step, 5);
     let (resumed, state) = train::train(
         split.path(),
         &config(12),
-        tiny::<A>(99),
-        true,
+        Start::Resume(Checkpoint::<A>::load(split.path(), &Default::default()).unwrap()),
         &data,
         &[],
         |_| ControlFlow::Continue(()),
@@ -217,7 +218,7 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
 
     // The checkpoint is a model directory like any other.
     let reloaded =
-        store::load_dir::<B>(&train::checkpoint_dir(split.path()), &Default::default()).unwrap();
+        store::load_dir::<B>(&run::checkpoint_dir(split.path()), &Default::default()).unwrap();
     assert_eq!(weights(&reloaded.model), weights(&resumed.model));
 }
 
@@ -333,4 +334,168 @@ fn schedule_warms_up_then_decays_to_zero() {
     assert!(c.learning_rate(100) < 1e-12);
     let rates: Vec<f64> = (10..100).map(|s| c.learning_rate(s)).collect();
     assert!(rates.windows(2).all(|w| w[1] <= w[0]));
+}
+
+/// Horizontal (label 0) or vertical (label 1) stripes in varying shades.
+fn oriented_stripes(count: usize) -> (Vec<Vec<u16>>, Vec<usize>) {
+    (0..count)
+        .map(|i| {
+            let (a, b, vertical) = ((i % 4) as u16, 8 + (i % 3) as u16, (i / 2) % 2 == 1);
+            let seq = (0..64)
+                .map(|p| {
+                    let line = if vertical { p % 8 } else { p / 8 };
+                    if line % 2 == 0 { a } else { b }
+                })
+                .collect();
+            (seq, vertical as usize)
+        })
+        .unzip()
+}
+
+fn finetune_config(steps: usize) -> FinetuneConfig {
+    FinetuneConfig {
+        batch: 8,
+        steps,
+        lr: 3e-3,
+        warmup: 2,
+        grad_clip: 1.0,
+        eval_every: 5,
+        patience: 3,
+        seed: 1,
+    }
+}
+
+/// The model with every parameter drawn now: parameters initialise lazily, and a clone taken before
+/// would draw its own values (from a generator other tests share).
+fn materialised<BB: Backend>(model: ImageGpt<BB>) -> ImageGpt<BB> {
+    weights(&model);
+    model
+}
+
+#[test]
+fn training_finetuning_and_the_benchmark_share_one_step() {
+    // Training's first step is step::step on its first batch (the benchmark calls step::step itself).
+    let data = stripes(16);
+    let mut start = tiny::<A>(5);
+    start.model = materialised(start.model);
+    let copy = start.model.clone();
+    let run = tempfile::tempdir().unwrap();
+    let (trained, _) = train::train(
+        run.path(),
+        &config(1),
+        Start::Model(start),
+        &data,
+        &[],
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let augment = Augment {
+        flip: true,
+        crop: 1,
+    };
+    let (sequences, _) = Batches::new(&data, 8, 3, augment).batch(0, 8);
+    let batch = Batch::new(&sequences, None, 16, &Default::default());
+    let start = store::with_stable_ids(copy);
+    let lr = config(1).learning_rate(0);
+    let (by_hand, _) = step::step(start, &mut step::adam(), &batch, lr, 1.0);
+    assert_eq!(weights(&trained.model), weights(&by_hand));
+
+    // Fine-tuning's first step is step::step with labels (the joint loss).
+    let (seqs, labels) = oriented_stripes(16);
+    let mut start = tiny::<A>(6);
+    start.model = materialised(start.model.with_classifier(2));
+    let head_start = store::with_stable_ids(start.model.clone());
+    let tuned = finetune::finetune(
+        start,
+        (&seqs, &labels),
+        (&seqs[..4], &labels[..4]),
+        &FinetuneConfig {
+            eval_every: 1,
+            ..finetune_config(1)
+        },
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let (batch_seqs, rows) = Batches::new(&seqs, 8, 1, Augment::default()).batch(0, 8);
+    let batch_labels: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
+    let batch = Batch::new(&batch_seqs, Some(&batch_labels), 16, &Default::default());
+    let lr = train::schedule(3e-3, 2, 1, 0);
+    let (by_hand, out) = step::step(head_start, &mut step::adam(), &batch, lr, 1.0);
+    assert!(out.losses.classification.is_some());
+    assert_eq!(weights(&tuned.stored.model), weights(&by_hand));
+}
+
+#[test]
+fn a_finetuned_model_classifies_saves_and_loads_identically() {
+    let (seqs, labels) = oriented_stripes(96);
+    let train_part = 80; // and 16 held out
+    let mut start = tiny::<A>(7);
+    start.model = start.model.with_classifier(2);
+    start.labels = vec!["horizontal".into(), "vertical".into()];
+    let tuned = finetune::finetune(
+        start,
+        (&seqs[..train_part], &labels[..train_part]),
+        (&seqs[train_part..], &labels[train_part..]),
+        &finetune_config(60),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert!(
+        tuned.best_val_accuracy >= 0.9,
+        "held-out accuracy {} on an easy task",
+        tuned.best_val_accuracy
+    );
+    let model = tuned.stored.model.valid();
+    let scores = classify::score(
+        &model,
+        &seqs[train_part..],
+        &labels[train_part..],
+        8,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(scores.accuracy, tuned.best_val_accuracy);
+
+    let dir = tempfile::tempdir().unwrap();
+    tuned
+        .stored
+        .save_dir(dir.path(), WeightPrecision::F32)
+        .unwrap();
+    let loaded = store::load_dir::<B>(dir.path(), &Default::default()).unwrap();
+    assert_eq!(loaded.labels, ["horizontal", "vertical"]);
+    assert_eq!(loaded.model.n_labels(), 2);
+    // The same labels, and probabilities equal up to float rounding (the reloaded head is stored
+    // transposed, as HF's, so its products round differently).
+    let probabilities = |m: &ImageGpt<B>| classify::class_probabilities(m, &seqs, 5).unwrap();
+    let (before, after) = (probabilities(&model), probabilities(&loaded.model));
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b[1] > b[0], a[1] > a[0]);
+        assert!(
+            b.iter().zip(a).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{b:?} vs {a:?}"
+        );
+    }
+    // It still generates: the same next-colour logits.
+    let device = Default::default();
+    let (inputs, _) = inputs_and_targets::<B>(seqs[..3].iter().map(Vec::as_slice), 16, &device);
+    let logits = |m: &ImageGpt<B>| {
+        m.forward(inputs.clone())
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let (before, after) = (logits(&model), logits(&loaded.model));
+    assert!(before.iter().zip(&after).all(|(x, y)| (x - y).abs() < 1e-5));
+
+    // HF's config fields for ImageGPTForImageClassification.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["num_labels"], 2);
+    assert_eq!(config["id2label"]["1"], "vertical");
+    assert_eq!(config["label2id"]["horizontal"], 0);
+
+    // A model without a head refuses to classify rather than guess.
+    let plain = tiny::<B>(8).model;
+    assert!(classify::class_probabilities(&plain, &seqs[..2], 2).is_err());
 }

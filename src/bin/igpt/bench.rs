@@ -4,13 +4,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 use burn::backend::Autodiff;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use clap::{Args, Subcommand};
 use igpt::attention;
-use igpt::eval::target_log_probs;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
+use igpt::step::{self, Batch};
 use igpt::store;
 use igpt::{ImageGptConfig, Precision};
 
@@ -161,26 +160,29 @@ impl BackendJob for BenchTrainArgs {
         let (k, n, b) = (config.n_colors, config.n_positions, self.batch);
         self.precision.check_supported::<B>(&device)?;
         let mut model = config.init::<A<B>>(&device).with_precision(self.precision);
-        let mut optimizer = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).init();
+        let mut optimizer = step::adam();
         let tokens = || {
             Tensor::<A<B>, 2, Int>::random([b, n], Distribution::Uniform(0.0, k as f64), &device)
         };
         let mut loss_value = 0.0;
         let mut timed = Instant::now();
-        for step in 0..self.steps + 2 {
-            if step == 2 {
+        for i in 0..self.steps + 2 {
+            if i == 2 {
                 B::sync(&device)?;
                 timed = Instant::now();
             }
             let targets = tokens();
-            let inputs = targets.clone(); // shapes and cost are what matter here
-            let loss = target_log_probs(model.forward(inputs), targets)
-                .mean()
-                .neg();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(1e-4, model, grads);
-            if step == self.steps + 1 {
-                loss_value = loss.into_scalar().elem::<f64>();
+            // Shapes and cost are what matter here, not which tokens.
+            let batch = Batch {
+                inputs: targets.clone(),
+                targets,
+                labels: None,
+            };
+            // Training's own step, clipping included (the default --grad-clip).
+            let out;
+            (model, out) = step::step(model, &mut optimizer, &batch, 1e-4, 1.0);
+            if i == self.steps + 1 {
+                loss_value = out.losses.total.into_scalar().elem::<f64>();
             }
         }
         B::sync(&device)?;

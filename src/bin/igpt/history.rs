@@ -8,8 +8,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use igpt::run;
 use igpt::store;
-use igpt::train::{self, TrainConfig};
+use igpt::train::TrainConfig;
 use serde_json::{Value, json};
 
 const PARENT_FILE: &str = "started_from.json";
@@ -29,7 +30,7 @@ pub fn save_parent(run: &Path, dir: &Path) -> anyhow::Result<()> {
 /// then — when it started from another model — that model's record under `started_from`; and
 /// `total_steps`/`total_seconds` over the whole history when all of it is known.
 pub fn run_record(run: &Path, config: &TrainConfig) -> anyhow::Result<Value> {
-    let state = train::read_state(run)?;
+    let state = run::read_state(run)?;
     let mut record = json!({
         "steps": state.step,
         "seconds": state.seconds,
@@ -60,8 +61,8 @@ pub fn run_record(run: &Path, config: &TrainConfig) -> anyhow::Result<Value> {
 /// How the model in `dir` was trained: its run's record when `dir` is a run's checkpoint (checked
 /// first: a checkpoint's card may carry an older model's record), else its card's.
 fn parent_record(dir: &Path) -> Option<Value> {
-    if let Some(run) = dir.parent().filter(|run| train::checkpoint_dir(run) == dir) {
-        return train::read_config(run)
+    if let Some(run) = dir.parent().filter(|run| run::checkpoint_dir(run) == dir) {
+        return run::read_config(run)
             .ok()
             .and_then(|config| run_record(run, &config).ok());
     }

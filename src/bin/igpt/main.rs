@@ -2,10 +2,13 @@
 
 mod backend;
 mod bench;
+mod chart;
 mod eval;
+mod finetune;
 mod heap;
 mod history;
 mod prepare;
+mod probe;
 mod sample;
 mod train;
 
@@ -48,6 +51,12 @@ enum Command {
     Train(train::TrainArgs),
     /// Write a trained run's model directory, with test bits/token measured into its card.
     Export(train::ExportArgs),
+    /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
+    Probe(probe::ProbeArgs),
+    /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
+    Finetune(finetune::FinetuneArgs),
+    /// Label image files with a fine-tuned model.
+    Classify(finetune::ClassifyArgs),
     /// Measure training and sampling throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +74,9 @@ fn main() -> ExitCode {
         Command::Complete(args) => run_on(args.sampling.device, args),
         Command::Train(args) => run_on(args.device, args),
         Command::Export(args) => run_on(args.device, args),
+        Command::Probe(args) => run_on(args.device, args),
+        Command::Finetune(args) => run_on(args.device, args),
+        Command::Classify(args) => run_on(args.device, args),
         Command::Bench(bench::BenchCommand::Train(args)) => run_on(args.shape.device, args),
         Command::Bench(bench::BenchCommand::Sample(args)) => run_on(args.shape.device, args),
         Command::Bench(bench::BenchCommand::Attention(args)) => run_on(args.device, args),

@@ -144,6 +144,7 @@ impl BackendJob for InitArgs {
             ..Default::default()
         };
         let stored = StoredModel::<B> {
+            labels: Vec::new(),
             model: config.init(&device),
             config: config.clone(),
             palette: tokenizer.palette,

@@ -9,8 +9,9 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
+use igpt::run::{self, Checkpoint};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
-use igpt::train::{self, Event, TrainConfig};
+use igpt::train::{self, Event, Start, TrainConfig};
 use igpt::{ImageGptConfig, Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -145,9 +146,11 @@ impl BackendJob for TrainArgs {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         type A<B> = Autodiff<B>;
         let resume = self.resume;
-        let start: StoredModel<A<B>> = if resume {
-            store::load_dir(&train::checkpoint_dir(&self.output), &device)
-                .context("cannot resume: no readable checkpoint in the run directory")?
+        let start: Start<A<B>> = if resume {
+            Start::Resume(
+                Checkpoint::load(&self.output, &device)
+                    .context("cannot resume: no readable checkpoint in the run directory")?,
+            )
         } else if let Some(dir) = &self.model {
             let mut parent: StoredModel<A<B>> = store::load_dir(dir, &device)?;
             // The parent's measurements, notes and history are not the new model's (its history
@@ -158,7 +161,7 @@ impl BackendJob for TrainArgs {
                 channels: parent.card.channels,
                 ..Default::default()
             };
-            parent
+            Start::Model(parent)
         } else if let (Some(preset), Some(palette)) = (&self.preset, &self.palette) {
             let tokenizer = store::read_tokenizer(palette)?;
             let config = ImageGptConfig::preset(
@@ -173,22 +176,23 @@ impl BackendJob for TrainArgs {
                 channels: tokenizer.channels(),
                 ..Default::default()
             };
-            StoredModel {
+            Start::Model(StoredModel {
+                labels: Vec::new(),
                 model: config.init(&device),
                 config,
                 palette: tokenizer.palette,
                 card,
-            }
+            })
         } else {
             bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
         };
-        let tokenizer = start.tokenizer();
+        let tokenizer = start.stored().tokenizer();
         let (config, train_ids) = if resume {
-            let config = train::read_config(&self.output)?;
+            let config = run::read_config(&self.output)?;
             let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
             (config, ids)
         } else {
-            if train::checkpoint_dir(&self.output).exists() {
+            if run::checkpoint_dir(&self.output).exists() {
                 bail!(
                     "{} already holds a run: pass --resume to continue it, or choose another --output",
                     self.output.display()
@@ -207,7 +211,7 @@ impl BackendJob for TrainArgs {
         };
         eprintln!(
             "training {:.2}M parameters on {} images of {} for {} steps of {} (lr {}, {} warmup)",
-            start.config.num_params() as f64 / 1e6,
+            start.stored().config.num_params() as f64 / 1e6,
             train_ids.len(),
             config.data,
             config.steps,
@@ -227,7 +231,6 @@ impl BackendJob for TrainArgs {
             &self.output,
             &config,
             start,
-            resume,
             &train_ids,
             &val_ids,
             |event| {
@@ -262,7 +265,7 @@ impl BackendJob for TrainArgs {
             state
                 .last_val_bits
                 .map_or(String::new(), |v| format!(", validation {v:.4} bits/token")),
-            train::checkpoint_dir(&self.output).display()
+            run::checkpoint_dir(&self.output).display()
         );
         Ok(())
     }
@@ -303,9 +306,9 @@ impl BackendJob for ExportArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let config = train::read_config(&self.run)?;
+        let config = run::read_config(&self.run)?;
         let mut training = history::run_record(&self.run, &config)?;
-        let mut stored = store::load_dir::<B>(&train::checkpoint_dir(&self.run), &device)?;
+        let mut stored = store::load_dir::<B>(&run::checkpoint_dir(&self.run), &device)?;
         let name = self.name.clone().unwrap_or_else(|| {
             self.output
                 .file_name()

@@ -1,0 +1,320 @@
+//! `igpt finetune` (a classification head, the whole network trained on L_gen + L_clf) and
+//! `igpt classify` (a fine-tuned model's labels for image files).
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use igpt::classify;
+use igpt::data::DataSpec;
+use igpt::finetune::{self, FinetuneConfig, FinetuneEvent};
+use igpt::store::{self, CARD_FILE, StoredModel, WeightPrecision};
+use igpt::{Raster, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::ChaCha8Rng};
+use serde_json::json;
+
+use crate::backend::{BackendJob, DeviceKind};
+use crate::{load_data, progress};
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// The pretrained model directory to start from.
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled training images; --val-fraction of them are held out for early stopping.
+    #[arg(long, default_value = "fashion-mnist:train")]
+    train: DataSpec,
+    /// Labelled test images, scored once at the end (never used for stopping).
+    #[arg(long, default_value = "fashion-mnist:test")]
+    test: DataSpec,
+    /// Output model directory: generates like the original, and classifies.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The share of the training images held out to choose when to stop.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Use only the first N training images (before the held-out split).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Score only the first M test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Steps at most.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Peak learning rate (Adam; warmup, then cosine decay over --steps).
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Steps between accuracy checks on the held-out images.
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Stop after this many checks without a better held-out accuracy.
+    #[arg(long, default_value_t = 5)]
+    patience: usize,
+    /// Store the weights as f16 (half the size; the card's numbers are measured on what is written).
+    #[arg(long)]
+    f16: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// A fine-tuned model directory (from `igpt finetune`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image files (PNG, JPEG, GIF, BMP, WebP); resized to the model's image size.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Probabilities shown per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Print one JSON line per image: {"image", "label", "top": [{"label", "probability"}...]}.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+impl BackendJob for FinetuneArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            bail!("--val-fraction must be between 0 and 1");
+        }
+        let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
+        let tokenizer = stored.tokenizer();
+        let train = load_data(&self.train, self.train_limit)?;
+        let test = load_data(&self.test, self.test_limit)?;
+        let classes = train.classes.clone();
+        let n_classes = train
+            .labels
+            .iter()
+            .max()
+            .map_or(0, |&l| l + 1)
+            .max(classes.len());
+        if n_classes < 2 || test.is_empty() {
+            bail!(
+                "fine-tuning needs labelled training images of at least 2 classes and test images"
+            );
+        }
+        let labels: Vec<String> = (0..n_classes)
+            .map(|i| {
+                classes
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {i}"))
+            })
+            .collect();
+        stored.model = stored.model.with_classifier(n_classes);
+        stored.labels = labels;
+
+        let ids = tokenize_all(&train.images, &tokenizer, "tokenizing train");
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
+        let held = ((ids.len() as f64 * self.val_fraction).round() as usize).max(1);
+        let (fit, val) = order.split_at(ids.len() - held);
+        let pick = |rows: &[usize]| -> (Vec<Vec<u16>>, Vec<usize>) {
+            rows.iter()
+                .map(|&i| (ids[i].clone(), train.labels[i]))
+                .unzip()
+        };
+        let (fit_ids, fit_labels) = pick(fit);
+        let (val_ids, val_labels) = pick(val);
+        let config = FinetuneConfig {
+            batch: self.batch,
+            steps: self.steps,
+            lr: self.lr,
+            warmup: self.warmup,
+            grad_clip: self.grad_clip,
+            eval_every: self.eval_every,
+            patience: self.patience,
+            seed: self.seed,
+        };
+        eprintln!(
+            "fine-tuning {} on {} images ({} held out) of {}, {} classes, up to {} steps of {}",
+            self.model.display(),
+            fit_ids.len(),
+            val_ids.len(),
+            self.train,
+            n_classes,
+            config.steps,
+            config.batch
+        );
+        let bar = ProgressBar::new(config.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
+                .expect("valid template"),
+        );
+        let mut note = String::new();
+        let done = finetune::finetune(
+            stored,
+            (&fit_ids, &fit_labels),
+            (&val_ids, &val_labels),
+            &config,
+            |event| {
+                match event {
+                    FinetuneEvent::Step {
+                        step,
+                        generative,
+                        classification,
+                    } => {
+                        bar.set_position(step as u64);
+                        bar.set_message(format!(
+                            "L_gen {:.3} bits/token, L_clf {classification:.3}{note}",
+                            generative / std::f64::consts::LN_2
+                        ));
+                    }
+                    FinetuneEvent::Validation { accuracy, best, .. } => {
+                        let mark = if best { " (best)" } else { "" };
+                        note = format!(" | held-out {:.2}%{mark}", 100.0 * accuracy);
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        bar.finish();
+
+        // Write, then measure what was written (f16 rounding included).
+        let precision = if self.f16 {
+            WeightPrecision::F16
+        } else {
+            WeightPrecision::F32
+        };
+        let mut out = done.stored;
+        out.card.name = Some(
+            self.output
+                .file_name()
+                .map_or("igpt".into(), |n| n.to_string_lossy().into_owned()),
+        );
+        out.save_dir(&self.output, precision)?;
+        let written = store::load_dir::<B>(&self.output, &device)?;
+        let test_ids = tokenize_all(&test.images, &tokenizer, "tokenizing test");
+        let bar = progress(test_ids.len(), "scoring test");
+        let scores = classify::score(&written.model, &test_ids, &test.labels, 32, |n| {
+            bar.inc(n as u64)
+        })?;
+        bar.finish_and_clear();
+        let card = &mut out.card;
+        card.extra.remove("probe"); // the parent's probes, not this model's
+        card.metrics.insert("test_accuracy".into(), scores.accuracy);
+        card.metrics
+            .insert("test_bits_per_token".into(), scores.bits_per_token);
+        card.metrics
+            .insert("test_images".into(), scores.count as f64);
+        card.extra
+            .insert("test_data".into(), self.test.to_string().into());
+        card.extra.insert(
+            "finetune".into(),
+            json!({
+                "from": self.model.display().to_string(),
+                "train_data": self.train.to_string(),
+                "train_images": fit_ids.len(),
+                "held_out_images": val_ids.len(),
+                "config": config,
+                "best_step": done.best_step,
+                "best_held_out_accuracy": done.best_val_accuracy,
+                "steps": done.steps,
+                "seconds": done.seconds,
+                "device": format!("{} {:?}", B::name(&device), device),
+                "weights": if self.f16 { "f16" } else { "f32" },
+            }),
+        );
+        std::fs::write(
+            self.output.join(CARD_FILE),
+            serde_json::to_string_pretty(&out.card)?,
+        )
+        .with_context(|| format!("cannot write the card in {}", self.output.display()))?;
+        println!(
+            "wrote {}: test accuracy {:.2}% and {:.4} bits/token on {} images of {} (best held-out {:.2}% at step {} of {}, {:.0}s)",
+            self.output.display(),
+            100.0 * scores.accuracy,
+            scores.bits_per_token,
+            scores.count,
+            self.test,
+            100.0 * done.best_val_accuracy,
+            done.best_step,
+            done.steps,
+            done.seconds
+        );
+        Ok(())
+    }
+}
+
+fn tokenize_all(images: &[Raster], tokenizer: &Tokenizer, what: &str) -> Vec<Vec<u16>> {
+    let bar = progress(images.len(), what);
+    let ids = images
+        .iter()
+        .map(|im| {
+            bar.inc(1);
+            tokenizer.tokenize(im)
+        })
+        .collect();
+    bar.finish_and_clear();
+    ids
+}
+
+impl BackendJob for ClassifyArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let stored = store::load_dir::<B>(&self.model, &device)?;
+        if stored.labels.is_empty() {
+            bail!(
+                "{} has no classification head: fine-tune it first with `igpt finetune`",
+                self.model.display()
+            );
+        }
+        let tokenizer = stored.tokenizer();
+        let ids = self
+            .images
+            .iter()
+            .map(|path| {
+                let image = Raster::open(path, tokenizer.channels())
+                    .with_context(|| format!("cannot read the image {}", path.display()))?;
+                Ok(tokenizer.tokenize(&image))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let probabilities = classify::class_probabilities(&stored.model, &ids, 16)?;
+        for (path, p) in self.images.iter().zip(probabilities) {
+            let mut ranked: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked.truncate(self.top.max(1));
+            let name = |i: usize| stored.labels[i].clone();
+            if self.json {
+                let top: Vec<_> = ranked
+                    .iter()
+                    .map(|&(i, p)| json!({"label": name(i), "probability": p}))
+                    .collect();
+                let line = json!({"image": path.display().to_string(), "label": name(ranked[0].0), "top": top});
+                println!("{line}");
+            } else {
+                let top: Vec<String> = ranked
+                    .iter()
+                    .map(|&(i, p)| format!("{} {:.1}%", name(i), 100.0 * p))
+                    .collect();
+                println!(
+                    "{}: {} ({})",
+                    path.display(),
+                    name(ranked[0].0),
+                    top.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! `igpt probe`: how well each layer's features classify, by linear probes, beside two baselines run
+//! through the same protocol (raw pixels, and the same architecture with random weights).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use igpt::data::{DataSpec, Dataset};
+use igpt::features::{self, FeatureCache, Features};
+use igpt::probe::{Labelled, ProbeConfig, ProbeResult, probe};
+use igpt::store::{self, CARD_FILE};
+use igpt::{ImageGpt, Tokenizer};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::{BackendJob, DeviceKind};
+use crate::chart;
+use crate::{load_data, progress};
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled images the probes are fitted on (10% of them held out to choose the L2 strength).
+    #[arg(long, default_value = "fashion-mnist:train")]
+    train: DataSpec,
+    /// Labelled images the probes are scored on (never used to choose anything).
+    #[arg(long, default_value = "fashion-mnist:test")]
+    test: DataSpec,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first M test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Layers to probe: `all`, or a list such as `0,3,8` (0 = the embeddings, l = block l's output).
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// Images per forward pass when computing features.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Where computed features are kept, keyed by the weights and the data; a second probe of the same
+    /// model and data reads them instead of running the model.
+    #[arg(long, default_value_os_t = default_cache())]
+    cache: PathBuf,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG chart of test accuracy by layer, the baselines drawn as lines.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    /// Also store the results in the model's card.json (and the chart beside it as probe.svg).
+    #[arg(long)]
+    record: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+fn default_cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    std::env::var_os("XDG_CACHE_HOME")
+        .map_or_else(|| home.join(".cache"), PathBuf::from)
+        .join("igpt/features")
+}
+
+/// One probed layer.
+#[derive(Serialize, Clone, Copy)]
+pub struct LayerResult {
+    pub layer: usize,
+    pub accuracy: f64,
+    /// On the held-out slice of train: what picks the best layer.
+    pub val_accuracy: f64,
+    pub l2: f64,
+}
+
+/// Everything `igpt probe` measured (the `--json` line; also stored in the card with `--record`).
+#[derive(Serialize)]
+pub struct ProbeReport {
+    pub layers: Vec<LayerResult>,
+    /// The layer whose probe did best on the held-out slice of train (not chosen on test).
+    pub best_layer: usize,
+    pub best_accuracy: f64,
+    pub raw_pixels: f64,
+    /// The random-weights model's best layer (chosen the same way), its test accuracy.
+    pub random_init_best: f64,
+    pub random_init_layers: Vec<LayerResult>,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub train_data: String,
+    pub test_data: String,
+}
+
+impl BackendJob for ProbeArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let stored = store::load_dir::<B>(&self.model, &device)?;
+        let depth = stored.model.n_layer() + 1;
+        let layers = parse_layers(&self.layers, depth)?;
+        let tokenizer = stored.tokenizer();
+        let train = load_data(&self.train, self.train_limit)?;
+        let test = load_data(&self.test, self.test_limit)?;
+        if train.len() < 20 || test.is_empty() {
+            bail!(
+                "a probe needs at least 20 training images and one test image (got {} and {})",
+                train.len(),
+                test.len()
+            );
+        }
+        let cache = FeatureCache::new(&self.cache);
+        let describe = |spec: &DataSpec, limit: Option<usize>| format!("{spec} limit {limit:?}");
+        let (train_key, test_key) = (
+            describe(&self.train, self.train_limit),
+            describe(&self.test, self.test_limit),
+        );
+        let features = |model: &ImageGpt<B>, name: &str| -> anyhow::Result<[Features; 2]> {
+            Ok([
+                cached_features(
+                    &cache, model, &tokenizer, &train, &train_key, self.batch, name,
+                )?,
+                cached_features(
+                    &cache, model, &tokenizer, &test, &test_key, self.batch, name,
+                )?,
+            ])
+        };
+        let trained = features(&stored.model, "trained")?;
+        // The same architecture, randomly initialised (seeded, so its features cache too).
+        B::seed(&device, 0);
+        let random = features(&stored.config.init::<B>(&device), "random init")?;
+        let pixels = [
+            raw_pixels(&train, &tokenizer),
+            raw_pixels(&test, &tokenizer),
+        ];
+
+        // Every probe is independent: fit them on all cores.
+        let mut tasks: Vec<(&[Features; 2], usize)> = Vec::new();
+        tasks.extend(layers.iter().map(|&l| (&trained, l)));
+        tasks.extend(layers.iter().map(|&l| (&random, l)));
+        tasks.push((&pixels, 0));
+        let bar = progress(tasks.len(), "fitting probes");
+        let config = ProbeConfig::default();
+        let results = tasks
+            .par_iter()
+            .map(|&(set, l)| {
+                let r = probe(
+                    Labelled::new(&set[0].layers[l], &train.labels, set[0].width)?,
+                    Labelled::new(&set[1].layers[l], &test.labels, set[1].width)?,
+                    &config,
+                );
+                bar.inc(1);
+                Ok(layer_result(l, r?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        bar.finish_and_clear();
+        let (model_layers, rest) = results.split_at(layers.len());
+        let (random_layers, pixels) = rest.split_at(layers.len());
+        let best = best_by_validation(model_layers);
+        let report = ProbeReport {
+            layers: model_layers.to_vec(),
+            best_layer: best.layer,
+            best_accuracy: best.accuracy,
+            raw_pixels: pixels[0].accuracy,
+            random_init_best: best_by_validation(random_layers).accuracy,
+            random_init_layers: random_layers.to_vec(),
+            train_images: train.len(),
+            test_images: test.len(),
+            train_data: self.train.to_string(),
+            test_data: self.test.to_string(),
+        };
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_table(&report);
+        }
+        let title = stored
+            .card
+            .name
+            .clone()
+            .unwrap_or_else(|| self.model.display().to_string());
+        if let Some(path) = &self.chart {
+            chart::probe_svg(path, &title, &report)?;
+        }
+        if self.record {
+            chart::probe_svg(&self.model.join("probe.svg"), &title, &report)?;
+            let mut card = stored.card.clone();
+            card.extra
+                .insert("probe".into(), serde_json::to_value(&report)?);
+            std::fs::write(
+                self.model.join(CARD_FILE),
+                serde_json::to_string_pretty(&card)?,
+            )
+            .with_context(|| format!("cannot write the card in {}", self.model.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `all` or a comma-separated list of layers below `depth`.
+fn parse_layers(text: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
+    if text == "all" {
+        return Ok((0..depth).collect());
+    }
+    let mut layers = Vec::new();
+    for part in text.split(',') {
+        let layer: usize = part.trim().parse().with_context(|| {
+            format!("--layers takes `all` or numbers such as 0,3 (got `{part}`)")
+        })?;
+        if layer >= depth {
+            bail!(
+                "layer {layer} does not exist: this model has layers 0 (embeddings) to {}",
+                depth - 1
+            );
+        }
+        if !layers.contains(&layer) {
+            layers.push(layer);
+        }
+    }
+    Ok(layers)
+}
+
+/// A model's features of `data`, from the cache when this model has seen this data before.
+fn cached_features<B: Backend>(
+    cache: &FeatureCache,
+    model: &ImageGpt<B>,
+    tokenizer: &Tokenizer,
+    data: &Dataset,
+    key: &str,
+    batch: usize,
+    name: &str,
+) -> anyhow::Result<Features> {
+    let path = cache.path(model, key)?;
+    if let Some(features) = FeatureCache::read(&path).filter(|f| f.count == data.len()) {
+        eprintln!("features of {key} ({name}): read from {}", path.display());
+        return Ok(features);
+    }
+    let ids: Vec<Vec<u16>> = data
+        .images
+        .iter()
+        .map(|im| tokenizer.tokenize(im))
+        .collect();
+    let bar = progress(ids.len(), &format!("features of {key} ({name})"));
+    let began = Instant::now();
+    let features = features::extract(model, &ids, batch, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "features of {key} ({name}): {} images in {:.1}s, {:.1} images/s",
+        ids.len(),
+        began.elapsed().as_secs_f64(),
+        ids.len() as f64 / began.elapsed().as_secs_f64()
+    );
+    FeatureCache::write(&path, &features)?;
+    Ok(features)
+}
+
+/// The raw-pixel baseline's "features": every pixel value of the image as the model sees it (its size
+/// and channels), before the palette.
+fn raw_pixels(data: &Dataset, tokenizer: &Tokenizer) -> Features {
+    let (w, h, c) = (tokenizer.width, tokenizer.height, tokenizer.channels());
+    let values = data
+        .images
+        .iter()
+        .flat_map(|im| im.with_channels(c).resized(w, h).pixels)
+        .map(f32::from)
+        .collect();
+    Features {
+        layers: vec![values],
+        count: data.len(),
+        width: w * h * c,
+    }
+}
+
+fn layer_result(layer: usize, r: ProbeResult) -> LayerResult {
+    LayerResult {
+        layer,
+        accuracy: r.accuracy,
+        val_accuracy: r.val_accuracy,
+        l2: r.l2,
+    }
+}
+
+/// The layer whose probe scored best on the held-out slice (the earlier layer on a tie).
+fn best_by_validation(layers: &[LayerResult]) -> LayerResult {
+    *layers
+        .iter()
+        .reduce(|a, b| {
+            if b.val_accuracy > a.val_accuracy {
+                b
+            } else {
+                a
+            }
+        })
+        .expect("at least one layer is probed")
+}
+
+fn print_table(report: &ProbeReport) {
+    println!(
+        "linear probes: {} training images of {} (10% held out to choose L2), {} test images of {}",
+        report.train_images, report.train_data, report.test_images, report.test_data
+    );
+    println!("layer  test acc  held-out acc  L2      random-init test acc");
+    for (l, r) in report.layers.iter().zip(&report.random_init_layers) {
+        let mark = if l.layer == report.best_layer {
+            "  <- best (held-out)"
+        } else {
+            ""
+        };
+        println!(
+            "{:>5}  {:>7.2}%  {:>11.2}%  {:<6.0e}  {:>7.2}%{mark}",
+            l.layer,
+            100.0 * l.accuracy,
+            100.0 * l.val_accuracy,
+            l.l2,
+            100.0 * r.accuracy
+        );
+    }
+    println!(
+        "best layer {}: {:.2}% | raw pixels {:.2}% | random init (best layer) {:.2}%",
+        report.best_layer,
+        100.0 * report.best_accuracy,
+        100.0 * report.raw_pixels,
+        100.0 * report.random_init_best
+    );
+}

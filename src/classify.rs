@@ -1,0 +1,108 @@
+//! Classifying with a fine-tuned model's head: class probabilities, and accuracy with bits per token
+//! measured in the same forward passes.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::backend::Backend;
+
+use crate::error::{Error, Result};
+use crate::eval::{inputs_and_targets, target_log_probs};
+use crate::model::ImageGpt;
+
+/// How well a model classifies and models a labelled set, from one pass over it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Scores {
+    /// Share of images whose most probable class is their label.
+    pub accuracy: f64,
+    /// Mean negative log-likelihood of the pixels, in bits per token.
+    pub bits_per_token: f64,
+    pub count: usize,
+}
+
+fn check<B: Backend>(model: &ImageGpt<B>, sequences: &[Vec<u16>]) -> Result<()> {
+    if model.n_labels() == 0 {
+        return Err(Error::invalid(
+            "this model has no classification head: fine-tune it first (igpt finetune)",
+        ));
+    }
+    let n = model.n_positions();
+    if sequences.iter().any(|s| s.len() != n) {
+        return Err(Error::invalid(format!(
+            "classifying needs sequences of {n} tokens (the model's context)"
+        )));
+    }
+    Ok(())
+}
+
+/// Each image's probability for every class (`[images][labels]`), in batches of up to `batch`.
+pub fn class_probabilities<B: Backend>(
+    model: &ImageGpt<B>,
+    sequences: &[Vec<u16>],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    check(model, sequences)?;
+    let mut out = Vec::with_capacity(sequences.len());
+    for chunk in sequences.chunks(batch.max(1)) {
+        let (inputs, _) = inputs_and_targets::<B>(
+            chunk.iter().map(Vec::as_slice),
+            model.n_colors(),
+            &model.device(),
+        );
+        let (_, classes) = model.forward_heads(inputs);
+        let probabilities = softmax(classes.expect("checked above"), 1);
+        let values = read(probabilities.into_data())?;
+        out.extend(values.chunks(model.n_labels()).map(<[f32]>::to_vec));
+    }
+    Ok(out)
+}
+
+/// Accuracy against `labels` and bits per token of `sequences`; `on_batch` hears each batch's size.
+pub fn score<B: Backend>(
+    model: &ImageGpt<B>,
+    sequences: &[Vec<u16>],
+    labels: &[usize],
+    batch: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Scores> {
+    check(model, sequences)?;
+    if sequences.is_empty() || labels.len() != sequences.len() {
+        return Err(Error::invalid(format!(
+            "{} labels for {} images",
+            labels.len(),
+            sequences.len()
+        )));
+    }
+    let (mut right, mut nll) = (0usize, 0f64);
+    let mut start = 0;
+    for chunk in sequences.chunks(batch.max(1)) {
+        let (inputs, targets) = inputs_and_targets::<B>(
+            chunk.iter().map(Vec::as_slice),
+            model.n_colors(),
+            &model.device(),
+        );
+        let (logits, classes) = model.forward_heads(inputs);
+        let predicted = log_softmax(classes.expect("checked above"), 1).argmax(1);
+        let predicted = predicted.into_data().convert::<i64>().into_vec::<i64>();
+        let predicted = predicted.map_err(|e| Error::invalid(format!("reading back: {e:?}")))?;
+        right += predicted
+            .iter()
+            .zip(&labels[start..start + chunk.len()])
+            .filter(|&(&p, &l)| p as usize == l)
+            .count();
+        let summed = target_log_probs(logits, targets).sum().neg().into_data();
+        nll += read(summed)?[0] as f64;
+        start += chunk.len();
+        on_batch(chunk.len());
+    }
+    let tokens = (sequences.len() * model.n_positions()) as f64;
+    Ok(Scores {
+        accuracy: right as f64 / sequences.len() as f64,
+        bits_per_token: nll / tokens / std::f64::consts::LN_2,
+        count: sequences.len(),
+    })
+}
+
+fn read(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
+    data.convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::invalid(format!("reading back: {e:?}")))
+}

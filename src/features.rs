@@ -1,0 +1,156 @@
+//! Per-layer image features, as the paper's linear probes read them (Chen et al. 2020, §3.2): for each
+//! layer l (0 = the embeddings, then the output of every block), n^l = layer_norm(h^l) with no learned
+//! scale, averaged over all positions. One forward pass gives every layer.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result, read_file, write_file_atomic};
+use crate::eval::inputs_and_targets;
+use crate::model::ImageGpt;
+use crate::store;
+
+/// Pooled features of `count` images: `layers[l]` holds `count` rows of `width` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    pub layers: Vec<Vec<f32>>,
+    pub count: usize,
+    pub width: usize,
+}
+
+impl Features {
+    /// Image `i`'s features at layer `l`.
+    pub fn row(&self, l: usize, i: usize) -> &[f32] {
+        &self.layers[l][i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// `[batch, seq, d]` → `[batch, d]`: each position normalised over its `d` values (mean 0, variance 1,
+/// no learned scale or bias), then averaged over positions.
+pub fn pool<B: Backend>(hidden: Tensor<B, 3>, epsilon: f64) -> Tensor<B, 2> {
+    let centred = hidden.clone() - hidden.mean_dim(2);
+    let variance = centred.clone().square().mean_dim(2);
+    (centred / variance.add_scalar(epsilon).sqrt())
+        .mean_dim(1)
+        .squeeze_dim::<2>(1)
+}
+
+/// The pooled features of every layer for `sequences` (palette ids, without SOS), in batches of up to
+/// `batch`; `on_batch` hears how many images each finished batch held. The model reads each image as
+/// in training: SOS, then every pixel but the last.
+pub fn extract<B: Backend>(
+    model: &ImageGpt<B>,
+    sequences: &[Vec<u16>],
+    batch: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Features> {
+    let n = model.n_positions();
+    if let Some(bad) = sequences.iter().find(|s| s.len() != n) {
+        return Err(Error::invalid(format!(
+            "features need sequences of {n} tokens (the model's context), got one of {}",
+            bad.len()
+        )));
+    }
+    let (depth, width) = (model.n_layer() + 1, model.n_embd());
+    let mut layers = vec![Vec::with_capacity(sequences.len() * width); depth];
+    let device = model.device();
+    for chunk in sequences.chunks(batch.max(1)) {
+        let (inputs, _) =
+            inputs_and_targets::<B>(chunk.iter().map(Vec::as_slice), model.n_colors(), &device);
+        let residual = model.forward_layers(inputs).residual;
+        // [layers, batch, d], read back once per batch.
+        let pooled = Tensor::stack::<3>(residual.into_iter().map(|h| pool(h, 1e-5)).collect(), 0);
+        let values = pooled
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| Error::invalid(format!("reading features back: {e:?}")))?;
+        for (layer, rows) in layers.iter_mut().zip(values.chunks(chunk.len() * width)) {
+            layer.extend_from_slice(rows);
+        }
+        on_batch(chunk.len());
+    }
+    Ok(Features {
+        layers,
+        count: sequences.len(),
+        width,
+    })
+}
+
+/// Features saved on disk (safetensors, one `layer.{l}` tensor `[images, d]` each), named by a digest
+/// of the model's weights and what was fed to it, so a second probe of the same model and data reads
+/// them instead of running the model again.
+pub struct FeatureCache {
+    dir: PathBuf,
+}
+
+impl FeatureCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The file for `model`'s features of the images described by `data` (e.g. the spec and limit).
+    pub fn path<B: Backend>(&self, model: &ImageGpt<B>, data: &str) -> Result<PathBuf> {
+        let mut digest = Sha256::new();
+        digest.update(b"igpt features v1\0");
+        digest.update(store::weights_to_safetensors(
+            model,
+            store::WeightPrecision::F32,
+        )?);
+        digest.update(data.as_bytes());
+        let hex: String = digest.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(self.dir.join(format!("{hex}.safetensors")))
+    }
+
+    /// The cached features at `path`, or `None` when there are none (or they cannot be read).
+    pub fn read(path: &Path) -> Option<Features> {
+        let bytes = read_file(path).ok()?;
+        let tensors = SafeTensors::deserialize(&bytes).ok()?;
+        let mut layers = Vec::new();
+        let (mut count, mut width) = (0, 0);
+        while let Ok(view) = tensors.tensor(&format!("layer.{}", layers.len())) {
+            if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
+                return None;
+            }
+            (count, width) = (view.shape()[0], view.shape()[1]);
+            let values = view.data().chunks_exact(4);
+            layers.push(
+                values
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            );
+        }
+        (!layers.is_empty()).then_some(Features {
+            layers,
+            count,
+            width,
+        })
+    }
+
+    pub fn write(path: &Path, features: &Features) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let bytes: Vec<Vec<u8>> = features
+            .layers
+            .iter()
+            .map(|l| l.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = bytes.iter().enumerate().map(|(l, b)| {
+            let shape = vec![features.count, features.width];
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape, b)
+                .expect("byte count matches shape");
+            (format!("layer.{l}"), view)
+        });
+        let file = safetensors::serialize(views, None)
+            .map_err(|e| Error::invalid(format!("cannot serialise features: {e}")))?;
+        write_file_atomic(path, &file)
+    }
+}

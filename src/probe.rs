@@ -1,0 +1,186 @@
+//! Linear probes (the paper's §3.2 protocol): multinomial logistic regression on standardised
+//! features, fitted by L-BFGS to convergence, with the L2 strength chosen on a held-out slice of the
+//! training set. The test set is scored once, by the chosen model, and never used to choose anything.
+
+use linfa::prelude::*;
+use linfa_logistic::MultiLogisticRegression;
+use ndarray::{Array1, Array2};
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::ChaCha8Rng};
+
+use crate::error::{Error, Result};
+
+/// Labelled feature rows: `features` holds `labels.len()` rows of `dim` values.
+#[derive(Clone, Copy)]
+pub struct Labelled<'a> {
+    pub features: &'a [f32],
+    pub labels: &'a [usize],
+    pub dim: usize,
+}
+
+impl<'a> Labelled<'a> {
+    pub fn new(features: &'a [f32], labels: &'a [usize], dim: usize) -> Result<Self> {
+        if dim == 0 || features.len() != labels.len() * dim {
+            return Err(Error::invalid(format!(
+                "{} feature values do not make {} rows of {dim}",
+                features.len(),
+                labels.len()
+            )));
+        }
+        Ok(Self {
+            features,
+            labels,
+            dim,
+        })
+    }
+
+    fn row(&self, i: usize) -> &'a [f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// How a probe is fitted.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// L2 strengths tried, per training image (the penalty is `l2 · n · ‖W‖² / 2` on the summed loss).
+    pub l2_grid: Vec<f64>,
+    /// The share of the training images held out to choose the L2 strength.
+    pub val_fraction: f64,
+    /// L-BFGS iterations at most per fit.
+    pub max_iterations: u64,
+    /// Picks the held-out images.
+    pub seed: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            l2_grid: vec![1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+            val_fraction: 0.1,
+            max_iterations: 500,
+            seed: 0,
+        }
+    }
+}
+
+/// What a probe measured.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ProbeResult {
+    /// Share of test images classified correctly by the probe refitted on all training images.
+    pub accuracy: f64,
+    /// The chosen L2 strength's accuracy on the held-out slice of train.
+    pub val_accuracy: f64,
+    /// The chosen L2 strength.
+    pub l2: f64,
+}
+
+/// Fits a probe on `train` and scores it on `test`.
+pub fn probe(train: Labelled, test: Labelled, config: &ProbeConfig) -> Result<ProbeResult> {
+    if train.dim != test.dim {
+        return Err(Error::invalid(format!(
+            "train rows have {} features, test rows {}",
+            train.dim, test.dim
+        )));
+    }
+    if config.l2_grid.is_empty() || !(0.0..1.0).contains(&config.val_fraction) {
+        return Err(Error::invalid(
+            "a probe needs L2 strengths to try and a held-out fraction below 1",
+        ));
+    }
+    let n = train.labels.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+    let held = ((n as f64 * config.val_fraction).round() as usize).clamp(1, n.saturating_sub(1));
+    let (fit_rows, val_rows) = order.split_at(n - held);
+
+    let mut best: Option<(f64, f64)> = None; // (val accuracy, l2)
+    let scaler = Standardiser::fit(train, fit_rows);
+    for &l2 in &config.l2_grid {
+        let model = fit(train, fit_rows, &scaler, l2, config)?;
+        let accuracy = score(&model, train, val_rows, &scaler);
+        if best.is_none_or(|(a, _)| accuracy > a) {
+            best = Some((accuracy, l2));
+        }
+    }
+    let (val_accuracy, l2) = best.expect("the grid is not empty");
+    let all: Vec<usize> = (0..n).collect();
+    let scaler = Standardiser::fit(train, &all);
+    let model = fit(train, &all, &scaler, l2, config)?;
+    let test_rows: Vec<usize> = (0..test.labels.len()).collect();
+    Ok(ProbeResult {
+        accuracy: score(&model, test, &test_rows, &scaler),
+        val_accuracy,
+        l2,
+    })
+}
+
+type Fitted = linfa_logistic::MultiFittedLogisticRegression<f64, usize>;
+
+fn fit(
+    data: Labelled,
+    rows: &[usize],
+    scaler: &Standardiser,
+    l2: f64,
+    config: &ProbeConfig,
+) -> Result<Fitted> {
+    let x = scaler.matrix(data, rows);
+    let y = Array1::from_iter(rows.iter().map(|&i| data.labels[i]));
+    let n = rows.len() as f64;
+    MultiLogisticRegression::default()
+        .alpha(l2 * n)
+        .max_iterations(config.max_iterations)
+        // The loss is summed over images: stop once the mean gradient is this small.
+        .gradient_tolerance(1e-5 * n)
+        .fit(&Dataset::new(x, y))
+        .map_err(|e| Error::invalid(format!("the probe did not fit: {e}")))
+}
+
+fn score(model: &Fitted, data: Labelled, rows: &[usize], scaler: &Standardiser) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    let predicted = model.predict(&scaler.matrix(data, rows));
+    let right = rows
+        .iter()
+        .zip(predicted.iter())
+        .filter(|&(&i, &p)| data.labels[i] == p)
+        .count();
+    right as f64 / rows.len() as f64
+}
+
+/// Per-feature mean and standard deviation of the rows a probe is fitted on.
+struct Standardiser {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl Standardiser {
+    fn fit(data: Labelled, rows: &[usize]) -> Self {
+        let n = rows.len().max(1) as f64;
+        let mut mean = vec![0.0; data.dim];
+        let mut square = vec![0.0; data.dim];
+        for &i in rows {
+            for (j, &v) in data.row(i).iter().enumerate() {
+                mean[j] += v as f64;
+                square[j] += (v as f64) * (v as f64);
+            }
+        }
+        let inv_std = mean
+            .iter_mut()
+            .zip(&square)
+            .map(|(m, s)| {
+                *m /= n;
+                let std = (s / n - *m * *m).max(0.0).sqrt();
+                // A constant feature (a border pixel that is always black) carries nothing.
+                if std > 1e-12 { 1.0 / std } else { 0.0 }
+            })
+            .collect();
+        Self { mean, inv_std }
+    }
+
+    fn matrix(&self, data: Labelled, rows: &[usize]) -> Array2<f64> {
+        Array2::from_shape_fn((rows.len(), data.dim), |(r, j)| {
+            (data.row(rows[r])[j] as f64 - self.mean[j]) * self.inv_std[j]
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! A run folder: `train.json` (the settings), `log.csv` (one row per logged step) and `checkpoint/` (a
+//! model directory plus the optimizer's moments and where the run stands), which `--resume` reads once.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, read_file, write_file_atomic};
+use crate::step::{Optim, adam};
+use crate::store::{self, StoredModel, WeightPrecision};
+use crate::train::TrainConfig;
+
+const OPTIMIZER_FILE: &str = "optimizer.mpk";
+const STATE_FILE: &str = "state.json";
+const CONFIG_FILE: &str = "train.json";
+const LOG_FILE: &str = "log.csv";
+const LOG_HEADER: &str =
+    "step,lr,loss,bits_per_token,grad_norm,tokens_per_second,val_bits_per_token,seconds\n";
+
+/// Where a run stands; saved in each checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RunState {
+    /// Steps completed.
+    pub step: usize,
+    /// Training seconds so far, across resumes.
+    pub seconds: f64,
+    pub last_loss: Option<f64>,
+    pub last_val_bits: Option<f64>,
+    /// The backend and device of the latest training session, e.g. `flex Cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// The checkpoint folder of a run: a model directory like any other, plus the optimizer and state.
+pub fn checkpoint_dir(run: &Path) -> PathBuf {
+    run.join("checkpoint")
+}
+
+/// Reads a run's saved settings.
+pub fn read_config(run: &Path) -> Result<TrainConfig> {
+    read_json(&run.join(CONFIG_FILE))
+}
+
+/// Reads the state saved with a run's checkpoint.
+pub fn read_state(run: &Path) -> Result<RunState> {
+    read_json(&checkpoint_dir(run).join(STATE_FILE))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    serde_json::from_slice(&read_file(path)?).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// Starts a run folder: its settings and an empty log.
+pub fn create(run: &Path, config: &TrainConfig) -> Result<()> {
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    let config_json = serde_json::to_string_pretty(config).expect("plain data serialises");
+    write_file_atomic(&run.join(CONFIG_FILE), config_json.as_bytes())?;
+    write_file_atomic(&run.join(LOG_FILE), LOG_HEADER.as_bytes())
+}
+
+/// Everything a run needs to continue exactly where its last checkpoint left it.
+pub struct Checkpoint<B: AutodiffBackend> {
+    pub stored: StoredModel<B>,
+    pub optimizer: Optim<B>,
+    pub state: RunState,
+}
+
+impl<B: AutodiffBackend> Checkpoint<B> {
+    /// Reads a run's checkpoint, and drops log rows written after it (steps a stopped session
+    /// took but did not save, which the resumed run takes again).
+    pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
+        let dir = checkpoint_dir(run);
+        let stored = store::load_dir::<B>(&dir, device)?;
+        let bytes = read_file(&dir.join(OPTIMIZER_FILE))?;
+        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
+            .load(bytes, device)
+            .map_err(|e| Error::format(dir.join(OPTIMIZER_FILE), e.to_string()))?;
+        let state = read_state(run)?;
+        truncate_log(run, state.step)?;
+        Ok(Self {
+            stored,
+            optimizer: adam().load_record(record),
+            state,
+        })
+    }
+
+    /// Writes `checkpoint.new/` completely, then swaps it in for `checkpoint/`: a crash at any point
+    /// leaves one whole checkpoint (the old one, in `checkpoint.old/` at worst).
+    pub fn save(
+        run: &Path,
+        stored: &StoredModel<B>,
+        optimizer: &Optim<B>,
+        state: &RunState,
+    ) -> Result<()> {
+        let (current, fresh, old) = (
+            checkpoint_dir(run),
+            run.join("checkpoint.new"),
+            run.join("checkpoint.old"),
+        );
+        let _ = std::fs::remove_dir_all(&fresh);
+        stored.save_dir(&fresh, WeightPrecision::F32)?;
+        let optimizer_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
+            .record(optimizer.to_record(), ())
+            .map_err(|e| Error::invalid(format!("cannot serialise the optimizer: {e}")))?;
+        write_file_atomic(&fresh.join(OPTIMIZER_FILE), &optimizer_bytes)?;
+        let state_json = serde_json::to_string_pretty(state).expect("plain data serialises");
+        write_file_atomic(&fresh.join(STATE_FILE), state_json.as_bytes())?;
+        let _ = std::fs::remove_dir_all(&old);
+        if current.exists() {
+            std::fs::rename(&current, &old).map_err(|e| Error::io(&current, e))?;
+        }
+        std::fs::rename(&fresh, &current).map_err(|e| Error::io(&fresh, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+}
+
+/// One row of `log.csv`.
+pub struct LogRow {
+    pub step: usize,
+    pub lr: f64,
+    /// Mean training loss of the step (nats per token).
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub tokens_per_second: f64,
+    pub val_bits_per_token: Option<f64>,
+    /// Training seconds so far.
+    pub seconds: f64,
+}
+
+pub fn append_log(run: &Path, row: &LogRow) -> Result<()> {
+    use std::io::Write;
+    let path = run.join(LOG_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    let val = row
+        .val_bits_per_token
+        .map_or(String::new(), |v| format!("{v:.6}"));
+    writeln!(
+        file,
+        "{},{:.6e},{:.6},{:.6},{:.4},{:.0},{val},{:.1}",
+        row.step,
+        row.lr,
+        row.loss,
+        row.loss / std::f64::consts::LN_2,
+        row.grad_norm,
+        row.tokens_per_second,
+        row.seconds
+    )
+    .map_err(|e| Error::io(&path, e))
+}
+
+/// Keeps the log's header and its rows up to `step`.
+fn truncate_log(run: &Path, step: usize) -> Result<()> {
+    let path = run.join(LOG_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return write_file_atomic(&path, LOG_HEADER.as_bytes());
+    };
+    let kept: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    if kept.len() == text.len() {
+        return Ok(());
+    }
+    write_file_atomic(&path, kept.as_bytes())
+}

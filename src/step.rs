@@ -1,0 +1,172 @@
+//! One optimisation step, the same for pretraining, fine-tuning and `igpt bench train`: the loss (the
+//! paper's L_gen, plus L_clf when the batch is labelled), the backward pass, global-norm gradient
+//! clipping and Adam.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::eval::{inputs_and_targets, target_log_probs};
+use crate::model::ImageGpt;
+
+/// The optimizer every run uses.
+pub type Optim<B> = OptimizerAdaptor<Adam, ImageGpt<B>, B>;
+
+/// Adam as the paper trains iGPT: β1 = 0.9, β2 = 0.95, no weight decay.
+pub fn adam<B: AutodiffBackend>() -> Optim<B> {
+    AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).init()
+}
+
+/// A batch on the device: the model's inputs (SOS, then all tokens but the last), the tokens it must
+/// predict, and class labels when fine-tuning.
+pub struct Batch<B: Backend> {
+    pub inputs: Tensor<B, 2, Int>,
+    pub targets: Tensor<B, 2, Int>,
+    pub labels: Option<Tensor<B, 1, Int>>,
+}
+
+impl<B: Backend> Batch<B> {
+    /// `sequences` are palette ids without SOS, all of one length; `labels`, if any, one per sequence.
+    pub fn new(
+        sequences: &[Vec<u16>],
+        labels: Option<&[usize]>,
+        n_colors: usize,
+        device: &B::Device,
+    ) -> Self {
+        let (inputs, targets) =
+            inputs_and_targets::<B>(sequences.iter().map(Vec::as_slice), n_colors, device);
+        let labels = labels.map(|l| {
+            let ids: Vec<i64> = l.iter().map(|&c| c as i64).collect();
+            Tensor::from_data(TensorData::new(ids, [l.len()]), device)
+        });
+        Self {
+            inputs,
+            targets,
+            labels,
+        }
+    }
+}
+
+/// The terms of the objective, each a one-element tensor.
+pub struct Losses<B: Backend> {
+    /// What is minimised: `generative + classification`.
+    pub total: Tensor<B, 1>,
+    /// L_gen: mean negative log-likelihood per token (nats).
+    pub generative: Tensor<B, 1>,
+    /// L_clf: mean cross-entropy of the classification head (nats), for labelled batches.
+    pub classification: Option<Tensor<B, 1>>,
+}
+
+/// The paper's objective from one forward pass: L_gen, plus L_clf (Chen et al. 2020, §3.3: the joint
+/// loss works better than L_clf alone) when the batch has labels and the model a head.
+pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
+    let (logits, classes) = model.forward_heads(batch.inputs.clone());
+    let generative = target_log_probs(logits, batch.targets.clone()).mean().neg();
+    let classification = match (classes, &batch.labels) {
+        (Some(classes), Some(labels)) => Some(cross_entropy(classes, labels.clone())),
+        _ => None,
+    };
+    let total = match &classification {
+        Some(c) => generative.clone() + c.clone(),
+        None => generative.clone(),
+    };
+    Losses {
+        total,
+        generative,
+        classification,
+    }
+}
+
+/// Mean cross-entropy of class scores `[batch, classes]` against labels `[batch]`.
+pub fn cross_entropy<B: Backend>(scores: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let [b, _] = scores.dims();
+    log_softmax(scores, 1)
+        .gather(1, labels.reshape([b, 1]))
+        .mean()
+        .neg()
+}
+
+/// What a step reports, on the inner backend (read back only when the caller logs).
+pub struct StepOutput<B: Backend> {
+    pub losses: Losses<B>,
+    /// The global gradient norm before clipping.
+    pub grad_norm: Tensor<B, 1>,
+}
+
+/// One step: losses, gradients, clipping to `grad_clip`, and Adam at learning rate `lr`.
+pub fn step<B: AutodiffBackend>(
+    model: ImageGpt<B>,
+    optimizer: &mut Optim<B>,
+    batch: &Batch<B>,
+    lr: f64,
+    grad_clip: f64,
+) -> (ImageGpt<B>, StepOutput<B::InnerBackend>) {
+    let losses = losses(&model, batch);
+    let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+    let (grads, grad_norm) = clip_global_norm(&model, grads, grad_clip);
+    let model = optimizer.step(lr, model, grads);
+    let losses = Losses {
+        total: losses.total.inner(),
+        generative: losses.generative.inner(),
+        classification: losses.classification.map(Tensor::inner),
+    };
+    (model, StepOutput { losses, grad_norm })
+}
+
+/// Scales all gradients together so their global L2 norm is at most `max_norm` (as PyTorch's
+/// `clip_grad_norm_`; Burn's own clipping works per tensor). Stays on the device: returns the norm as a
+/// tensor, read only when logging.
+fn clip_global_norm<B: AutodiffBackend>(
+    model: &ImageGpt<B>,
+    mut grads: GradientsParams,
+    max_norm: f64,
+) -> (GradientsParams, Tensor<B::InnerBackend, 1>) {
+    struct SumSquares<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                let s = g.square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    struct Scale<'a, B: AutodiffBackend> {
+        grads: &'a mut GradientsParams,
+        factor: Tensor<B::InnerBackend, 1>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let factor = self.factor.clone().reshape([1; D]);
+                self.grads.register(param.id, g * factor);
+            }
+        }
+    }
+    let mut sum = SumSquares::<B> {
+        grads: &grads,
+        total: None,
+    };
+    model.visit(&mut sum);
+    let device = model.device();
+    let norm = sum
+        .total
+        .unwrap_or_else(|| Tensor::zeros([1], &device))
+        .sqrt();
+    let factor = (norm.clone() + 1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    model.visit(&mut Scale::<B> {
+        grads: &mut grads,
+        factor,
+    });
+    (grads, norm)
+}
