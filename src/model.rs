@@ -357,6 +357,20 @@ impl<B: Backend> ImageGpt<B> {
         self.run(ids, None, None, true)
     }
 
+    /// Draws every lazily initialised parameter now. Burn initialises a parameter on first use, and a
+    /// clone taken before that gets its own draw: a random model that will be cloned (saved, hashed,
+    /// compared) must be materialised first to stay one model.
+    pub fn materialised(self) -> Self {
+        struct Touch;
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+                let _ = param.val();
+            }
+        }
+        self.visit(&mut Touch);
+        self
+    }
+
     /// Adds a zero-initialised classification head over `n_labels` classes, replacing any it had.
     pub fn with_classifier(mut self, n_labels: usize) -> Self {
         let device = self.device();

@@ -55,7 +55,7 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
-            l2_grid: vec![1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+            l2_grid: vec![1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
             val_fraction: 0.1,
             max_iterations: 500,
             seed: 0,
@@ -88,9 +88,14 @@ pub fn probe(train: Labelled, test: Labelled, config: &ProbeConfig) -> Result<Pr
         ));
     }
     let n = train.labels.len();
+    if n < 2 || test.labels.is_empty() {
+        return Err(Error::invalid(
+            "a probe needs at least 2 training images and 1 test image",
+        ));
+    }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
-    let held = ((n as f64 * config.val_fraction).round() as usize).clamp(1, n.saturating_sub(1));
+    let held = ((n as f64 * config.val_fraction).round() as usize).clamp(1, n - 1);
     let (fit_rows, val_rows) = order.split_at(n - held);
 
     let mut best: Option<(f64, f64)> = None; // (val accuracy, l2)

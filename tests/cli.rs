@@ -318,3 +318,111 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
         "the parent's note was inherited: {card}"
     );
 }
+
+#[test]
+fn probe_finetune_and_classify_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let model = fixture_dir();
+    let model = model.to_str().unwrap();
+    // The fixture's 8×8 model reads Fashion-MNIST resized: small, so the whole path runs in seconds.
+    let probe = [
+        "probe",
+        "--model",
+        model,
+        "--train-limit",
+        "300",
+        "--test-limit",
+        "100",
+        "--cache",
+        &path("features"),
+        "--json",
+        "--chart",
+        &path("probe.svg"),
+    ];
+    let first = igpt(&probe);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = json(&String::from_utf8(first.stdout).unwrap());
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "embeddings and two blocks: {report}");
+    for key in ["best_accuracy", "raw_pixels", "random_init_best"] {
+        let a = report[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{key} = {a}");
+    }
+    // Raw pixels of real Fashion-MNIST images are far above chance (10%) even at this size.
+    assert!(report["raw_pixels"].as_f64().unwrap() > 0.5, "{report}");
+    assert_eq!(
+        (
+            report["train_images"].as_u64(),
+            report["test_images"].as_u64()
+        ),
+        (Some(300), Some(100))
+    );
+    let svg = std::fs::read_to_string(path("probe.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("raw pixels"),
+        "{svg}"
+    );
+    // The second probe of the same model and data reads its features from the cache.
+    let second = igpt(&probe);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(stderr.matches("read from").count(), 4, "{stderr}");
+    assert_eq!(json(&String::from_utf8(second.stdout).unwrap()), report);
+    // Layers that do not exist are refused in one line.
+    let bad = igpt(&["probe", "--model", model, "--layers", "0,7"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("layers 0 (embeddings) to 2"));
+
+    stdout_of(&[
+        "finetune",
+        "--model",
+        model,
+        "-o",
+        &path("tuned"),
+        "--train-limit",
+        "200",
+        "--test-limit",
+        "50",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+    ]);
+    let card: serde_json::Value = json(&std::fs::read_to_string(path("tuned/card.json")).unwrap());
+    let accuracy = card["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{card}");
+    assert_eq!(card["finetune"]["held_out_images"], 20);
+
+    let image = path("test-0.png");
+    let test = DataSpec::Idx {
+        dir: igpt::data::FASHION_MNIST_DIR.into(),
+        split: igpt::data::Split::Test,
+        fashion: true,
+    }
+    .load()
+    .unwrap();
+    std::fs::write(&image, test.images[0].to_png().unwrap()).unwrap();
+    let line = json(&stdout_of(&[
+        "classify",
+        "--model",
+        &path("tuned"),
+        &image,
+        "--json",
+    ]));
+    let names = &test.classes;
+    assert!(
+        names.contains(&line["label"].as_str().unwrap().to_string()),
+        "{line}"
+    );
+    let top = line["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0]["label"], line["label"]);
+    // A model without a head says what to do instead of guessing.
+    let plain = igpt(&["classify", "--model", model, &image]);
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("igpt finetune"));
+}

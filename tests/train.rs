@@ -365,19 +365,12 @@ fn finetune_config(steps: usize) -> FinetuneConfig {
     }
 }
 
-/// The model with every parameter drawn now: parameters initialise lazily, and a clone taken before
-/// would draw its own values (from a generator other tests share).
-fn materialised<BB: Backend>(model: ImageGpt<BB>) -> ImageGpt<BB> {
-    weights(&model);
-    model
-}
-
 #[test]
 fn training_finetuning_and_the_benchmark_share_one_step() {
     // Training's first step is step::step on its first batch (the benchmark calls step::step itself).
     let data = stripes(16);
     let mut start = tiny::<A>(5);
-    start.model = materialised(start.model);
+    start.model = start.model.materialised(); // so the clone below holds the same draw
     let copy = start.model.clone();
     let run = tempfile::tempdir().unwrap();
     let (trained, _) = train::train(
@@ -403,7 +396,7 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
     // Fine-tuning's first step is step::step with labels (the joint loss).
     let (seqs, labels) = oriented_stripes(16);
     let mut start = tiny::<A>(6);
-    start.model = materialised(start.model.with_classifier(2));
+    start.model = start.model.with_classifier(2).materialised();
     let head_start = store::with_stable_ids(start.model.clone());
     let tuned = finetune::finetune(
         start,

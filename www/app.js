@@ -222,6 +222,8 @@ function showCard(name, cardJson) {
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
     ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
+    ...(card.metrics?.test_accuracy !== undefined
+      ? [["Fine-tuned test accuracy", `${(100 * card.metrics.test_accuracy).toFixed(2)}%`]] : []),
     ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],
   ];
   $("card").replaceChildren(...rows.flatMap(([k, v]) => {
@@ -229,6 +231,34 @@ function showCard(name, cardJson) {
     const dd = document.createElement("dd"); dd.textContent = v;
     return [dt, dd];
   }));
+  showProbe(name, card.probe);
+}
+
+// The card's linear-probe results (igpt probe --record): test accuracy by layer beside the baselines,
+// as a table, with the chart igpt wrote beside the weights.
+function showProbe(name, probe) {
+  const section = $("probe");
+  if (!Array.isArray(probe?.layers)) { section.hidden = true; return; }
+  const pct = (a) => `${(100 * a).toFixed(2)}%`;
+  $("probe-summary").textContent =
+    `Logistic regression on each layer's average-pooled features: ${probe.train_images.toLocaleString("en")} ` +
+    `training images (10% held out to pick the layer and L2), ${probe.test_images.toLocaleString("en")} test images. ` +
+    `Raw pixels: ${pct(probe.raw_pixels)}; the same network with random weights, best layer: ${pct(probe.random_init_best)}.`;
+  const rows = probe.layers.map((l, i) => {
+    const tr = document.createElement("tr");
+    const random = probe.random_init_layers?.[i]?.accuracy;
+    const cells = [l.layer === 0 ? "0 (embeddings)" : String(l.layer), pct(l.accuracy),
+      random !== undefined ? pct(random) : "", l.layer === probe.best_layer ? "best" : ""];
+    for (const text of cells) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    return tr;
+  });
+  $("probe-rows").replaceChildren(...rows);
+  const chart = $("probe-chart");
+  chart.src = `models/${name.replace(/\/?$/, "/")}probe.svg`;
+  chart.onerror = () => (chart.hidden = true);
+  section.hidden = false;
 }
 
 // "5,900 steps, 3.6 h on flex Cpu": the whole history when the model was fine-tuned from another

@@ -175,10 +175,21 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
   for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, "blank image on CPU");
   const cardText = await cpu.page.textContent("#card");
   check(/CPU/.test(cardText), "the card names the CPU backend");
-  const training = JSON.parse(fs.readFileSync(path.join(dist, `models/${model}/card.json`), "utf8")).training;
+  const shipped = JSON.parse(fs.readFileSync(path.join(dist, `models/${model}/card.json`), "utf8"));
+  const training = shipped.training;
   const steps = training?.total_steps ?? training?.steps;
   check(steps === undefined || cardText.includes(`${steps.toLocaleString("en")} steps`),
     `the card does not give the ${steps} training steps: ${cardText}`);
+  // A card with linear-probe results shows them as a table, one row per layer, best marked.
+  if (shipped.probe) {
+    const rows = await cpu.page.$$eval("#probe-rows tr", (trs) => trs.map((tr) => tr.textContent));
+    check(await cpu.page.isVisible("#probe"), "the probe section is hidden");
+    check(rows.length === shipped.probe.layers.length, `${rows.length} probe rows`);
+    const best = `${(100 * shipped.probe.best_accuracy).toFixed(2)}%`;
+    check(rows.some((r) => r.includes(best) && r.includes("best")), `no best row with ${best}: ${rows}`);
+  } else {
+    check(await cpu.page.isHidden("#probe"), "a probe section without results");
+  }
   await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));

@@ -18,7 +18,11 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
         .map(|l| percent(l.accuracy))
         .chain([percent(report.raw_pixels)]);
     let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (low, high) = ((low - 2.0).floor().max(0.0), (high + 2.0).ceil().min(100.0));
+    // Room below the curves for the legend.
+    let (low, high) = (
+        (low - 12.0).floor().max(0.0),
+        (high + 2.0).ceil().min(100.0),
+    );
     let last = report.layers.iter().map(|l| l.layer).max().unwrap_or(0);
 
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();

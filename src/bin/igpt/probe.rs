@@ -127,9 +127,11 @@ impl BackendJob for ProbeArgs {
             ])
         };
         let trained = features(&stored.model, "trained")?;
-        // The same architecture, randomly initialised (seeded, so its features cache too).
+        // The same architecture, randomly initialised (seeded and drawn at once, so its features cache
+        // too, and train and test features come from one set of weights).
         B::seed(&device, 0);
-        let random = features(&stored.config.init::<B>(&device), "random init")?;
+        let random_model = stored.config.init::<B>(&device).materialised();
+        let random = features(&random_model, "random init")?;
         let pixels = [
             raw_pixels(&train, &tokenizer),
             raw_pixels(&test, &tokenizer),
