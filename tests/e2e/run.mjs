@@ -35,7 +35,7 @@ if (!model) {
 }
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
-  ".json": "application/json", ".png": "image/png" };
+  ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml" };
 const server = http.createServer((req, res) => {
   const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
   const file = path.join(dist, url.endsWith("/") ? url + "index.html" : url);
@@ -187,6 +187,10 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
     check(rows.length === shipped.probe.layers.length, `${rows.length} probe rows`);
     const best = `${(100 * shipped.probe.best_accuracy).toFixed(2)}%`;
     check(rows.some((r) => r.includes(best) && r.includes("best")), `no best row with ${best}: ${rows}`);
+    // The chart igpt probe --record wrote beside the weights is shown, not a broken image.
+    await cpu.page.waitForFunction(() => document.getElementById("probe-chart").complete, null, { timeout: 30_000 });
+    const chart = await cpu.page.$eval("#probe-chart", (img) => ({ shown: !img.hidden, width: img.naturalWidth }));
+    check(chart.shown && chart.width > 0, `the probe chart did not load: ${JSON.stringify(chart)}`);
   } else {
     check(await cpu.page.isHidden("#probe"), "a probe section without results");
   }
