@@ -1,8 +1,9 @@
 //! Classifying with a fine-tuned model's head: class probabilities, and accuracy with bits per token
 //! measured in the same forward passes.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::eval::{inputs_and_targets, target_log_probs};
@@ -33,25 +34,39 @@ fn check<B: Backend>(model: &ImageGpt<B>, sequences: &[Vec<u16>]) -> Result<()> 
     Ok(())
 }
 
+/// Runs the model over `sequences` in batches of up to `batch`, handing `each` a batch's sequences,
+/// next-colour logits, class scores and targets.
+fn for_each_batch<B: Backend>(
+    model: &ImageGpt<B>,
+    sequences: &[Vec<u16>],
+    batch: usize,
+    mut each: impl FnMut(&[Vec<u16>], Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2, Int>) -> Result<()>,
+) -> Result<()> {
+    check(model, sequences)?;
+    for chunk in sequences.chunks(batch.max(1)) {
+        let (inputs, targets) = inputs_and_targets::<B>(
+            chunk.iter().map(Vec::as_slice),
+            model.n_colors(),
+            &model.device(),
+        );
+        let (logits, classes) = model.forward_heads(inputs);
+        each(chunk, logits, classes.expect("checked above"), targets)?;
+    }
+    Ok(())
+}
+
 /// Each image's probability for every class (`[images][labels]`), in batches of up to `batch`.
 pub fn class_probabilities<B: Backend>(
     model: &ImageGpt<B>,
     sequences: &[Vec<u16>],
     batch: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    check(model, sequences)?;
     let mut out = Vec::with_capacity(sequences.len());
-    for chunk in sequences.chunks(batch.max(1)) {
-        let (inputs, _) = inputs_and_targets::<B>(
-            chunk.iter().map(Vec::as_slice),
-            model.n_colors(),
-            &model.device(),
-        );
-        let (_, classes) = model.forward_heads(inputs);
-        let probabilities = softmax(classes.expect("checked above"), 1);
-        let values = read(probabilities.into_data())?;
+    for_each_batch(model, sequences, batch, |_, _, classes, _| {
+        let values = read(softmax(classes, 1).into_data())?;
         out.extend(values.chunks(model.n_labels()).map(<[f32]>::to_vec));
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -63,7 +78,6 @@ pub fn score<B: Backend>(
     batch: usize,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Scores> {
-    check(model, sequences)?;
     if sequences.is_empty() || labels.len() != sequences.len() {
         return Err(Error::invalid(format!(
             "{} labels for {} images",
@@ -71,28 +85,31 @@ pub fn score<B: Backend>(
             sequences.len()
         )));
     }
-    let (mut right, mut nll) = (0usize, 0f64);
-    let mut start = 0;
-    for chunk in sequences.chunks(batch.max(1)) {
-        let (inputs, targets) = inputs_and_targets::<B>(
-            chunk.iter().map(Vec::as_slice),
-            model.n_colors(),
-            &model.device(),
-        );
-        let (logits, classes) = model.forward_heads(inputs);
-        let predicted = log_softmax(classes.expect("checked above"), 1).argmax(1);
-        let predicted = predicted.into_data().convert::<i64>().into_vec::<i64>();
-        let predicted = predicted.map_err(|e| Error::invalid(format!("reading back: {e:?}")))?;
-        right += predicted
-            .iter()
-            .zip(&labels[start..start + chunk.len()])
-            .filter(|&(&p, &l)| p as usize == l)
-            .count();
-        let summed = target_log_probs(logits, targets).sum().neg().into_data();
-        nll += read(summed)?[0] as f64;
-        start += chunk.len();
-        on_batch(chunk.len());
-    }
+    let (mut right, mut nll, mut start) = (0usize, 0f64, 0);
+    for_each_batch(
+        model,
+        sequences,
+        batch,
+        |chunk, logits, classes, targets| {
+            let predicted = classes
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .into_vec::<i64>();
+            let predicted =
+                predicted.map_err(|e| Error::invalid(format!("reading back: {e:?}")))?;
+            right += predicted
+                .iter()
+                .zip(&labels[start..start + chunk.len()])
+                .filter(|&(&p, &l)| p as usize == l)
+                .count();
+            let summed = target_log_probs(logits, targets).sum().neg().into_data();
+            nll += read(summed)?[0] as f64;
+            start += chunk.len();
+            on_batch(chunk.len());
+            Ok(())
+        },
+    )?;
     let tokens = (sequences.len() * model.n_positions()) as f64;
     Ok(Scores {
         accuracy: right as f64 / sequences.len() as f64,

@@ -93,20 +93,23 @@ impl FeatureCache {
         Self { dir: dir.into() }
     }
 
-    /// The file for `model`'s features of the images described by `data` (e.g. the spec and limit).
-    pub fn path<B: Backend>(&self, model: &ImageGpt<B>, data: &str) -> Result<PathBuf> {
-        let mut digest = Sha256::new();
-        digest.update(b"igpt features v1\0");
-        digest.update(store::weights_to_safetensors(
+    /// The files for `model`'s features of each set of images described in `data` (e.g. a spec and
+    /// limit). The weights are read back and digested once for all of them.
+    pub fn paths<B: Backend>(&self, model: &ImageGpt<B>, data: &[&str]) -> Result<Vec<PathBuf>> {
+        let mut weights = Sha256::new();
+        weights.update(b"igpt features v1\0");
+        weights.update(store::weights_to_safetensors(
             model,
             store::WeightPrecision::F32,
         )?);
-        digest.update(data.as_bytes());
-        let hex: String = digest.finalize()[..16]
+        Ok(data
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(self.dir.join(format!("{hex}.safetensors")))
+            .map(|d| {
+                let digest = weights.clone().chain_update(d.as_bytes()).finalize();
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                self.dir.join(format!("{hex}.safetensors"))
+            })
+            .collect())
     }
 
     /// The cached features at `path`, or `None` when there are none (or they cannot be read).

@@ -94,12 +94,21 @@ fn cached_features_read_back_equal_and_are_keyed_by_the_weights() {
     let features = features::extract(&stored.model, &fixture_sequences(), 3, |_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = FeatureCache::new(dir.path());
-    let path = cache.path(&stored.model, "fixture").unwrap();
-    assert!(FeatureCache::read(&path).is_none());
-    FeatureCache::write(&path, &features).unwrap();
-    assert_eq!(FeatureCache::read(&path).unwrap(), features);
+    let paths = cache
+        .paths(&stored.model, &["fixture", "other data"])
+        .unwrap();
+    let path = &paths[0];
+    assert!(FeatureCache::read(path).is_none());
+    FeatureCache::write(path, &features).unwrap();
+    assert_eq!(FeatureCache::read(path).unwrap(), features);
 
-    assert_ne!(path, cache.path(&stored.model, "other data").unwrap());
+    assert_ne!(path, &paths[1]);
+    assert_eq!(
+        paths,
+        cache
+            .paths(&stored.model, &["fixture", "other data"])
+            .unwrap()
+    );
     let other = stored.config.init::<B>(&Default::default());
-    assert_ne!(path, cache.path(&other, "fixture").unwrap());
+    assert_ne!(path, &cache.paths(&other, &["fixture"]).unwrap()[0]);
 }

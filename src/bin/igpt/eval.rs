@@ -10,7 +10,7 @@ use igpt::eval::{Nll, sequence_nll};
 use igpt::store;
 
 use crate::backend::{BackendJob, DeviceKind};
-use crate::{load_data, progress};
+use crate::{load_data, progress, tokenize_images};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -45,11 +45,7 @@ impl BackendJob for EvalArgs {
             (Some(path), _) => read_ids(path)?,
             (None, Some(spec)) => {
                 let data = load_data(spec, self.limit)?;
-                let tokenizer = stored.tokenizer();
-                data.images
-                    .iter()
-                    .map(|im| tokenizer.tokenize(im))
-                    .collect()
+                tokenize_images(&data.images, &stored.tokenizer(), "tokenizing")
             }
             (None, None) => bail!("give --ids FILE or --data SPEC"),
         };

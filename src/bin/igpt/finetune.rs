@@ -8,42 +8,31 @@ use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use igpt::Raster;
 use igpt::classify;
-use igpt::data::DataSpec;
 use igpt::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::store::{self, CARD_FILE, StoredModel, WeightPrecision};
-use igpt::{Raster, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde_json::json;
 
 use crate::backend::{BackendJob, DeviceKind};
-use crate::{load_data, progress};
+use crate::{LabelledSplits, progress, tokenize_images};
 
 #[derive(Args)]
 pub struct FinetuneArgs {
     /// The pretrained model directory to start from.
     #[arg(long)]
     model: PathBuf,
-    /// Labelled training images; --val-fraction of them are held out for early stopping.
-    #[arg(long, default_value = "fashion-mnist:train")]
-    train: DataSpec,
-    /// Labelled test images, scored once at the end (never used for stopping).
-    #[arg(long, default_value = "fashion-mnist:test")]
-    test: DataSpec,
+    #[command(flatten)]
+    data: LabelledSplits,
     /// Output model directory: generates like the original, and classifies.
     #[arg(short, long)]
     output: PathBuf,
     /// The share of the training images held out to choose when to stop.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
-    /// Use only the first N training images (before the held-out split).
-    #[arg(long)]
-    train_limit: Option<usize>,
-    /// Score only the first M test images.
-    #[arg(long)]
-    test_limit: Option<usize>,
     /// Steps at most.
     #[arg(long, default_value_t = 2000)]
     steps: usize,
@@ -98,8 +87,7 @@ impl BackendJob for FinetuneArgs {
         }
         let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
         let tokenizer = stored.tokenizer();
-        let train = load_data(&self.train, self.train_limit)?;
-        let test = load_data(&self.test, self.test_limit)?;
+        let (train, test) = self.data.load()?;
         let classes = train.classes.clone();
         let n_classes = train
             .labels
@@ -123,7 +111,7 @@ impl BackendJob for FinetuneArgs {
         stored.model = stored.model.with_classifier(n_classes);
         stored.labels = labels;
 
-        let ids = tokenize_all(&train.images, &tokenizer, "tokenizing train");
+        let ids = tokenize_images(&train.images, &tokenizer, "tokenizing train");
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
         let held = ((ids.len() as f64 * self.val_fraction).round() as usize).max(1);
@@ -150,7 +138,7 @@ impl BackendJob for FinetuneArgs {
             self.model.display(),
             fit_ids.len(),
             val_ids.len(),
-            self.train,
+            self.data.train,
             n_classes,
             config.steps,
             config.batch
@@ -203,7 +191,7 @@ impl BackendJob for FinetuneArgs {
         );
         out.save_dir(&self.output, precision)?;
         let written = store::load_dir::<B>(&self.output, &device)?;
-        let test_ids = tokenize_all(&test.images, &tokenizer, "tokenizing test");
+        let test_ids = tokenize_images(&test.images, &tokenizer, "tokenizing test");
         let bar = progress(test_ids.len(), "scoring test");
         let scores = classify::score(&written.model, &test_ids, &test.labels, 32, |n| {
             bar.inc(n as u64)
@@ -217,12 +205,12 @@ impl BackendJob for FinetuneArgs {
         card.metrics
             .insert("test_images".into(), scores.count as f64);
         card.extra
-            .insert("test_data".into(), self.test.to_string().into());
+            .insert("test_data".into(), self.data.test.to_string().into());
         card.extra.insert(
             "finetune".into(),
             json!({
                 "from": self.model.display().to_string(),
-                "train_data": self.train.to_string(),
+                "train_data": self.data.train.to_string(),
                 "train_images": fit_ids.len(),
                 "held_out_images": val_ids.len(),
                 "config": config,
@@ -245,7 +233,7 @@ impl BackendJob for FinetuneArgs {
             100.0 * scores.accuracy,
             scores.bits_per_token,
             scores.count,
-            self.test,
+            self.data.test,
             100.0 * done.best_val_accuracy,
             done.best_step,
             done.steps,
@@ -253,19 +241,6 @@ impl BackendJob for FinetuneArgs {
         );
         Ok(())
     }
-}
-
-fn tokenize_all(images: &[Raster], tokenizer: &Tokenizer, what: &str) -> Vec<Vec<u16>> {
-    let bar = progress(images.len(), what);
-    let ids = images
-        .iter()
-        .map(|im| {
-            bar.inc(1);
-            tokenizer.tokenize(im)
-        })
-        .collect();
-    bar.finish_and_clear();
-    ids
 }
 
 impl BackendJob for ClassifyArgs {

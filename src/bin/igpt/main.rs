@@ -112,6 +112,50 @@ pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// Token ids of every image, with a progress bar.
+pub(crate) fn tokenize_images(
+    images: &[igpt::Raster],
+    tokenizer: &igpt::Tokenizer,
+    what: &str,
+) -> Vec<Vec<u16>> {
+    let bar = progress(images.len(), what);
+    let ids = images
+        .iter()
+        .map(|im| {
+            bar.inc(1);
+            tokenizer.tokenize(im)
+        })
+        .collect();
+    bar.finish_and_clear();
+    ids
+}
+
+/// The labelled images `probe` and `finetune` fit on and are scored on.
+#[derive(clap::Args)]
+pub(crate) struct LabelledSplits {
+    /// Labelled images to fit on; a held-out share of them chooses settings and when to stop.
+    #[arg(long, default_value = "fashion-mnist:train")]
+    pub train: DataSpec,
+    /// Labelled images scored once at the end (never used to choose anything).
+    #[arg(long, default_value = "fashion-mnist:test")]
+    pub test: DataSpec,
+    /// Use only the first N training images (before the held-out split).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first M test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+impl LabelledSplits {
+    pub fn load(&self) -> anyhow::Result<(igpt::data::Dataset, igpt::data::Dataset)> {
+        Ok((
+            load_data(&self.train, self.train_limit)?,
+            load_data(&self.test, self.test_limit)?,
+        ))
+    }
+}
+
 pub(crate) fn load_data(
     spec: &DataSpec,
     limit: Option<usize>,

@@ -1,7 +1,7 @@
 //! `igpt probe`: how well each layer's features classify, by linear probes, beside two baselines run
 //! through the same protocol (raw pixels, and the same architecture with random weights).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -17,25 +17,15 @@ use serde::Serialize;
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::chart;
-use crate::{load_data, progress};
+use crate::{LabelledSplits, progress, tokenize_images};
 
 #[derive(Args)]
 pub struct ProbeArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Labelled images the probes are fitted on (10% of them held out to choose the L2 strength).
-    #[arg(long, default_value = "fashion-mnist:train")]
-    train: DataSpec,
-    /// Labelled images the probes are scored on (never used to choose anything).
-    #[arg(long, default_value = "fashion-mnist:test")]
-    test: DataSpec,
-    /// Use only the first N training images.
-    #[arg(long)]
-    train_limit: Option<usize>,
-    /// Use only the first M test images.
-    #[arg(long)]
-    test_limit: Option<usize>,
+    #[command(flatten)]
+    data: LabelledSplits,
     /// Layers to probe: `all`, or a list such as `0,3,8` (0 = the embeddings, l = block l's output).
     #[arg(long, default_value = "all")]
     layers: String,
@@ -101,8 +91,7 @@ impl BackendJob for ProbeArgs {
         let depth = stored.model.n_layer() + 1;
         let layers = parse_layers(&self.layers, depth)?;
         let tokenizer = stored.tokenizer();
-        let train = load_data(&self.train, self.train_limit)?;
-        let test = load_data(&self.test, self.test_limit)?;
+        let (train, test) = self.data.load()?;
         if train.len() < 20 || test.is_empty() {
             bail!(
                 "a probe needs at least 20 training images and one test image (got {} and {})",
@@ -112,19 +101,21 @@ impl BackendJob for ProbeArgs {
         }
         let cache = FeatureCache::new(&self.cache);
         let describe = |spec: &DataSpec, limit: Option<usize>| format!("{spec} limit {limit:?}");
-        let (train_key, test_key) = (
-            describe(&self.train, self.train_limit),
-            describe(&self.test, self.test_limit),
-        );
+        let keys = [
+            describe(&self.data.train, self.data.train_limit),
+            describe(&self.data.test, self.data.test_limit),
+        ];
+        let ids = [
+            tokenize_images(&train.images, &tokenizer, "tokenizing train"),
+            tokenize_images(&test.images, &tokenizer, "tokenizing test"),
+        ];
         let features = |model: &ImageGpt<B>, name: &str| -> anyhow::Result<[Features; 2]> {
-            Ok([
-                cached_features(
-                    &cache, model, &tokenizer, &train, &train_key, self.batch, name,
-                )?,
-                cached_features(
-                    &cache, model, &tokenizer, &test, &test_key, self.batch, name,
-                )?,
-            ])
+            let paths = cache.paths(model, &[&keys[0], &keys[1]])?;
+            let [train, test] = [0, 1].map(|i| {
+                let what = format!("features of {} ({name})", keys[i]);
+                cached_features(model, &paths[i], &ids[i], self.batch, &what)
+            });
+            Ok([train?, test?])
         };
         let trained = features(&stored.model, "trained")?;
         // The same architecture, randomly initialised (seeded and drawn at once, so its features cache
@@ -169,8 +160,8 @@ impl BackendJob for ProbeArgs {
             random_init_layers: random_layers.to_vec(),
             train_images: train.len(),
             test_images: test.len(),
-            train_data: self.train.to_string(),
-            test_data: self.test.to_string(),
+            train_data: self.data.train.to_string(),
+            test_data: self.data.test.to_string(),
         };
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -223,37 +214,30 @@ fn parse_layers(text: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
     Ok(layers)
 }
 
-/// A model's features of `data`, from the cache when this model has seen this data before.
+/// A model's features of the images `ids`, from the cache file `path` when this model has seen
+/// them before, else computed and saved there.
 fn cached_features<B: Backend>(
-    cache: &FeatureCache,
     model: &ImageGpt<B>,
-    tokenizer: &Tokenizer,
-    data: &Dataset,
-    key: &str,
+    path: &Path,
+    ids: &[Vec<u16>],
     batch: usize,
-    name: &str,
+    what: &str,
 ) -> anyhow::Result<Features> {
-    let path = cache.path(model, key)?;
-    if let Some(features) = FeatureCache::read(&path).filter(|f| f.count == data.len()) {
-        eprintln!("features of {key} ({name}): read from {}", path.display());
+    if let Some(features) = FeatureCache::read(path).filter(|f| f.count == ids.len()) {
+        eprintln!("{what}: read from {}", path.display());
         return Ok(features);
     }
-    let ids: Vec<Vec<u16>> = data
-        .images
-        .iter()
-        .map(|im| tokenizer.tokenize(im))
-        .collect();
-    let bar = progress(ids.len(), &format!("features of {key} ({name})"));
+    let bar = progress(ids.len(), what);
     let began = Instant::now();
-    let features = features::extract(model, &ids, batch, |n| bar.inc(n as u64))?;
+    let features = features::extract(model, ids, batch, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
     eprintln!(
-        "features of {key} ({name}): {} images in {:.1}s, {:.1} images/s",
+        "{what}: {} images in {seconds:.1}s, {:.1} images/s",
         ids.len(),
-        began.elapsed().as_secs_f64(),
-        ids.len() as f64 / began.elapsed().as_secs_f64()
+        ids.len() as f64 / seconds
     );
-    FeatureCache::write(&path, &features)?;
+    FeatureCache::write(path, &features)?;
     Ok(features)
 }
 

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::history;
-use crate::progress;
+use crate::{load_data, progress, tokenize_images};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -117,27 +117,18 @@ pub struct ExportArgs {
     pub device: DeviceKind,
 }
 
-/// Tokenizes a dataset with a progress bar.
+/// Loads a dataset (its first `limit` images) and tokenizes it with a progress bar.
 fn tokenize_all(
     spec: &DataSpec,
     tokenizer: &Tokenizer,
     limit: Option<usize>,
 ) -> anyhow::Result<Vec<Vec<u16>>> {
-    let mut data = spec.load()?;
-    if let Some(n) = limit {
-        data.truncate(n);
-    }
-    let bar = progress(data.len(), &format!("tokenizing {spec}"));
-    let ids = data
-        .images
-        .iter()
-        .map(|im| {
-            bar.inc(1);
-            tokenizer.tokenize(im)
-        })
-        .collect();
-    bar.finish_and_clear();
-    Ok(ids)
+    let data = load_data(spec, limit)?;
+    Ok(tokenize_images(
+        &data.images,
+        tokenizer,
+        &format!("tokenizing {spec}"),
+    ))
 }
 
 impl BackendJob for TrainArgs {
