@@ -360,7 +360,7 @@ impl<B: Backend> ImageGpt<B> {
     /// Draws every lazily initialised parameter now. Burn initialises a parameter on first use, and a
     /// clone taken before that gets its own draw: a random model that will be cloned (saved, hashed,
     /// compared) must be materialised first to stay one model.
-    pub fn materialised(self) -> Self {
+    pub fn materialise(&self) {
         struct Touch;
         impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
@@ -368,6 +368,11 @@ impl<B: Backend> ImageGpt<B> {
             }
         }
         self.visit(&mut Touch);
+    }
+
+    /// The model, [materialised](Self::materialise).
+    pub fn materialised(self) -> Self {
+        self.materialise();
         self
     }
 

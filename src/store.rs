@@ -551,7 +551,9 @@ pub(crate) fn weights_to_safetensors<B: Backend>(
     model: &ImageGpt<B>,
     precision: WeightPrecision,
 ) -> Result<Vec<u8>> {
-    // Cloning a module clones tensor handles, not data.
+    // Cloning a module clones tensor handles, not data; a parameter not yet drawn would be drawn
+    // anew by the clone, so draw it in the model itself first (what is written is what computes).
+    model.materialise();
     let mut model = model.clone();
     let mut stored: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, slot) in slots(&mut model) {

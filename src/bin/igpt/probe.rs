@@ -118,10 +118,9 @@ impl BackendJob for ProbeArgs {
             Ok([train?, test?])
         };
         let trained = features(&stored.model, "trained")?;
-        // The same architecture, randomly initialised (seeded and drawn at once, so its features cache
-        // too, and train and test features come from one set of weights).
+        // The same architecture, randomly initialised (seeded, so its features cache too).
         B::seed(&device, 0);
-        let random_model = stored.config.init::<B>(&device).materialised();
+        let random_model = stored.config.init::<B>(&device);
         let random = features(&random_model, "random init")?;
         let pixels = [
             raw_pixels(&train, &tokenizer),
