@@ -14,16 +14,25 @@
 # unless STEPS is given) BENCH=1 (0 skips every benchmark: then give STEPS)
 # NAME=fmnist-small (the exported model) REFERENCE=1 (0 skips the PyTorch benchmark)
 # TEST_LIMIT= (score only the first N test images) SAMPLE="--preset igpt-s --colors 512 --positions 1024 --batch 8" (the reference's generate shape).
+# PROBE_TRAIN= (probe the exported model with this many training images, recorded in its card)
+# FINETUNE_SECONDS= (then fine-tune it as a classifier for about this long)
+# DEADLINE=570 (seconds: later stages shrink or are skipped to end by then; the model is packed after
+# each stage, so what finished comes back even if the device call is cut short)
+# REFERENCE_SHAPES= (a regex of hf_reference_bench.py's bench(...) lines to keep, e.g. 'fmnist')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-small} BATCH=${BATCH:-64} PRECISION=${PRECISION:-bf16}
 LR=${LR:-1e-3} TRAIN_SECONDS=${TRAIN_SECONDS:-240} NAME=${NAME:-fmnist-small} REFERENCE=${REFERENCE:-1}
 SAMPLE=${SAMPLE:---preset igpt-s --colors 512 --positions 1024 --batch 8}
-BENCH=${BENCH:-1} OUT=${OUT:-runs/gpu-session}
+BENCH=${BENCH:-1} OUT=${OUT:-runs/gpu-session} DEADLINE=${DEADLINE:-570}
 KIT=.device
-mkdir -p "$OUT"
-log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" | tee -a "$OUT/session.txt"; }
+WORK=${WORK:-/tmp/igpt-gpu}
+mkdir -p "$OUT" "$WORK"
+log() { printf '\n== %s (%s, %ss in)\n' "$*" "$(date +%T)" "$SECONDS" | tee -a "$OUT/session.txt"; }
+left() { echo $((DEADLINE - SECONDS)); }
+# A model directory comes back as one tarball (the device call returns at most 8 files).
+pack() { tar -C "$WORK" -cf "$OUT/$1.tar" "$1"; }
 
 if [[ -f $KIT/igpt.xz && ! -x $KIT/igpt ]]; then
     xz -dc "$KIT/igpt.xz" > "$KIT/igpt" && chmod +x "$KIT/igpt"
@@ -54,11 +63,20 @@ if [[ $BENCH == 1 ]]; then
     timeout 150 "$IGPT" bench sample $SAMPLE --device "$DEVICE" \
         2>&1 | tee -a "$OUT/bench.txt" || echo "bench sample failed" | tee -a "$OUT/bench.txt"
 
-    if [[ $REFERENCE == 1 && -f $KIT/hf_reference_bench.py ]]; then
-        log "PyTorch reference (shared/bench/hf_reference_bench.py)"
-        timeout 240 python3 "$KIT/hf_reference_bench.py" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
-    fi
 fi
+reference() {
+    [[ $REFERENCE == 1 && -f $KIT/hf_reference_bench.py ]] || return 0
+    local script=$KIT/hf_reference_bench.py
+    if [[ -n ${REFERENCE_SHAPES:-} ]]; then
+        script=$WORK/reference.py
+        grep -v -E "^bench\(" "$KIT/hf_reference_bench.py" > "$script"
+        grep -E "^bench\(.*($REFERENCE_SHAPES)" "$KIT/hf_reference_bench.py" >> "$script"
+    fi
+    log "PyTorch reference (shared/bench/hf_reference_bench.py${REFERENCE_SHAPES:+, shapes matching $REFERENCE_SHAPES})"
+    timeout "${1:-240}" python3 "$script" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
+}
+# With no later stages the reference runs here; otherwise after them, in the time that is left.
+[[ $BENCH == 1 && -z ${PROBE_TRAIN:-}${FINETUNE_SECONDS:-} ]] && reference
 
 # Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).
 if [[ -n ${STEPS:-} ]]; then
@@ -71,7 +89,7 @@ else
     sizing="${TRAIN_SECONDS}s at $tokens_per_second tokens/s"
 fi
 
-RUN=$OUT/run
+RUN=$WORK/run
 log "igpt train: $PRESET, $steps steps of $BATCH, $PRECISION ($sizing)"
 "$IGPT" train --preset "$PRESET" --palette models/fmnist-mini --data "$SPLIT:train" \
     --val "$SPLIT:test" --batch "$BATCH" --steps "$steps" --lr "$LR" \
@@ -80,8 +98,35 @@ log "igpt train: $PRESET, $steps steps of $BATCH, $PRECISION ($sizing)"
     2>&1 | tail -5 | tee -a "$OUT/session.txt"
 
 log "igpt export (f16) and its test bits/token on the test split"
-"$IGPT" export --run "$RUN" -o "$OUT/$NAME" --f16 --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
+"$IGPT" export --run "$RUN" -o "$WORK/$NAME" --f16 --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
     --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
     2>&1 | tail -3 | tee -a "$OUT/session.txt"
-cp "$RUN/log.csv" "$OUT/$NAME/training-log.csv"
+cp "$RUN/log.csv" "$WORK/$NAME/training-log.csv"
+pack "$NAME"
+
+if [[ -n ${PROBE_TRAIN:-} ]] && (( $(left) > 60 )); then
+    log "igpt probe: $PROBE_TRAIN training images, all test images (recorded in the card)"
+    timeout "$(left)" "$IGPT" probe --model "$WORK/$NAME" --train-limit "$PROBE_TRAIN" --batch 256 ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
+        --record --json --device "$DEVICE" 2>&1 | tail -3 | tee -a "$OUT/session.txt" || echo "probe failed" | tee -a "$OUT/session.txt"
+    pack "$NAME"
+fi
+
+if [[ -n ${FINETUNE_SECONDS:-} ]]; then
+    budget=$(( $(left) - 60 < FINETUNE_SECONDS ? $(left) - 60 : FINETUNE_SECONDS ))
+    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
+    # Held-out checks (6,000 images, five of them) take about a fifth of the time.
+    ft_steps=$((budget * ${tokens_per_second:-0} * 7 / 10 / (BATCH * 784)))
+    if (( ft_steps >= 50 )); then
+        log "igpt finetune: $ft_steps steps of $BATCH, $PRECISION (${budget}s)"
+        timeout "$(( $(left) - 10 ))" "$IGPT" finetune --model "$WORK/$NAME" -o "$WORK/$NAME-classifier" \
+            --steps "$ft_steps" --batch "$BATCH" --lr "${FINETUNE_LR:-1e-4}" --warmup $((ft_steps / 20 + 1)) \
+            --eval-every $((ft_steps / 5 + 1)) --patience 3 --precision "$PRECISION" --f16 --device "$DEVICE" ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
+            ${FINETUNE_TRAIN:+--train-limit "$FINETUNE_TRAIN"} 2>&1 | tail -4 | tee -a "$OUT/session.txt" || echo "finetune failed" | tee -a "$OUT/session.txt"
+        [[ -d $WORK/$NAME-classifier ]] && pack "$NAME-classifier"
+    else
+        echo "no time left to fine-tune ($budget s)" | tee -a "$OUT/session.txt"
+    fi
+fi
+
+[[ $BENCH == 1 && -n ${PROBE_TRAIN:-}${FINETUNE_SECONDS:-} ]] && (( $(left) > 30 )) && reference "$(left)"
 log "done"

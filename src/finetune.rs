@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::augment::Augment;
 use crate::classify;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::step::{self, Batch, adam};
 use crate::store::{StoredModel, with_stable_ids};
 use crate::train::{Batches, schedule};
@@ -32,6 +33,8 @@ pub struct FinetuneConfig {
     /// Stop after this many checks in a row without a better held-out accuracy.
     pub patience: usize,
     pub seed: u64,
+    /// How the matrix products compute while fitting (the saved weights are f32 either way).
+    pub precision: Precision,
 }
 
 /// What the loop reports as it goes.
@@ -95,7 +98,8 @@ pub fn finetune<B: AutodiffBackend>(
     let device = start.model.device();
     let k = start.config.n_colors;
     let mut stored = start;
-    let mut model = with_stable_ids(stored.model.clone());
+    config.precision.check_supported::<B>(&device)?;
+    let mut model = with_stable_ids(stored.model.clone()).with_precision(config.precision);
     let mut optimizer = adam();
     let mut batches = Batches::new(
         train,
@@ -139,7 +143,7 @@ pub fn finetune<B: AutodiffBackend>(
         let improved = best.is_none_or(|(a, _)| accuracy > a);
         if improved {
             best = Some((accuracy, step_count));
-            stored.model = model.clone();
+            stored.model = model.clone().with_precision(Precision::F32);
             stale = 0;
         } else {
             stale += 1;

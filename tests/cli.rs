@@ -396,6 +396,13 @@ fn probe_finetune_and_classify_end_to_end() {
     let accuracy = card["metrics"]["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{card}");
     assert_eq!(card["finetune"]["held_out_images"], 20);
+    // Both loss figures describe the fine-tuned model, not the one it started from.
+    let bits = card["metrics"]["test_bits_per_token"].as_f64().unwrap();
+    let nats = card["metrics"]["test_nll_nats"].as_f64().unwrap();
+    assert!(
+        (nats - bits * std::f64::consts::LN_2).abs() < 1e-9,
+        "{card}"
+    );
 
     let image = path("test-0.png");
     let test = DataSpec::Idx {

@@ -362,6 +362,7 @@ fn finetune_config(steps: usize) -> FinetuneConfig {
         eval_every: 5,
         patience: 3,
         seed: 1,
+        precision: Precision::F32,
     }
 }
 
