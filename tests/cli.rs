@@ -377,10 +377,21 @@ fn probe_finetune_and_classify_end_to_end() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("layers 0 (embeddings) to 2"));
 
+    // A copy, since --record writes into the card of the model fine-tuned from.
+    let parent = path("parent");
+    std::fs::create_dir(&parent).unwrap();
+    for file in std::fs::read_dir(model).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(
+            &file,
+            format!("{parent}/{}", file.file_name().unwrap().to_str().unwrap()),
+        )
+        .unwrap();
+    }
     stdout_of(&[
         "finetune",
         "--model",
-        model,
+        &parent,
         "-o",
         &path("tuned"),
         "--train-limit",
@@ -391,6 +402,7 @@ fn probe_finetune_and_classify_end_to_end() {
         "20",
         "--eval-every",
         "10",
+        "--record",
     ]);
     let card: serde_json::Value = json(&std::fs::read_to_string(path("tuned/card.json")).unwrap());
     let accuracy = card["metrics"]["test_accuracy"].as_f64().unwrap();
@@ -402,6 +414,18 @@ fn probe_finetune_and_classify_end_to_end() {
     assert!(
         (nats - bits * std::f64::consts::LN_2).abs() < 1e-9,
         "{card}"
+    );
+    // --record put the same result in the card of the model it started from.
+    let recorded: serde_json::Value =
+        json(&std::fs::read_to_string(format!("{parent}/card.json")).unwrap());
+    assert_eq!(
+        recorded["finetuned"]["test_accuracy"],
+        card["metrics"]["test_accuracy"]
+    );
+    assert_eq!(recorded["finetuned"]["finetune"], card["finetune"]);
+    assert!(
+        recorded["metrics"].get("test_accuracy").is_none(),
+        "{recorded}"
     );
 
     let image = path("test-0.png");

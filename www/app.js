@@ -212,6 +212,15 @@ function setUpDrawing() {
   };
 }
 
+function fineTuned(card) {
+  const own = card.metrics?.test_accuracy, recorded = card.finetuned;
+  if (own !== undefined) return `${(100 * own).toFixed(2)}%`;
+  if (recorded?.test_accuracy === undefined) return null;
+  const steps = recorded.finetune?.steps;
+  return `${(100 * recorded.test_accuracy).toFixed(2)}% (${recorded.test_images.toLocaleString("en")} test images` +
+    `${steps ? `, after ${steps} steps` : ""})`;
+}
+
 function showCard(name, cardJson) {
   const card = cardJson ? JSON.parse(cardJson) : {};
   const bits = card.metrics?.test_bits_per_token;
@@ -222,8 +231,8 @@ function showCard(name, cardJson) {
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
     ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
-    ...(card.metrics?.test_accuracy !== undefined
-      ? [["Fine-tuned test accuracy", `${(100 * card.metrics.test_accuracy).toFixed(2)}%`]] : []),
+    // A fine-tuned model's own accuracy, or the one `igpt finetune --record` stored in its parent's card.
+    ...(fineTuned(card) ? [["Fine-tuned test accuracy", fineTuned(card)]] : []),
     ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],
   ];
   $("card").replaceChildren(...rows.flatMap(([k, v]) => {

@@ -194,6 +194,12 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
   } else {
     check(await cpu.page.isHidden("#probe"), "a probe section without results");
   }
+  // A fine-tuned accuracy recorded in the card (igpt finetune --record) is shown as measured.
+  const tuned = shipped.metrics?.test_accuracy ?? shipped.finetuned?.test_accuracy;
+  if (tuned !== undefined) {
+    const shown = `${(100 * tuned).toFixed(2)}%`;
+    check(cardText.includes(shown), `the card does not give the fine-tuned ${shown}: ${cardText}`);
+  }
   await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));

@@ -57,6 +57,10 @@ pub struct FinetuneArgs {
     f16: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also store the result (test accuracy, bits/token and how it was fine-tuned) in the card of the
+    /// model it started from, under `finetuned`, as `igpt probe --record` stores its probes.
+    #[arg(long)]
+    record: bool,
     /// Matrix products in bf16 or f16 while fitting (mixed precision, as `igpt train --precision`).
     #[arg(long, value_enum, default_value_t)]
     precision: Precision,
@@ -90,6 +94,7 @@ impl BackendJob for FinetuneArgs {
             bail!("--val-fraction must be between 0 and 1");
         }
         let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
+        let mut parent_card = stored.card.clone();
         let tokenizer = stored.tokenizer();
         let (train, test) = self.data.load()?;
         let classes = train.classes.clone();
@@ -216,9 +221,7 @@ impl BackendJob for FinetuneArgs {
             .insert("test_images".into(), scores.count as f64);
         card.extra
             .insert("test_data".into(), self.data.test.to_string().into());
-        card.extra.insert(
-            "finetune".into(),
-            json!({
+        let finetune = json!({
                 "from": self.model.display().to_string(),
                 "train_data": self.data.train.to_string(),
                 "train_images": fit_ids.len(),
@@ -230,13 +233,23 @@ impl BackendJob for FinetuneArgs {
                 "seconds": done.seconds,
                 "device": format!("{} {:?}", B::name(&device), device),
                 "weights": if self.f16 { "f16" } else { "f32" },
-            }),
-        );
-        std::fs::write(
-            self.output.join(CARD_FILE),
-            serde_json::to_string_pretty(&out.card)?,
-        )
-        .with_context(|| format!("cannot write the card in {}", self.output.display()))?;
+        });
+        card.extra.insert("finetune".into(), finetune.clone());
+        write_card(&self.output, &serde_json::to_value(&out.card)?)?;
+        if self.record {
+            parent_card.extra.insert(
+                "finetuned".into(),
+                json!({
+                    "output": self.output.display().to_string(),
+                    "test_accuracy": scores.accuracy,
+                    "test_bits_per_token": scores.bits_per_token,
+                    "test_images": scores.count,
+                    "test_data": self.data.test.to_string(),
+                    "finetune": finetune,
+                }),
+            );
+            write_card(&self.model, &serde_json::to_value(&parent_card)?)?;
+        }
         println!(
             "wrote {}: test accuracy {:.2}% and {:.4} bits/token on {} images of {} (best held-out {:.2}% at step {} of {}, {:.0}s)",
             self.output.display(),
@@ -302,4 +315,9 @@ impl BackendJob for ClassifyArgs {
         }
         Ok(())
     }
+}
+
+fn write_card(dir: &std::path::Path, card: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(card)?)
+        .with_context(|| format!("cannot write the card in {}", dir.display()))
 }
