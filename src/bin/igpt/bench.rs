@@ -218,7 +218,10 @@ impl BackendJob for BenchSampleArgs {
         if tokens == 0 {
             bail!("--tokens must be at least 1");
         }
-        // Warm up (allocator pools, thread pools, shader compilation) before anything is timed.
+        // Warm up (allocator pools, thread pools, shader compilation) before anything is timed, over
+        // every position timed: the cached attention's length grows by one each step, and a GPU
+        // backend may compile or tune kernels for each new length once, which (a) would pay and (c),
+        // timed after it, would not (seen on CUDA with a 16-token warm-up: (a) 22, (c) 159 steps/s).
         let mut warm = Generation::new(
             &model,
             vec![vec![]; self.batch],
@@ -226,7 +229,7 @@ impl BackendJob for BenchSampleArgs {
             Decoding::Cached,
             Some(0),
         )?;
-        for _ in 0..tokens.min(16) {
+        for _ in 0..tokens {
             warm.step(&model);
         }
         warm.read_back()?;
