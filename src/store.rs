@@ -360,6 +360,15 @@ pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+impl ModelCard {
+    /// Writes `card.json` in `dir`, replacing it atomically (export, probe and fine-tune results).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        let card = serde_json::to_string_pretty(self).expect("plain data serialises");
+        crate::error::write_file_atomic(&dir.join(CARD_FILE), card.as_bytes())
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 impl<B: Backend> StoredModel<B> {
     /// Writes the model directory (created if needed); each file is replaced atomically.
     pub fn save_dir(&self, dir: &std::path::Path, precision: WeightPrecision) -> Result<()> {
@@ -375,8 +384,7 @@ impl<B: Backend> StoredModel<B> {
             .palette
             .to_preprocessor_json(self.card.image_height, self.card.image_width);
         write_file_atomic(&dir.join(PREPROCESSOR_FILE), preprocessor.as_bytes())?;
-        let card = serde_json::to_string_pretty(&self.card).expect("plain data serialises");
-        write_file_atomic(&dir.join(CARD_FILE), card.as_bytes())
+        self.card.save(dir)
     }
 }
 

@@ -224,6 +224,7 @@ function fineTuned(card) {
 function showCard(name, cardJson) {
   const card = cardJson ? JSON.parse(cardJson) : {};
   const bits = card.metrics?.test_bits_per_token;
+  const tuned = fineTuned(card);
   const rows = [
     ["Model", card.name ?? name],
     ["Dataset", card.dataset ?? "unknown"],
@@ -232,7 +233,7 @@ function showCard(name, cardJson) {
     ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
     // A fine-tuned model's own accuracy, or the one `igpt finetune --record` stored in its parent's card.
-    ...(fineTuned(card) ? [["Fine-tuned test accuracy", fineTuned(card)]] : []),
+    ...(tuned ? [["Fine-tuned test accuracy", tuned]] : []),
     ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],
   ];
   $("card").replaceChildren(...rows.flatMap(([k, v]) => {

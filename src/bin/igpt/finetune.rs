@@ -12,7 +12,7 @@ use igpt::Precision;
 use igpt::Raster;
 use igpt::classify;
 use igpt::finetune::{self, FinetuneConfig, FinetuneEvent};
-use igpt::store::{self, CARD_FILE, StoredModel, WeightPrecision};
+use igpt::store::{self, StoredModel, WeightPrecision};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
@@ -235,7 +235,7 @@ impl BackendJob for FinetuneArgs {
                 "weights": if self.f16 { "f16" } else { "f32" },
         });
         card.extra.insert("finetune".into(), finetune.clone());
-        write_card(&self.output, &serde_json::to_value(&out.card)?)?;
+        out.card.save(&self.output)?;
         if self.record {
             parent_card.extra.insert(
                 "finetuned".into(),
@@ -248,7 +248,7 @@ impl BackendJob for FinetuneArgs {
                     "finetune": finetune,
                 }),
             );
-            write_card(&self.model, &serde_json::to_value(&parent_card)?)?;
+            parent_card.save(&self.model)?;
         }
         println!(
             "wrote {}: test accuracy {:.2}% and {:.4} bits/token on {} images of {} (best held-out {:.2}% at step {} of {}, {:.0}s)",
@@ -315,9 +315,4 @@ impl BackendJob for ClassifyArgs {
         }
         Ok(())
     }
-}
-
-fn write_card(dir: &std::path::Path, card: &serde_json::Value) -> anyhow::Result<()> {
-    std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(card)?)
-        .with_context(|| format!("cannot write the card in {}", dir.display()))
 }

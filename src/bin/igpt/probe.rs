@@ -10,7 +10,7 @@ use clap::Args;
 use igpt::data::{DataSpec, Dataset};
 use igpt::features::{self, FeatureCache, Features};
 use igpt::probe::{Labelled, ProbeConfig, ProbeResult, probe};
-use igpt::store::{self, CARD_FILE};
+use igpt::store;
 use igpt::{ImageGpt, Tokenizer};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -180,11 +180,7 @@ impl BackendJob for ProbeArgs {
             let mut card = stored.card.clone();
             card.extra
                 .insert("probe".into(), serde_json::to_value(&report)?);
-            std::fs::write(
-                self.model.join(CARD_FILE),
-                serde_json::to_string_pretty(&card)?,
-            )
-            .with_context(|| format!("cannot write the card in {}", self.model.display()))?;
+            card.save(&self.model)?;
         }
         Ok(())
     }

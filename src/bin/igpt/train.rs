@@ -337,9 +337,7 @@ impl BackendJob for ExportArgs {
         if let Some(note) = &self.note {
             card.extra.insert("note".into(), note.clone().into());
         }
-        let card_json = serde_json::to_string_pretty(&stored.card)?;
-        std::fs::write(self.output.join(store::CARD_FILE), card_json)
-            .with_context(|| format!("cannot write the card in {}", self.output.display()))?;
+        stored.card.save(&self.output)?;
         println!(
             "wrote {}: {:.4} bits/token on {} images of {test}",
             self.output.display(),
