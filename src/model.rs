@@ -36,6 +36,17 @@ pub struct ImageGptConfig {
     pub exact_attention_scale: bool,
 }
 
+/// Upper limits on a model's sizes, far above any real Image GPT (iGPT-XL: 3072 wide, 60 layers, 6.8B
+/// parameters), so that a mistyped or hostile config is a clear error before anything is allocated.
+/// Token ids are u16, so the palette plus SOS fits 65,536 ids.
+pub const LIMITS: [(&str, u64); 5] = [
+    ("n_colors", 65_535),
+    ("n_positions", 1 << 20),
+    ("n_embd", 1 << 15),
+    ("n_layer", 1 << 10),
+    ("parameters", 16_000_000_000),
+];
+
 /// Named sizes: `(n_embd, n_layer, n_head)`. The iGPT ones are the paper's (Chen et al. 2020, Table 1).
 pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("tiny", 64, 2, 4),
@@ -74,12 +85,25 @@ impl ImageGptConfig {
         Ok(config)
     }
 
-    /// Checks the shape can be built: non-zero sizes and whole heads.
+    /// Checks the shape can be built: non-zero sizes within [`LIMITS`], and whole heads.
     pub fn validate(&self) -> Result<()> {
         if self.n_colors == 0 || self.n_positions == 0 || self.n_embd == 0 || self.n_layer == 0 {
             return Err(Error::invalid(format!(
                 "model sizes must be positive: {self:?}"
             )));
+        }
+        let sizes = [self.n_colors, self.n_positions, self.n_embd, self.n_layer];
+        // The parameter count is only computed once the sizes are known to be small enough for it.
+        let values = sizes
+            .into_iter()
+            .map(|v| v as u64)
+            .chain(std::iter::once_with(|| self.param_count()));
+        for (value, (name, limit)) in values.zip(LIMITS) {
+            if value > limit {
+                return Err(Error::invalid(format!(
+                    "{name} is {value}: the limit is {limit}"
+                )));
+            }
         }
         if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::invalid(format!(
@@ -104,12 +128,19 @@ impl ImageGptConfig {
         }
     }
 
-    /// Number of trainable parameters.
+    /// Number of trainable parameters (without a classification head).
     pub fn num_params(&self) -> usize {
-        let (d, k, l) = (self.n_embd, self.n_colors, self.n_layer);
+        self.param_count() as usize
+    }
+
+    /// The parameter count in 64 bits, which cannot overflow for sizes within [`LIMITS`], even where
+    /// `usize` is 32 bits (wasm).
+    pub fn param_count(&self) -> u64 {
+        let [d, k, l, p] =
+            [self.n_embd, self.n_colors, self.n_layer, self.n_positions].map(|v| v as u64);
         let block =
             2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d);
-        (k + 1) * d + self.n_positions * d + l * block + d + d * k
+        (k + 1) * d + p * d + l * block + d + d * k
     }
 
     /// A randomly initialised model (GPT-2/nanoGPT init: N(0, 0.02), zero biases, residual projections

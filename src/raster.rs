@@ -2,6 +2,13 @@
 
 use crate::error::{Error, Result};
 
+/// The largest width or height [`Raster::decode`] accepts: far above any model's input, and a cap on
+/// what a hostile header can make it allocate.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// The most memory the image decoder may allocate (an 8192x8192 RGBA image is 256 MiB).
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+
 /// Pixels in row-major order, `channels` bytes per pixel (1 = grey, 3 = RGB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Raster {
@@ -18,10 +25,13 @@ impl Raster {
                 "images must have 1 or 3 channels, not {channels}"
             )));
         }
-        if pixels.len() != width * height * channels {
+        let needed = width
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(channels));
+        if needed != Some(pixels.len()) {
             return Err(Error::invalid(format!(
                 "a {width}x{height}x{channels} image needs {} bytes, got {}",
-                width * height * channels,
+                needed.map_or("more than usize::MAX".into(), |n| n.to_string()),
                 pixels.len()
             )));
         }
@@ -34,10 +44,29 @@ impl Raster {
     }
 
     /// Decodes any format the `image` crate reads (PNG, JPEG, GIF, BMP, WebP) into `channels` channels.
+    /// The header's size is checked against [`MAX_IMAGE_SIDE`] before any pixel is allocated, and the
+    /// decoder's own allocations are capped, so a small file declaring a huge image is a clear error.
+    /// Transparent pixels are laid over black, the datasets' background.
     pub fn decode(bytes: &[u8], channels: usize) -> Result<Self> {
-        let decoded = image::load_from_memory(bytes)
-            .map_err(|e| Error::invalid(format!("cannot decode image: {e}")))?;
-        Self::from_dynamic(decoded, channels)
+        let cannot = |e: image::ImageError| Error::invalid(format!("cannot decode image: {e}"));
+        let reader = || {
+            image::ImageReader::new(std::io::Cursor::new(bytes))
+                .with_guessed_format()
+                .expect("reading from memory cannot fail")
+        };
+        let (width, height) = reader().into_dimensions().map_err(cannot)?;
+        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+            return Err(Error::invalid(format!(
+                "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
+            )));
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        let mut reader = reader();
+        reader.limits(limits);
+        Self::from_dynamic(reader.decode().map_err(cannot)?, channels)
     }
 
     /// Reads an image file into `channels` channels.
@@ -49,6 +78,11 @@ impl Raster {
 
     pub fn from_dynamic(img: image::DynamicImage, channels: usize) -> Result<Self> {
         let (w, h) = (img.width() as usize, img.height() as usize);
+        let img = if img.color().has_alpha() {
+            over_black(img)
+        } else {
+            img
+        };
         let pixels = match channels {
             1 => img.into_luma8().into_raw(),
             3 => img.into_rgb8().into_raw(),
@@ -122,6 +156,22 @@ impl Raster {
     }
 }
 
+/// An image with alpha, composited over black (alpha premultiplied), as RGB.
+fn over_black(img: image::DynamicImage) -> image::DynamicImage {
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let rgb = rgba
+        .pixels()
+        .flat_map(|p| {
+            let a = u16::from(p[3]);
+            [0, 1, 2].map(|c| ((u16::from(p[c]) * a + 127) / 255) as u8)
+        })
+        .collect();
+    image::DynamicImage::ImageRgb8(
+        image::RgbImage::from_raw(w, h, rgb).expect("three bytes for every pixel"),
+    )
+}
+
 /// Lays images out in a grid, `columns` wide, `gap` pixels apart on a white background. Images must
 /// share a size and channel count.
 pub fn tile(images: &[Raster], columns: usize, gap: usize) -> Result<Raster> {
@@ -155,4 +205,62 @@ pub fn tile(images: &[Raster], columns: usize, gap: usize) -> Result<Raster> {
         }
     }
     Raster::new(gw, gh, c, pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG declaring `width`x`height` 8-bit grey, with an empty IDAT chunk: no pixel data.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            let length = (data.len() as u32).to_be_bytes();
+            [&length, kind, data, &crc.sum().to_be_bytes()].concat()
+        };
+        let ihdr = [
+            &width.to_be_bytes()[..],
+            &height.to_be_bytes(),
+            &[8, 0, 0, 0, 0],
+        ]
+        .concat();
+        [
+            &b"\x89PNG\r\n\x1a\n"[..],
+            &chunk(b"IHDR", &ihdr),
+            &chunk(b"IDAT", &[]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_decoding() {
+        let err = Raster::decode(&png_header(10_000, 10_000), 1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("10000x10000 pixels: the limit is 8192 pixels a side"),
+            "{err}"
+        );
+        // Within the limit the header passes, and the missing pixel data is the error.
+        let err = Raster::decode(&png_header(100, 100), 1).unwrap_err();
+        assert!(err.to_string().contains("cannot decode image"), "{err}");
+        assert!(Raster::decode(&[], 3).is_err());
+    }
+
+    #[test]
+    fn transparent_pixels_are_laid_over_black() {
+        let rgba = image::RgbaImage::from_raw(
+            3,
+            1,
+            vec![255, 255, 255, 0, 200, 100, 50, 255, 200, 100, 50, 128],
+        )
+        .unwrap();
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgba8(rgba)
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let raster = Raster::decode(png.get_ref(), 3).unwrap();
+        assert_eq!(raster.pixels, [0, 0, 0, 200, 100, 50, 100, 50, 25]);
+    }
 }

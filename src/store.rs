@@ -252,6 +252,7 @@ impl ModelFiles {
         };
         let tensors = SafeTensors::deserialize(&self.weights)
             .map_err(|e| Error::format(WEIGHTS_FILE, format!("not a safetensors file: {e}")))?;
+        check_parameter_count(&config, &tensors)?;
         let model = load_weights(&config, &tensors, device)
             .map_err(|reason| Error::format(WEIGHTS_FILE, reason))?;
         Ok(StoredModel {
@@ -451,6 +452,29 @@ fn slots<B: Backend>(model: &mut ImageGpt<B>) -> Vec<(String, Slot<'_, B>)> {
         out.extend(linear(format!("{p}.mlp.c_proj"), &mut block.mlp.c_proj));
     }
     out
+}
+
+/// Compares the parameters the config declares with those the weights file holds, before the model is
+/// built: a config that overstates the sizes must be an error, not an allocation the machine cannot make.
+fn check_parameter_count(config: &ImageGptConfig, tensors: &SafeTensors) -> Result<()> {
+    let held: u64 = tensors
+        .iter()
+        .filter(|(name, _)| !is_known_buffer(name) && *name != "score.weight")
+        // safetensors has checked every shape against its byte range, so the product fits.
+        .map(|(_, view)| view.shape().iter().product::<usize>() as u64)
+        .sum();
+    let declared = config.param_count();
+    if held != declared {
+        return Err(Error::format(
+            CONFIG_FILE,
+            format!(
+                "it describes {declared} parameters (width {}, {} layers, {} positions, {} colours), \
+                 but {WEIGHTS_FILE} holds {held}: they do not belong together",
+                config.n_embd, config.n_layer, config.n_positions, config.n_colors
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Buffers that some HF/GPT-2 checkpoints carry (causal masks), not parameters: safe to skip.

@@ -121,7 +121,59 @@ fn bad_files_give_errors_that_name_them() {
         .unwrap();
     });
     assert!(
-        err.contains("model.safetensors") && err.contains("shape"),
+        err.contains("config.json") && err.contains("parameters") && err.contains("holds"),
+        "{err}"
+    );
+
+    // A config declaring sizes no machine could allocate is refused by its limits, before allocating.
+    for (from, to, limit) in [
+        (
+            "\"n_embd\": 32",
+            "\"n_embd\": 1099511627776",
+            "n_embd is 1099511627776",
+        ),
+        (
+            "\"n_layer\": 2",
+            "\"n_layer\": 4000000000",
+            "n_layer is 4000000000",
+        ),
+        (
+            "\"n_positions\": 64",
+            "\"n_positions\": 1000000000000",
+            "n_positions",
+        ),
+    ] {
+        let err = load_error(|d| {
+            let text = std::fs::read_to_string(d.join(store::CONFIG_FILE)).unwrap();
+            assert!(text.contains(from), "{from} not in the fixture's config");
+            std::fs::write(d.join(store::CONFIG_FILE), text.replace(from, to)).unwrap();
+        });
+        assert!(
+            err.contains("config.json") && err.contains(limit) && err.contains("the limit is"),
+            "{err}"
+        );
+    }
+
+    // A tensor whose byte range disagrees with its dtype and shape.
+    let err = load_error(|d| {
+        let path = d.join(store::WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        header["transformer.wte.weight"]["shape"] = serde_json::json!([17, 31]);
+        let mut text = serde_json::to_string(&header).unwrap();
+        while text.len() < n {
+            text.push(' ');
+        }
+        assert_eq!(text.len(), n, "the new header fits the old one's length");
+        std::fs::write(
+            &path,
+            [&bytes[..8], text.as_bytes(), &bytes[8 + n..]].concat(),
+        )
+        .unwrap();
+    });
+    assert!(
+        err.contains("model.safetensors") && err.contains("invalid shape"),
         "{err}"
     );
 

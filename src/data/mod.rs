@@ -189,17 +189,36 @@ impl fmt::Display for DataSpec {
     }
 }
 
-/// Reads a file, transparently un-gzipping it when it starts with the gzip magic bytes.
+/// The most bytes a gzipped dataset file may expand to (Fashion-MNIST's training images are 47 MB):
+/// a "gzip bomb" stops here with an error instead of exhausting memory.
+pub const MAX_GUNZIPPED_BYTES: u64 = 1 << 30;
+
+/// Reads a file, transparently un-gzipping it when it starts with the gzip magic bytes. Every member's
+/// CRC and length trailer is checked, and bytes after the last member are an error, not ignored.
 fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
     let bytes = crate::error::read_file(path)?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-            .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
+    gunzip_if_gzipped(&bytes, MAX_GUNZIPPED_BYTES).map_err(|reason| Error::format(path, reason))
+}
+
+/// `bytes` un-gzipped when they start with the gzip magic (all members), else unchanged.
+fn gunzip_if_gzipped(bytes: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
     }
+    let mut out = Vec::new();
+    // MultiGzDecoder reads member after member (a plain GzDecoder stops after the first and would
+    // silently ignore the rest); anything after the last member that is not a gzip header is an error.
+    flate2::bufread::MultiGzDecoder::new(bytes)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt gzip data: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!(
+            "gzip data expands to more than {limit} bytes, the limit for a dataset file"
+        ));
+    }
+    Ok(out)
 }
 
 /// Label names `0`, `1`, … up to the largest label seen.
@@ -211,6 +230,44 @@ fn numbered_classes(labels: &[usize]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real gzip file (Fashion-MNIST's test labels), cut, corrupted or extended in every way the
+    /// trailer or the member structure can be: each is an error.
+    #[test]
+    fn gzip_truncation_corruption_and_trailing_bytes_are_errors() {
+        let path = Path::new(FASHION_MNIST_DIR).join("t10k-labels-idx1-ubyte.gz");
+        let gz = std::fs::read(&path).expect("dataset-fashion-mnist is installed");
+        let whole = gunzip_if_gzipped(&gz, MAX_GUNZIPPED_BYTES).unwrap();
+        assert_eq!(whole.len(), 8 + 10_000);
+        for cut in (2..gz.len()).step_by(97).chain(gz.len() - 9..gz.len()) {
+            let err = gunzip_if_gzipped(&gz[..cut], MAX_GUNZIPPED_BYTES);
+            assert!(
+                err.is_err(),
+                "cut to {cut} of {} bytes was accepted",
+                gz.len()
+            );
+        }
+        let n = gz.len();
+        for (at, what) in [(n - 8, "CRC"), (n - 4, "length"), (n / 2, "data")] {
+            let mut bad = gz.clone();
+            bad[at] ^= 0x01;
+            let err = gunzip_if_gzipped(&bad, MAX_GUNZIPPED_BYTES).unwrap_err();
+            assert!(err.contains("corrupt gzip"), "{what}: {err}");
+        }
+        let mut trailing = gz.clone();
+        trailing.extend_from_slice(b"trailing bytes");
+        assert!(gunzip_if_gzipped(&trailing, MAX_GUNZIPPED_BYTES).is_err());
+        // Two members are read as one stream (so an IDX file then fails its length check).
+        let twice = [gz.clone(), gz.clone()].concat();
+        assert_eq!(
+            gunzip_if_gzipped(&twice, MAX_GUNZIPPED_BYTES)
+                .unwrap()
+                .len(),
+            2 * whole.len()
+        );
+        let err = gunzip_if_gzipped(&gz, 1000).unwrap_err();
+        assert!(err.contains("more than 1000 bytes"), "{err}");
+    }
 
     #[test]
     fn parses_specs() {
