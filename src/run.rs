@@ -72,6 +72,7 @@ impl<B: AutodiffBackend> Checkpoint<B> {
     /// Reads a run's checkpoint, and drops log rows written after it (steps a stopped session
     /// took but did not save, which the resumed run takes again).
     pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
+        recover(run)?;
         let dir = checkpoint_dir(run);
         let stored = store::load_dir::<B>(&dir, device)?;
         let bytes = read_file(&dir.join(OPTIMIZER_FILE))?;
@@ -88,7 +89,8 @@ impl<B: AutodiffBackend> Checkpoint<B> {
     }
 
     /// Writes `checkpoint.new/` completely, then swaps it in for `checkpoint/`: a crash at any point
-    /// leaves one whole checkpoint (the old one, in `checkpoint.old/` at worst).
+    /// leaves one whole checkpoint (the old one, in `checkpoint.old/` at worst, which [`recover`] puts
+    /// back). A failed write (disk full, read-only) removes the partial copy and keeps the old one.
     pub fn save(
         run: &Path,
         stored: &StoredModel<B>,
@@ -101,20 +103,63 @@ impl<B: AutodiffBackend> Checkpoint<B> {
             run.join("checkpoint.old"),
         );
         let _ = std::fs::remove_dir_all(&fresh);
-        stored.save_dir(&fresh, WeightPrecision::F32)?;
-        let optimizer_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
-            .record(optimizer.to_record(), ())
-            .map_err(|e| Error::invalid(format!("cannot serialise the optimizer: {e}")))?;
-        write_file_atomic(&fresh.join(OPTIMIZER_FILE), &optimizer_bytes)?;
-        let state_json = serde_json::to_string_pretty(state).expect("plain data serialises");
-        write_file_atomic(&fresh.join(STATE_FILE), state_json.as_bytes())?;
+        let written = (|| {
+            stored.save_dir(&fresh, WeightPrecision::F32)?;
+            fault_injection_pause();
+            let optimizer_bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
+                .record(optimizer.to_record(), ())
+                .map_err(|e| Error::invalid(format!("cannot serialise the optimizer: {e}")))?;
+            write_file_atomic(&fresh.join(OPTIMIZER_FILE), &optimizer_bytes)?;
+            let state_json = serde_json::to_string_pretty(state).expect("plain data serialises");
+            write_file_atomic(&fresh.join(STATE_FILE), state_json.as_bytes())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&fresh);
+            let kept = if current.exists() {
+                format!("the previous checkpoint in {} is kept", current.display())
+            } else {
+                "no checkpoint was saved yet".into()
+            };
+            return Err(Error::invalid(format!(
+                "cannot write the step {} checkpoint ({e}); {kept}",
+                state.step
+            )));
+        }
         let _ = std::fs::remove_dir_all(&old);
         if current.exists() {
             std::fs::rename(&current, &old).map_err(|e| Error::io(&current, e))?;
+            fault_injection_pause();
         }
         std::fs::rename(&fresh, &current).map_err(|e| Error::io(&fresh, e))?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
+    }
+}
+
+/// Whether the run has a checkpoint to resume from (possibly only as `checkpoint.old/`).
+pub fn has_checkpoint(run: &Path) -> bool {
+    checkpoint_dir(run).exists() || run.join("checkpoint.old").exists()
+}
+
+/// Puts `checkpoint.old/` back when a crash came between [`Checkpoint::save`]'s two renames, the one
+/// moment no `checkpoint/` exists. A half-written `checkpoint.new/` is never used.
+pub fn recover(run: &Path) -> Result<()> {
+    let (current, old) = (checkpoint_dir(run), run.join("checkpoint.old"));
+    if !current.exists() && old.exists() {
+        std::fs::rename(&old, &current).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Fault injection for the kill -9 tests (`tests/faults.rs`): with `IGPT_FAULT_CHECKPOINT_PAUSE_MS`
+/// set, a checkpoint write pauses half-written and again between its renames, so a test can kill
+/// the process at exactly those moments. Unset (always, outside those tests), it does nothing.
+fn fault_injection_pause() {
+    if let Some(ms) = std::env::var("IGPT_FAULT_CHECKPOINT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

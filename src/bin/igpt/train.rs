@@ -183,7 +183,7 @@ impl BackendJob for TrainArgs {
             let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
             (config, ids)
         } else {
-            if run::checkpoint_dir(&self.output).exists() {
+            if run::has_checkpoint(&self.output) {
                 bail!(
                     "{} already holds a run: pass --resume to continue it, or choose another --output",
                     self.output.display()
