@@ -51,6 +51,16 @@ pub struct Nll {
     pub tokens: usize,
 }
 
+/// Token-id sequences from JSON text: an array of arrays of ids (0..65535, without SOS), as
+/// `igpt tokenize` prints them. Whether they fit a model is [`sequence_nll`]'s check.
+pub fn parse_ids(text: &str) -> Result<Vec<Vec<u16>>> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::invalid(format!(
+            "expected a JSON array of arrays of token ids (0..65535): {e}"
+        ))
+    })
+}
+
 /// Scores `sequences` (palette ids, without SOS) in batches of up to `batch_size`; `on_batch` hears how
 /// many sequences each finished batch held (for progress bars).
 pub fn sequence_nll<B: Backend>(

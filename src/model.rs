@@ -72,7 +72,7 @@ impl ImageGptConfig {
             None => parse_shape(name).ok_or_else(|| {
                 let names: Vec<_> = PRESETS.iter().map(|p| p.0).collect();
                 Error::invalid(format!(
-                    "unknown preset `{name}` (choose one of {}, or give WIDTHxLAYERSxHEADS like 128x4x2)",
+                    "unknown preset {name:?} (choose one of {}, or give WIDTHxLAYERSxHEADS like 128x4x2)",
                     names.join(", ")
                 ))
             })?,
@@ -104,6 +104,13 @@ impl ImageGptConfig {
                     "{name} is {value}: the limit is {limit}"
                 )));
             }
+        }
+        // RmsNorm asserts a positive epsilon; NaN or infinity would poison every activation.
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            return Err(Error::invalid(format!(
+                "layer_norm_epsilon must be a positive number, not {}",
+                self.layer_norm_epsilon
+            )));
         }
         if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::invalid(format!(

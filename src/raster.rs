@@ -48,7 +48,15 @@ impl Raster {
     /// decoder's own allocations are capped, so a small file declaring a huge image is a clear error.
     /// Transparent pixels are laid over black, the datasets' background.
     pub fn decode(bytes: &[u8], channels: usize) -> Result<Self> {
-        let cannot = |e: image::ImageError| Error::invalid(format!("cannot decode image: {e}"));
+        // Some decoders' messages span lines; the error is one line wherever it is shown.
+        let cannot = |e: image::ImageError| {
+            let reason = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Error::invalid(format!("cannot decode image: {reason}"))
+        };
         let reader = || {
             image::ImageReader::new(std::io::Cursor::new(bytes))
                 .with_guessed_format()

@@ -95,7 +95,7 @@ impl HfConfig {
     fn to_config(&self) -> std::result::Result<ImageGptConfig, String> {
         if self.activation_function != "quick_gelu" {
             return Err(format!(
-                "activation `{}` is not ImageGPT's quick_gelu",
+                "activation {:?} is not ImageGPT's quick_gelu",
                 self.activation_function
             ));
         }
@@ -533,7 +533,7 @@ fn load_weights<B: Backend>(
         .find(|n| !expected.contains(*n) && !is_known_buffer(n))
     {
         return Err(format!(
-            "unexpected tensor `{extra}`: not an ImageGPT checkpoint of this config"
+            "unexpected tensor {extra:?}: not an ImageGPT checkpoint of this config"
         ));
     }
     Ok(with_stable_ids(model))

@@ -63,7 +63,7 @@ impl FromStr for Split {
             "train" => Ok(Split::Train),
             "test" => Ok(Split::Test),
             other => Err(Error::invalid(format!(
-                "unknown split `{other}` (use train or test)"
+                "unknown split {other:?} (use train or test)"
             ))),
         }
     }
@@ -103,7 +103,7 @@ impl FromStr for DataSpec {
     fn from_str(spec: &str) -> Result<Self> {
         let usage = || {
             Error::invalid(format!(
-                "bad dataset spec `{spec}`: use fashion-mnist:SPLIT, fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, \
+                "bad dataset spec {spec:?}: use fashion-mnist:SPLIT, fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, \
                  cifar:DIR:SPLIT or folder:DIR (SPLIT is train or test)"
             ))
         };

@@ -65,12 +65,7 @@ impl BackendJob for EvalArgs {
 fn read_ids(path: &Path) -> anyhow::Result<Vec<Vec<u16>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: expected a JSON array of arrays of token ids (0..65535)",
-            path.display()
-        )
-    })
+    igpt::eval::parse_ids(&text).with_context(|| path.display().to_string())
 }
 
 fn print_nll(nll: &Nll, json: bool) -> anyhow::Result<()> {
