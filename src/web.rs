@@ -255,3 +255,10 @@ impl ImageGpt {
         Ok(self.tokenizer.tokenize(&image))
     }
 }
+
+/// Bytes of linear memory the wasm module holds (it only grows): the e2e tests check that a hostile
+/// upload, such as a 100-megapixel image, is refused before it makes the module allocate.
+#[wasm_bindgen]
+pub fn wasm_memory_bytes() -> usize {
+    core::arch::wasm32::memory_size(0) * 65536
+}

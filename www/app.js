@@ -184,7 +184,14 @@ async function complete(ids) {
   }
 }
 
+// Larger files are refused before they are read; images are also capped by size in the decoder.
+const MAX_UPLOAD_MB = 64;
+
 async function tokensOfFile(file) {
+  if (file.size === 0) throw new Error("the file is empty");
+  if (file.size > MAX_UPLOAD_MB * 1024 * 1024) {
+    throw new Error(`the file is ${Math.round(file.size / 1048576)} MB; the limit is ${MAX_UPLOAD_MB} MB`);
+  }
   const bytes = new Uint8Array(await file.arrayBuffer());
   return igpt.tokenize(bytes);
 }
@@ -292,7 +299,8 @@ async function setUpExamples() {
 
 async function main() {
   if (params.get("count")) $("count").value = params.get("count");
-  const { ImageGpt } = await bindings();
+  const { ImageGpt, wasm_memory_bytes } = await bindings();
+  state.wasmMemoryBytes = wasm_memory_bytes;
   const { model, name } = await loadModel(ImageGpt);
   igpt = model;
   showCard(name, igpt.card());

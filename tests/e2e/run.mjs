@@ -5,6 +5,7 @@ import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -62,6 +63,28 @@ async function test(name, body) {
     console.log(`FAIL ${name}: ${e.stack ?? e}`);
   }
 }
+// A PNG of `width`x`height`, colour type 0 (grey) or 6 (RGBA), 8 bits; `paint(y, row)` fills a row.
+function png(width, height, colorType, paint = () => {}) {
+  const stride = width * (colorType === 6 ? 4 : 1) + 1; // a filter byte (0) starts each row
+  const raw = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) paint(y, raw.subarray(y * stride + 1, (y + 1) * stride));
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([head, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = colorType;
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr),
+    chunk("IDAT", zlib.deflateSync(raw, { level: 9 })), chunk("IEND", Buffer.alloc(0))]);
+}
+
 function check(cond, message) {
   if (!cond) throw new Error(message);
 }
@@ -117,18 +140,49 @@ await test("a completion of a bundled image keeps the given rows pixel-exact", a
   check(pixels[0].every((v, i) => v === given[i]), "the given rows differ from the original");
   await webgpu.page.screenshot({ path: path.join(artifacts, "completion-webgpu.png"), fullPage: true });
 });
-await test("a bad upload shows a message and the page keeps working", async () => {
-  const bad = path.join(artifacts, "not-an-image.png");
-  fs.writeFileSync(bad, "this is not an image");
-  await webgpu.page.setInputFiles("#upload", bad);
-  await webgpu.page.click("#complete");
-  await webgpu.page.waitForFunction(() => document.getElementById("complete-message").textContent.length > 0, null, { timeout: 30_000 });
-  const message = await webgpu.page.textContent("#complete-message");
-  check(/Could not use that image/.test(message), message);
-  await webgpu.page.setInputFiles("#upload", []);
-  await webgpu.page.fill("#completions", "1");
-  await webgpu.page.click("#complete");
-  await webgpu.page.waitForFunction(() => window.igptState.completionDone, null, { timeout: TIMEOUT });
+await test("uploads: a non-image, an empty file and a 100-megapixel PNG give messages without allocating, a transparent PNG completes, the page keeps working", async () => {
+  const page = webgpu.page;
+  const bad = [
+    ["not-an-image.png", Buffer.from("this is not an image"), /cannot decode image/],
+    ["empty.png", Buffer.alloc(0), /the file is empty/],
+    // 10000x10000 grey, all black: 100 MB of pixels in a 100 kB file.
+    ["100-megapixels.png", png(10_000, 10_000, 0), /10000x10000 pixels: the limit is 8192 pixels a side/],
+  ];
+  const memoryBefore = await page.evaluate(() => window.igptState.wasmMemoryBytes());
+  for (const [name, bytes, expected] of bad) {
+    const file = path.join(artifacts, name);
+    fs.writeFileSync(file, bytes);
+    await page.evaluate(() => (document.getElementById("complete-message").textContent = ""));
+    await page.setInputFiles("#upload", file);
+    await page.click("#complete");
+    await page.waitForFunction(() => document.getElementById("complete-message").textContent.length > 0, null, { timeout: 30_000 });
+    const message = await page.textContent("#complete-message");
+    check(/^Could not use that image: /.test(message) && expected.test(message), `${name}: ${message}`);
+  }
+  const grown = (await page.evaluate(() => window.igptState.wasmMemoryBytes())) - memoryBefore;
+  check(grown < 32 * 1048576, `the wasm memory grew by ${grown} bytes over the bad uploads`);
+
+  // A white square on a background of transparent white: transparency is laid over black, the
+  // datasets' background (dropping the alpha channel instead would paint the corner white).
+  const transparent = path.join(artifacts, "transparent.png");
+  fs.writeFileSync(transparent, png(28, 28, 6, (y, row) => {
+    row.fill(255);
+    for (let x = 0; x < 28; x++) if (!(x >= 9 && x < 19 && y >= 4 && y < 24)) row[4 * x + 3] = 0;
+  }));
+  await page.setInputFiles("#upload", transparent);
+  await page.fill("#completions", "1");
+  await page.evaluate(() => (window.igptState.completionDone = false));
+  await page.click("#complete");
+  await page.waitForFunction(() => window.igptState.completionDone, null, { timeout: TIMEOUT });
+  const corner = await page.$$eval("#completion canvas", (cs) => Array.from(cs[1].getContext("2d").getImageData(0, 0, 1, 1).data));
+  check(corner[0] < 40, `the transparent corner was painted ${corner}, not black`);
+  await page.screenshot({ path: path.join(artifacts, "upload-transparent.png"), fullPage: true });
+
+  // And the page still completes its own example.
+  await page.setInputFiles("#upload", []);
+  await page.evaluate(() => (window.igptState.completionDone = false));
+  await page.click("#complete");
+  await page.waitForFunction(() => window.igptState.completionDone, null, { timeout: TIMEOUT });
 });
 await test("no uncaught errors in the console (WebGPU run)", async () => {
   check(webgpu.errors.length === 0, webgpu.errors.join("\n"));
