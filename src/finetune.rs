@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::augment::Augment;
 use crate::classify;
 use crate::error::{Error, Result};
+use crate::model::Workload;
 use crate::precision::Precision;
 use crate::step::{self, Batch, adam};
 use crate::store::{StoredModel, with_stable_ids};
@@ -94,6 +95,7 @@ pub fn finetune<B: AutodiffBackend>(
             "batch, steps and eval_every must be at least 1",
         ));
     }
+    start.config.check_batch(config.batch, Workload::Training)?;
     let began = Instant::now();
     let device = start.model.device();
     let k = start.config.n_colors;

@@ -47,6 +47,23 @@ pub const LIMITS: [(&str, u64); 5] = [
     ("parameters", 16_000_000_000),
 ];
 
+/// The most memory one batch may ask for (the wasm32 address space is 4 GiB). Far beyond any real
+/// run, it makes a mistyped batch size or image count an error instead of an allocation failure.
+pub const MAX_BATCH_BYTES: u64 = if cfg!(target_arch = "wasm32") {
+    2 << 30
+} else {
+    256 << 30
+};
+
+/// What a batch is for, which sets how much it keeps per position and layer.
+#[derive(Clone, Copy, Debug)]
+pub enum Workload {
+    /// Activations kept for the backward pass: about 16 values of width d per layer.
+    Training,
+    /// The KV cache: 2 values of width d per layer.
+    Sampling,
+}
+
 /// Named sizes: `(n_embd, n_layer, n_head)`. The iGPT ones are the paper's (Chen et al. 2020, Table 1).
 pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("tiny", 64, 2, 4),
@@ -138,6 +155,35 @@ impl ImageGptConfig {
     /// Number of trainable parameters (without a classification head).
     pub fn num_params(&self) -> usize {
         self.param_count() as usize
+    }
+
+    /// Refuses a batch whose largest buffers (see [`Workload`], plus the logits) would pass
+    /// [`MAX_BATCH_BYTES`], before anything is allocated.
+    pub fn check_batch(&self, batch: usize, workload: Workload) -> Result<()> {
+        let per_layer: u64 = match workload {
+            Workload::Training => 16,
+            Workload::Sampling => 2,
+        };
+        let [b, p, l, d, k] = [
+            batch,
+            self.n_positions,
+            self.n_layer,
+            self.n_embd,
+            self.n_colors,
+        ]
+        .map(|v| v as u64);
+        let bytes = b
+            .saturating_mul(p)
+            .saturating_mul((l * per_layer * d + 2 * k) * 4);
+        if bytes > MAX_BATCH_BYTES {
+            let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
+            return Err(Error::invalid(format!(
+                "{batch} images at once would need about {:.0} GiB, over the {:.0} GiB limit: use a smaller batch or count",
+                gib(bytes),
+                gib(MAX_BATCH_BYTES)
+            )));
+        }
+        Ok(())
     }
 
     /// The parameter count in 64 bits, which cannot overflow for sizes within [`LIMITS`], even where
@@ -361,6 +407,14 @@ impl<B: Backend> ImageGpt<B> {
 
     pub fn n_layer(&self) -> usize {
         self.h.len()
+    }
+
+    /// [`ImageGptConfig::check_batch`] for this model's sizes.
+    pub fn check_batch(&self, batch: usize, workload: Workload) -> Result<()> {
+        ImageGptConfig::new(self.n_colors(), self.n_positions())
+            .with_n_embd(self.n_embd())
+            .with_n_layer(self.n_layer())
+            .check_batch(batch, workload)
     }
 
     /// Logits for every position of `ids` (`[batch, seq]`, starting with SOS).

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::{ImageGpt, KvCache};
+use crate::model::{ImageGpt, KvCache, Workload};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +140,7 @@ impl<B: Backend> Generation<B> {
         if batch == 0 {
             return Err(Error::invalid("nothing to generate: batch of 0 images"));
         }
+        model.check_batch(batch, Workload::Sampling)?;
         if prefixes.iter().any(|p| p.len() != len) {
             return Err(Error::invalid(
                 "all prefixes in a batch must have the same length",

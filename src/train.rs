@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::Augment;
 use crate::error::{Error, Result};
 use crate::eval::sequence_nll;
+use crate::model::Workload;
 use crate::precision::Precision;
 use crate::run::{self, Checkpoint, LogRow, RunState};
 use crate::step::{self, Batch, adam};
@@ -184,6 +185,10 @@ pub fn train<B: AutodiffBackend>(
     mut on_event: impl FnMut(Event) -> ControlFlow<()>,
 ) -> Result<(StoredModel<B>, RunState)> {
     config.validate()?;
+    start
+        .stored()
+        .config
+        .check_batch(config.batch, Workload::Training)?;
     let n = start.stored().config.n_positions;
     if train.is_empty() || train.iter().chain(val).any(|s| s.len() != n) {
         return Err(Error::invalid(format!(

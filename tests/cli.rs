@@ -180,6 +180,45 @@ fn bad_input_is_one_clear_line_and_a_failing_exit() {
             vec!["palette", "--data", "folder:/nonexistent", "-o", "/tmp/x"],
             "/nonexistent",
         ),
+        // Sizes no machine could allocate are refused before allocating (these aborted).
+        (
+            vec![
+                "sample",
+                "--model",
+                model,
+                "-n",
+                "100000000000",
+                "-o",
+                "/tmp/x.png",
+            ],
+            "GiB limit",
+        ),
+        (
+            vec![
+                "train",
+                "--model",
+                model,
+                "--limit",
+                "8",
+                "--batch",
+                "1000000000000",
+                "-o",
+                "/tmp/x",
+            ],
+            "GiB limit",
+        ),
+        (
+            vec![
+                "init",
+                "--preset",
+                "100000x1000x1",
+                "--palette",
+                model,
+                "-o",
+                "/tmp/x",
+            ],
+            "n_embd is 100000: the limit is 32768",
+        ),
     ];
     for (args, mention) in cases {
         let out = igpt(&args);

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
+use igpt::model::Workload;
 use igpt::raster::tile;
 use igpt::sample::{SamplingConfig, generate};
 use igpt::store::{self, StoredModel};
@@ -105,6 +106,8 @@ impl BackendJob for SampleArgs {
             bail!("-n must be at least 1");
         }
         let stored = store::load_dir::<B>(&self.model, &device)?;
+        // Before the prefixes are allocated, one per image.
+        stored.model.check_batch(self.count, Workload::Sampling)?;
         let seed = self.sampling.seed();
         let images = draw(&stored, vec![vec![]; self.count], &self.sampling, seed)?;
         let columns = self
@@ -122,6 +125,7 @@ impl BackendJob for CompleteArgs {
             bail!("-n must be at least 1");
         }
         let stored = store::load_dir::<B>(&self.model, &device)?;
+        stored.model.check_batch(self.count, Workload::Sampling)?;
         let tokenizer = stored.tokenizer();
         let channels = tokenizer.palette.channels();
         let original = match (&self.image, &self.data) {
