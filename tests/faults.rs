@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::{B, fixture_dir};
 use igpt::{run, store};
 
-const STEPS: usize = 40;
+/// Long enough that the eight kills below land before the run could finish (each checkpoint write
+/// pauses 0.3 s under fault injection, one every 4 steps).
+const STEPS: usize = 80;
 
 /// A fresh tiny run into `run_dir`: `steps` steps of 4 images, a checkpoint every `every`.
 fn fresh_args(run_dir: &Path, steps: usize, every: usize) -> Vec<String> {
@@ -144,9 +146,8 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if kill_at(moment, &faulted, &mut child, random_delay()) {
-            let step = run::read_state(&faulted).map(|s| s.step).ok();
-            kills.push(format!("{moment:?} (checkpoint at step {step:?})"));
+        if !kill_at(moment, &faulted, &mut child, random_delay()) {
+            continue; // the run finished first
         }
         // Each targeted kill left what it aimed at: a half-written checkpoint, or only the old one.
         match moment {
@@ -154,6 +155,8 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
             Moment::BetweenRenames => assert!(!run::checkpoint_dir(&faulted).exists()),
             Moment::Random => {}
         }
+        let step = run::read_state(&faulted).map(|s| s.step).ok();
+        kills.push(format!("{moment:?} (checkpoint at step {step:?})"));
     }
     eprintln!("{} kills: {kills:#?}", kills.len());
     assert!(
