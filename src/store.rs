@@ -362,6 +362,14 @@ pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ModelCard {
+    /// Reads `card.json` in `dir` as it is now. Commands that add a record to a card read it just
+    /// before saving, so a record another command wrote meanwhile is kept.
+    pub fn read(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join(CARD_FILE);
+        serde_json::from_slice(&crate::error::read_file(&path)?)
+            .map_err(|e| Error::format(path, e.to_string()))
+    }
+
     /// Writes `card.json` in `dir`, replacing it atomically (export, probe and fine-tune results).
     pub fn save(&self, dir: &std::path::Path) -> Result<()> {
         let card = serde_json::to_string_pretty(self).expect("plain data serialises");

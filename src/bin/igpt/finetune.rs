@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use igpt::Precision;
 use igpt::Raster;
 use igpt::classify;
 use igpt::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::store::{self, StoredModel, WeightPrecision};
+use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
@@ -94,7 +94,6 @@ impl BackendJob for FinetuneArgs {
             bail!("--val-fraction must be between 0 and 1");
         }
         let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
-        let mut parent_card = stored.card.clone();
         let tokenizer = stored.tokenizer();
         let (train, test) = self.data.load()?;
         let classes = train.classes.clone();
@@ -237,6 +236,7 @@ impl BackendJob for FinetuneArgs {
         card.extra.insert("finetune".into(), finetune.clone());
         out.card.save(&self.output)?;
         if self.record {
+            let mut parent_card = ModelCard::read(&self.model)?;
             parent_card.extra.insert(
                 "finetuned".into(),
                 json!({

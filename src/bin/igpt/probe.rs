@@ -11,7 +11,7 @@ use igpt::data::{DataSpec, Dataset};
 use igpt::features::{self, FeatureCache, Features};
 use igpt::probe::{Labelled, ProbeConfig, ProbeResult, probe};
 use igpt::store;
-use igpt::{ImageGpt, Tokenizer};
+use igpt::{ImageGpt, ModelCard, Tokenizer};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -177,7 +177,7 @@ impl BackendJob for ProbeArgs {
         }
         if self.record {
             chart::probe_svg(&self.model.join("probe.svg"), &title, &report)?;
-            let mut card = stored.card.clone();
+            let mut card = ModelCard::read(&self.model)?;
             card.extra
                 .insert("probe".into(), serde_json::to_value(&report)?);
             card.save(&self.model)?;
