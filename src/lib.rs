@@ -16,6 +16,8 @@ pub mod store;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod augment;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod baselines;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;

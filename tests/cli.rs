@@ -315,6 +315,12 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
     );
     // Three steps already move the model away from uniform (4 bits/token).
     assert!(recorded < 3.99, "{recorded}");
+    // The card holds the baselines, fitted on the run's 64 training images, scored on the same 8.
+    let baselines = &card["baselines"];
+    assert_eq!(baselines["test_images"], 8);
+    assert_eq!(baselines["train_data"], "fashion-mnist:train");
+    assert_eq!(baselines["uniform"].as_f64(), Some(4.0));
+    assert!(baselines["context3"].as_f64().unwrap() < 4.0, "{baselines}");
 
     // Fine-tuning the exported model (2 steps), then training on from that run's checkpoint (1 step):
     // the last card nests both earlier records, with totals over all three, and inherits no note.
@@ -495,4 +501,25 @@ fn probe_finetune_and_classify_end_to_end() {
     let plain = igpt(&["classify", "--model", model, &image]);
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("igpt finetune"));
+}
+
+/// `igpt baselines` on Fashion-MNIST with the shipped 16-grey palette agrees with the reference
+/// script `shared/bench/fmnist_baselines.py` (per-position unigram 2.488, context model 1.296
+/// bits/token) within 0.02.
+#[test]
+fn baselines_agree_with_the_fashion_mnist_reference() {
+    let palette = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist-256x2");
+    let b = json(&stdout_of(&[
+        "baselines",
+        "--data",
+        "fashion-mnist:test",
+        "--palette",
+        palette.to_str().unwrap(),
+        "--json",
+    ]));
+    let bits = |key: &str| b[key].as_f64().unwrap();
+    assert_eq!(bits("uniform"), 4.0);
+    assert!((bits("per_position") - 2.488).abs() < 0.02, "{b}");
+    assert!((bits("context3") - 1.296).abs() < 0.02, "{b}");
+    assert!(bits("global_unigram") > bits("per_position"), "{b}");
 }

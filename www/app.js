@@ -239,6 +239,9 @@ function showCard(name, cardJson) {
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
     ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
+    // What simple models score on the same test images (igpt baselines): the bars this model clears.
+    ...(card.baselines ? [["Baselines", `${card.baselines.context3.toFixed(4)} (3-neighbour context model), ` +
+      `${card.baselines.per_position.toFixed(4)} (per-position unigram), ${card.baselines.uniform.toFixed(1)} (uniform)`]] : []),
     // A fine-tuned model's own accuracy, or the one `igpt finetune --record` stored in its parent's card.
     ...(tuned ? [["Fine-tuned test accuracy", tuned]] : []),
     ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],

@@ -143,6 +143,22 @@ impl FromStr for DataSpec {
 }
 
 impl DataSpec {
+    /// The same dataset's other split (`None` for a folder, which has no splits).
+    pub fn with_split(&self, split: Split) -> Option<Self> {
+        match self {
+            DataSpec::Idx { dir, fashion, .. } => Some(DataSpec::Idx {
+                dir: dir.clone(),
+                split,
+                fashion: *fashion,
+            }),
+            DataSpec::Cifar { dir, .. } => Some(DataSpec::Cifar {
+                dir: dir.clone(),
+                split,
+            }),
+            DataSpec::Folder { .. } => None,
+        }
+    }
+
     /// Reads the whole split into memory.
     pub fn load(&self) -> Result<Dataset> {
         let dataset = match self {

@@ -254,6 +254,11 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
     const shown = `${(100 * tuned).toFixed(2)}%`;
     check(cardText.includes(shown), `the card does not give the fine-tuned ${shown}: ${cardText}`);
   }
+  // So are the baselines it clears (igpt baselines --record, or export).
+  if (shipped.baselines) {
+    const context = shipped.baselines.context3.toFixed(4);
+    check(cardText.includes(`${context} (3-neighbour context model)`), `no baselines in the card: ${cardText}`);
+  }
   await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));

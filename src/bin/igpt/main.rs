@@ -1,6 +1,7 @@
 //! `igpt`: the command line. `main` parses, dispatches to a subcommand module, and prints errors.
 
 mod backend;
+mod baselines;
 mod bench;
 mod chart;
 mod eval;
@@ -51,6 +52,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Write a trained run's model directory, with test bits/token measured into its card.
     Export(train::ExportArgs),
+    /// Bits/token of simple models (uniform, unigrams, a 3-neighbour context model) a model must beat.
+    Baselines(baselines::BaselinesArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
     /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Complete(args) => run_on(args.sampling.device, args),
         Command::Train(args) => run_on(args.device, args),
         Command::Export(args) => run_on(args.device, args),
+        Command::Baselines(args) => baselines::run(args),
         Command::Probe(args) => run_on(args.device, args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),

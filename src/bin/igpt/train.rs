@@ -16,7 +16,7 @@ use igpt::{ImageGptConfig, Precision, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
-use crate::history;
+use crate::{baselines, history};
 use crate::{load_data, progress, tokenize_images};
 
 #[derive(Args)]
@@ -331,6 +331,17 @@ impl BackendJob for ExportArgs {
         card.metrics.insert("test_images".into(), nll.count as f64);
         card.extra
             .insert("test_data".into(), test.to_string().into());
+        // The bars this model had to clear, on the same test images.
+        let train_data: DataSpec = config.data.parse()?;
+        let (b, _, test_images) = baselines::measure(
+            (&train_data, config.limit),
+            (&test, self.limit),
+            &written.tokenizer(),
+        )?;
+        card.extra.insert(
+            "baselines".into(),
+            baselines::card_entry(&b, &train_data, &test, test_images),
+        );
         training["parameters"] = stored.config.num_params().into();
         training["weights"] = if self.f16 { "f16" } else { "f32" }.into();
         card.extra.insert("training".into(), training);

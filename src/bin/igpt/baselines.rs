@@ -1,0 +1,123 @@
+//! `igpt baselines`: the bits/token a model must beat on a dataset, from simple models fitted on its
+//! training split (see `igpt::baselines`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use igpt::baselines::{Baselines, baselines};
+use igpt::data::{DataSpec, Split};
+use igpt::store;
+use igpt::{ModelCard, Tokenizer};
+
+use crate::{load_data, tokenize_images};
+
+#[derive(Args)]
+pub struct BaselinesArgs {
+    /// Images to score, e.g. fashion-mnist:test.
+    #[arg(long)]
+    data: DataSpec,
+    /// Images to fit on (default: the training split of --data's dataset).
+    #[arg(long)]
+    train: Option<DataSpec>,
+    /// Palette (or model) directory whose colours and image size define the tokens.
+    #[arg(long)]
+    palette: PathBuf,
+    /// Use only the first N images of each split.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print {"uniform", "global_unigram", "per_position", "context3", "context_strength"} as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also store them in this model directory's card (its `baselines` entry), next to its own score.
+    #[arg(long, value_name = "MODEL_DIR")]
+    record: Option<PathBuf>,
+}
+
+/// Fits the baselines on `train` and scores them on `test` (each cut to its limit), tokenized by
+/// `tokenizer`. Returns them with the two image counts.
+pub(crate) fn measure(
+    (train, train_limit): (&DataSpec, Option<usize>),
+    (test, test_limit): (&DataSpec, Option<usize>),
+    tokenizer: &Tokenizer,
+) -> anyhow::Result<(Baselines, usize, usize)> {
+    let tokens = |spec: &DataSpec, limit| -> anyhow::Result<Vec<Vec<u16>>> {
+        let data = load_data(spec, limit)?;
+        Ok(tokenize_images(
+            &data.images,
+            tokenizer,
+            &format!("tokenizing {spec}"),
+        ))
+    };
+    let (train_ids, test_ids) = (tokens(train, train_limit)?, tokens(test, test_limit)?);
+    let b = baselines(
+        &train_ids,
+        &test_ids,
+        tokenizer.width,
+        tokenizer.palette.len(),
+    )?;
+    Ok((b, train_ids.len(), test_ids.len()))
+}
+
+/// The card's `baselines` entry: the numbers and the splits they come from.
+pub(crate) fn card_entry(
+    b: &Baselines,
+    train: &DataSpec,
+    test: &DataSpec,
+    test_images: usize,
+) -> serde_json::Value {
+    let mut entry = serde_json::to_value(b).expect("plain numbers serialise");
+    entry["train_data"] = train.to_string().into();
+    entry["test_data"] = test.to_string().into();
+    entry["test_images"] = test_images.into();
+    entry
+}
+
+pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
+    let train_spec = match &args.train {
+        Some(spec) => spec.clone(),
+        None => args.data.with_split(Split::Train).with_context(|| {
+            format!("{} has no training split: give one with --train", args.data)
+        })?,
+    };
+    let tokenizer = store::read_tokenizer(&args.palette)?;
+    let (b, train_images, test_images) = measure(
+        (&train_spec, args.limit),
+        (&args.data, args.limit),
+        &tokenizer,
+    )?;
+    if let Some(dir) = &args.record {
+        let mut card = ModelCard::read(dir)?;
+        card.extra.insert(
+            "baselines".into(),
+            card_entry(&b, &train_spec, &args.data, test_images),
+        );
+        card.save(dir)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&b)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({} images), fitted on {} ({} images), {} colours at {}x{}:",
+        args.data,
+        test_images,
+        train_spec,
+        train_images,
+        tokenizer.palette.len(),
+        tokenizer.height,
+        tokenizer.width
+    );
+    for (name, bits) in [
+        ("uniform", b.uniform),
+        ("global unigram (add-0.5)", b.global_unigram),
+        ("per-position unigram (add-0.5)", b.per_position),
+        (
+            &format!("3-neighbour context (a = {})", b.context_strength),
+            b.context3,
+        ),
+    ] {
+        println!("  {name:<34}{bits:>8.4} bits/token");
+    }
+    Ok(())
+}
