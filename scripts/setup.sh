@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
+# The emoji dataset's font (colour bitmaps).
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt+=(fonts-noto-color-emoji)
 # Mesa's lavapipe: a Vulkan device on the CPU, so the wgpu backend is tested without a GPU.
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 # The browser for the end-to-end tests (WebGPU on SwiftShader).

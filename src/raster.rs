@@ -44,37 +44,9 @@ impl Raster {
     }
 
     /// Decodes any format the `image` crate reads (PNG, JPEG, GIF, BMP, WebP) into `channels` channels.
-    /// The header's size is checked against [`MAX_IMAGE_SIDE`] before any pixel is allocated, and the
-    /// decoder's own allocations are capped, so a small file declaring a huge image is a clear error.
     /// Transparent pixels are laid over black, the datasets' background.
     pub fn decode(bytes: &[u8], channels: usize) -> Result<Self> {
-        // Some decoders' messages span lines; the error is one line wherever it is shown.
-        let cannot = |e: image::ImageError| {
-            let reason = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            Error::invalid(format!("cannot decode image: {reason}"))
-        };
-        let reader = || {
-            image::ImageReader::new(std::io::Cursor::new(bytes))
-                .with_guessed_format()
-                .expect("reading from memory cannot fail")
-        };
-        let (width, height) = reader().into_dimensions().map_err(cannot)?;
-        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-            return Err(Error::invalid(format!(
-                "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
-            )));
-        }
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_IMAGE_SIDE);
-        limits.max_image_height = Some(MAX_IMAGE_SIDE);
-        limits.max_alloc = Some(MAX_DECODE_BYTES);
-        let mut reader = reader();
-        reader.limits(limits);
-        Self::from_dynamic(reader.decode().map_err(cannot)?, channels)
+        Self::from_dynamic(decode_capped(bytes)?, channels)
     }
 
     /// Reads an image file into `channels` channels.
@@ -162,6 +134,39 @@ impl Raster {
             .map_err(|e| Error::invalid(format!("cannot encode PNG: {e}")))?;
         Ok(out.into_inner())
     }
+}
+
+/// Decodes an image as it is (alpha kept). The header's size is checked against [`MAX_IMAGE_SIDE`]
+/// before any pixel is allocated, and the decoder's own allocations are capped, so a small file
+/// declaring a huge image is a clear error.
+pub fn decode_capped(bytes: &[u8]) -> Result<image::DynamicImage> {
+    // Some decoders' messages span lines; the error is one line wherever it is shown.
+    let cannot = |e: image::ImageError| {
+        let reason = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Error::invalid(format!("cannot decode image: {reason}"))
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .expect("reading from memory cannot fail")
+    };
+    let (width, height) = reader().into_dimensions().map_err(cannot)?;
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(Error::invalid(format!(
+            "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut reader = reader();
+    reader.limits(limits);
+    reader.decode().map_err(cannot)
 }
 
 /// An image with alpha, composited over black (alpha premultiplied), as RGB.

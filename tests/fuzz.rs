@@ -398,6 +398,21 @@ fn fuzz_image_decoding_and_tokenizing() {
     );
 }
 
+/// A colour font glyph's PNG bitmap, as the emoji dataset reads it: decoded (size-capped), laid on
+/// white, squared and area-averaged to 32x32. (The font's tables are read by ttf-parser, which is
+/// fuzzed upstream; a whole 11 MB font per case would be too slow here.)
+#[test]
+fn fuzz_emoji_glyph_bitmaps() {
+    let glyph = seed("emoji-glyph.png");
+    fuzz("emoji-glyph", mutations(4), |edits| {
+        let bytes = apply(&glyph, &edits);
+        if let Some(image) = clean(igpt::data::square_on_white(&bytes, 32))? {
+            prop_assert_eq!((image.width, image.height), (32, 32));
+        }
+        Ok(())
+    });
+}
+
 /// Writes `files` into a fresh directory and loads `spec_of(dir)` from it.
 fn load_files(files: &[(&str, Vec<u8>)], spec_of: impl Fn(&Path) -> String) -> igpt::Result<usize> {
     let dir = tempfile::tempdir().unwrap();
@@ -632,10 +647,18 @@ fn write_seed_corpus() {
         &encode(image::DynamicImage::ImageRgb8(rgb), F::WebP),
     );
 
+    // One colour glyph's PNG bitmap (the emoji dataset's input), as the font stores it.
+    let font = std::fs::read(igpt::data::NOTO_COLOR_EMOJI).unwrap();
+    let face = ttf_parser::Face::parse(&font, 0).unwrap();
+    let glyph = (0..face.number_of_glyphs())
+        .find_map(|id| face.glyph_raster_image(ttf_parser::GlyphId(id), u16::MAX))
+        .unwrap();
+    write("emoji-glyph.png", glyph.data);
+
     let ids = common::expected().input_ids;
     write("ids.json", serde_json::to_string(&ids).unwrap().as_bytes());
     write(
         "specs.txt",
-        b"fashion-mnist:test\nfashion-mnist:/data/fmnist:train\nidx:/data/mnist:test\ncifar:/data/cifar-10-batches-bin:train\nfolder:/data/emoji\n",
+        b"fashion-mnist:test\nfashion-mnist:/data/fmnist:train\nidx:/data/mnist:test\ncifar:/data/cifar-10-batches-bin:train\nfolder:/data/emoji\nemoji:test\nemoji:/fonts/Twemoji.ttf:train\n",
     );
 }

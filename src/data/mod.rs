@@ -1,8 +1,11 @@
 //! Datasets of labelled images, named by a spec such as `fashion-mnist:test` or `cifar:DIR:train`.
 
 mod cifar;
+mod emoji;
 mod folder;
 mod idx;
+
+pub use emoji::{EMOJI_SIZE, NOTO_COLOR_EMOJI, square_on_white};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -96,6 +99,11 @@ pub enum DataSpec {
     Folder {
         dir: PathBuf,
     },
+    /// A colour bitmap font's glyphs (see `emoji.rs`).
+    Emoji {
+        font: PathBuf,
+        split: Split,
+    },
 }
 
 impl FromStr for DataSpec {
@@ -104,7 +112,7 @@ impl FromStr for DataSpec {
         let usage = || {
             Error::invalid(format!(
                 "bad dataset spec {spec:?}: use fashion-mnist:SPLIT, fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, \
-                 cifar:DIR:SPLIT or folder:DIR (SPLIT is train or test)"
+                 cifar:DIR:SPLIT, emoji:SPLIT, emoji:FONT:SPLIT or folder:DIR (SPLIT is train or test)"
             ))
         };
         let (kind, rest) = spec.split_once(':').ok_or_else(usage)?;
@@ -129,6 +137,14 @@ impl FromStr for DataSpec {
                     split,
                     fashion: kind == "fashion-mnist",
                 })
+            }
+            "emoji" if !rest.contains(':') => Ok(DataSpec::Emoji {
+                font: PathBuf::from(NOTO_COLOR_EMOJI),
+                split: rest.parse()?,
+            }),
+            "emoji" => {
+                let (font, split) = dir_and_split()?;
+                Ok(DataSpec::Emoji { font, split })
             }
             "cifar" => {
                 let (dir, split) = dir_and_split()?;
@@ -155,6 +171,10 @@ impl DataSpec {
                 dir: dir.clone(),
                 split,
             }),
+            DataSpec::Emoji { font, .. } => Some(DataSpec::Emoji {
+                font: font.clone(),
+                split,
+            }),
             DataSpec::Folder { .. } => None,
         }
     }
@@ -175,6 +195,7 @@ impl DataSpec {
             }
             DataSpec::Cifar { dir, split } => cifar::load(dir, *split)?,
             DataSpec::Folder { dir } => folder::load(dir)?,
+            DataSpec::Emoji { font, split } => emoji::load(font, *split)?,
         };
         if dataset.is_empty() {
             return Err(Error::invalid(format!("dataset {self} has no images")));
@@ -201,6 +222,10 @@ impl fmt::Display for DataSpec {
             }
             DataSpec::Cifar { dir, split } => write!(f, "cifar:{}:{split}", dir.display()),
             DataSpec::Folder { dir } => write!(f, "folder:{}", dir.display()),
+            DataSpec::Emoji { font, split } if font == Path::new(NOTO_COLOR_EMOJI) => {
+                write!(f, "emoji:{split}")
+            }
+            DataSpec::Emoji { font, split } => write!(f, "emoji:{}:{split}", font.display()),
         }
     }
 }
