@@ -109,52 +109,69 @@ impl Palette {
             })
             .collect();
         let n = options.sample.max(k);
-        let mut points = Vec::with_capacity(n * channels);
+        // k-means on the sample's distinct colours weighted by their counts: the same objective as on
+        // the sample itself, at the cost of the distinct colours only (a 512-colour palette in seconds).
+        let mut counts: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
         for _ in 0..n {
             let p = rng.random_range(0..total);
             let i = ends.partition_point(|&end| end <= p);
             let start = if i == 0 { 0 } else { ends[i - 1] };
             let px = &images[i].pixels[(p - start) * channels..(p - start + 1) * channels];
-            points.extend(px.iter().map(|&v| normalise(v)));
+            let key = px.iter().fold(0u32, |key, &v| key << 8 | v as u32);
+            *counts.entry(key).or_default() += 1.0;
         }
-        Self::fit_points(&points, channels, k, options.max_iters, &mut rng)
+        let mut distinct: Vec<(u32, f64)> = counts.into_iter().collect();
+        distinct.sort_unstable_by_key(|&(key, _)| key); // a fixed order, so the seed fixes the result
+        let points: Vec<f32> = distinct
+            .iter()
+            .flat_map(|&(key, _)| {
+                (0..channels)
+                    .rev()
+                    .map(move |c| normalise((key >> (8 * c)) as u8))
+            })
+            .collect();
+        let weights: Vec<f64> = distinct.iter().map(|&(_, count)| count).collect();
+        Self::fit_points(&points, &weights, channels, k, options.max_iters, &mut rng)
     }
 
-    /// k-means on points already in [-1, 1]; centres come back sorted by brightness (sum of channels),
-    /// so token order follows intensity, which makes grey palettes read naturally.
+    /// Weighted k-means on points already in [-1, 1] (`weights[i]` copies of point i); centres come
+    /// back sorted by brightness (sum of channels), so token order follows intensity, which makes
+    /// grey palettes read naturally. With fewer distinct points than K, some centres repeat.
     pub fn fit_points(
         points: &[f32],
+        weights: &[f64],
         channels: usize,
         k: usize,
         max_iters: usize,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let n = points.len() / channels;
-        if k == 0 || n < k {
+        if k == 0 || n == 0 || weights.len() != n {
             return Err(Error::invalid(format!(
-                "k-means needs 1 <= K <= number of points (K = {k}, {n} points)"
+                "k-means needs K >= 1 and points, one weight each (K = {k}, {n} points, {} weights)",
+                weights.len()
             )));
         }
         let point = |i: usize| &points[i * channels..(i + 1) * channels];
-        let mut centres = kmeans_plus_plus(points, channels, k, rng);
+        let mut centres = kmeans_plus_plus(points, weights, channels, k, rng);
         let mut assignment = vec![usize::MAX; n];
         for _ in 0..max_iters {
             let mut changed = false;
             let mut sums = vec![0f64; k * channels];
-            let mut counts = vec![0usize; k];
+            let mut counts = vec![0f64; k];
             for (i, slot) in assignment.iter_mut().enumerate() {
                 let (c, _) = nearest(&centres, channels, point(i));
                 if *slot != c {
                     *slot = c;
                     changed = true;
                 }
-                counts[c] += 1;
+                counts[c] += weights[i];
                 for (s, &v) in sums[c * channels..].iter_mut().zip(point(i)) {
-                    *s += v as f64;
+                    *s += weights[i] * v as f64;
                 }
             }
             for c in 0..k {
-                if counts[c] == 0 {
+                if counts[c] == 0.0 {
                     // An empty cluster takes over the point worst served by its centre.
                     let far = (0..n)
                         .max_by(|&a, &b| {
@@ -174,8 +191,7 @@ impl Palette {
                     changed = true;
                 } else {
                     for ch in 0..channels {
-                        centres[c * channels + ch] =
-                            (sums[c * channels + ch] / counts[c] as f64) as f32;
+                        centres[c * channels + ch] = (sums[c * channels + ch] / counts[c]) as f32;
                     }
                 }
             }
@@ -325,13 +341,31 @@ fn nearest(centres: &[f32], channels: usize, p: &[f32]) -> (usize, f32) {
 
 /// k-means++ seeding: each new centre is a point drawn with probability proportional to its squared
 /// distance from the nearest centre chosen so far (Arthur & Vassilvitskii 2007).
-fn kmeans_plus_plus(points: &[f32], channels: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+/// k-means++ seeding, each point counted `weights[i]` times.
+fn kmeans_plus_plus(
+    points: &[f32],
+    weights: &[f64],
+    channels: usize,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
     let n = points.len() / channels;
     let point = |i: usize| &points[i * channels..(i + 1) * channels];
     let mut centres = Vec::with_capacity(k * channels);
-    centres.extend_from_slice(point(rng.random_range(0..n)));
+    let first = {
+        let mut target = rng.random::<f64>() * weights.iter().sum::<f64>();
+        weights
+            .iter()
+            .position(|&w| {
+                target -= w;
+                target < 0.0
+            })
+            .unwrap_or(n - 1)
+    };
+    centres.extend_from_slice(point(first));
+    // Each point's squared distance to its nearest centre so far, times its weight.
     let mut best: Vec<f64> = (0..n)
-        .map(|i| distance(&centres, point(i)) as f64)
+        .map(|i| weights[i] * distance(&centres, point(i)) as f64)
         .collect();
     while centres.len() < k * channels {
         let total: f64 = best.iter().sum();
@@ -350,7 +384,7 @@ fn kmeans_plus_plus(points: &[f32], channels: usize, k: usize, rng: &mut ChaCha8
         let start = centres.len();
         centres.extend_from_slice(point(chosen));
         for (i, b) in best.iter_mut().enumerate() {
-            *b = b.min(distance(&centres[start..], point(i)) as f64);
+            *b = b.min(weights[i] * distance(&centres[start..], point(i)) as f64);
         }
     }
     centres
@@ -367,7 +401,8 @@ mod tests {
         let points: Vec<f32> = (0..4000)
             .map(|i| truth[i % 4] + (rng.random::<f32>() - 0.5) * 0.05)
             .collect();
-        let palette = Palette::fit_points(&points, 1, 4, 100, &mut rng).unwrap();
+        let palette =
+            Palette::fit_points(&points, &vec![1.0; points.len()], 1, 4, 100, &mut rng).unwrap();
         for (i, t) in truth.iter().enumerate() {
             assert!((palette.centre(i)[0] - t).abs() < 0.01, "{palette:?}");
         }

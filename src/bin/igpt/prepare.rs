@@ -6,7 +6,7 @@ use clap::Args;
 use igpt::data::DataSpec;
 use igpt::palette::FitOptions;
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
-use igpt::{ImageGptConfig, Palette, Raster};
+use igpt::{ImageGptConfig, Palette, Raster, Tokenizer};
 use std::path::PathBuf;
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -91,7 +91,9 @@ pub fn palette(args: PaletteArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     };
+    let began = std::time::Instant::now();
     let palette = Palette::fit(&data.images, args.colors, channels, &options)?;
+    let seconds = began.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let path = args.output.join(store::PREPROCESSOR_FILE);
@@ -106,7 +108,37 @@ pub fn palette(args: PaletteArgs) -> anyhow::Result<()> {
         args.data,
         path.display()
     );
+    let tokenizer = Tokenizer {
+        palette,
+        height,
+        width,
+    };
+    println!(
+        "{seconds:.1} s; quantisation error (RMSE, 0-255) on the first {} images: {:.2}",
+        data.len().min(RMSE_IMAGES),
+        quantisation_rmse(&tokenizer, &data.images[..data.len().min(RMSE_IMAGES)])?
+    );
     Ok(())
+}
+
+/// Images the palette's quantisation error is measured on (enough for a stable figure, quickly).
+const RMSE_IMAGES: usize = 1000;
+
+/// Root-mean-square difference, in 0-255 units, between images (at the palette's size) and their
+/// quantised versions.
+fn quantisation_rmse(tokenizer: &Tokenizer, images: &[Raster]) -> anyhow::Result<f64> {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for image in images {
+        let image = image
+            .with_channels(tokenizer.channels())
+            .resized(tokenizer.width, tokenizer.height);
+        let quantised = tokenizer.detokenize(&tokenizer.tokenize(&image))?;
+        for (&a, &b) in image.pixels.iter().zip(&quantised.pixels) {
+            sum += (a as f64 - b as f64).powi(2);
+            n += 1;
+        }
+    }
+    Ok((sum / n as f64).sqrt())
 }
 
 pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
