@@ -26,7 +26,8 @@ use backend::run_on;
 /// A model is a directory in HuggingFace's layout (model.safetensors, config.json,
 /// preprocessor_config.json) plus card.json; real HF ImageGPT checkpoints load unchanged.
 /// Datasets are named by a spec: fashion-mnist:SPLIT (Debian's dataset-fashion-mnist),
-/// fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, cifar:DIR:SPLIT or folder:DIR, with SPLIT train or test.
+/// fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, cifar:DIR:SPLIT, emoji:SPLIT (Debian's Noto Color Emoji),
+/// emoji:FONT:SPLIT or folder:DIR, with SPLIT train or test.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
