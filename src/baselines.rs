@@ -37,7 +37,7 @@ pub fn baselines(
     k: usize,
 ) -> Result<Baselines> {
     let len = train.first().map_or(0, Vec::len);
-    if train.is_empty() || test.is_empty() || len == 0 || width == 0 || len % width != 0 {
+    if train.is_empty() || test.is_empty() || len == 0 || width == 0 || !len.is_multiple_of(width) {
         return Err(Error::invalid(
             "baselines need training and test images of one size",
         ));

@@ -42,7 +42,7 @@ pub(super) fn load(font: &Path, split: Split) -> Result<Dataset> {
         }
         let image = square_on_white(glyph.data, EMOJI_SIZE)
             .map_err(|e| Error::format(font, format!("glyph {id}: {e}")))?;
-        let in_test = crc32(id.to_string().as_bytes()) % 10 == 0;
+        let in_test = crc32(id.to_string().as_bytes()).is_multiple_of(10);
         if seen.insert(image.pixels.clone()) && in_test == (split == Split::Test) {
             images.push(image);
         }
