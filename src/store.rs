@@ -362,10 +362,14 @@ pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ModelCard {
-    /// Reads `card.json` in `dir` as it is now. Commands that add a record to a card read it just
-    /// before saving, so a record another command wrote meanwhile is kept.
-    pub fn read(dir: &std::path::Path) -> Result<Self> {
+    /// Reads `card.json` in `dir` as it is now, or `absent()` when there is none (a plain HF
+    /// checkpoint). Commands that add a record to a card read it just before saving, so a record
+    /// another command wrote meanwhile is kept.
+    pub fn read_or(dir: &std::path::Path, absent: impl FnOnce() -> Self) -> Result<Self> {
         let path = dir.join(CARD_FILE);
+        if !path.exists() {
+            return Ok(absent());
+        }
         serde_json::from_slice(&crate::error::read_file(&path)?)
             .map_err(|e| Error::format(path, e.to_string()))
     }

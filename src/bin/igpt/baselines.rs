@@ -87,7 +87,12 @@ pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
         &tokenizer,
     )?;
     if let Some(dir) = &args.record {
-        let mut card = ModelCard::read(dir)?;
+        let mut card = ModelCard::read_or(dir, || ModelCard {
+            image_height: tokenizer.height,
+            image_width: tokenizer.width,
+            channels: tokenizer.channels(),
+            ..Default::default()
+        })?;
         card.extra.insert(
             "baselines".into(),
             card_entry(&b, &train_spec, &args.data, test_images),

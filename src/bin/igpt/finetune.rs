@@ -94,6 +94,7 @@ impl BackendJob for FinetuneArgs {
             bail!("--val-fraction must be between 0 and 1");
         }
         let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
+        let loaded_card = stored.card.clone();
         let tokenizer = stored.tokenizer();
         let (train, test) = self.data.load()?;
         let classes = train.classes.clone();
@@ -236,7 +237,7 @@ impl BackendJob for FinetuneArgs {
         card.extra.insert("finetune".into(), finetune.clone());
         out.card.save(&self.output)?;
         if self.record {
-            let mut parent_card = ModelCard::read(&self.model)?;
+            let mut parent_card = ModelCard::read_or(&self.model, || loaded_card)?;
             parent_card.extra.insert(
                 "finetuned".into(),
                 json!({
