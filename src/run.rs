@@ -39,6 +39,11 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
 }
 
+/// Where [`Checkpoint::save`] moves the previous checkpoint for the moment between its renames.
+fn old_checkpoint_dir(run: &Path) -> PathBuf {
+    run.join("checkpoint.old")
+}
+
 /// Reads a run's saved settings.
 pub fn read_config(run: &Path) -> Result<TrainConfig> {
     read_json(&run.join(CONFIG_FILE))
@@ -100,7 +105,7 @@ impl<B: AutodiffBackend> Checkpoint<B> {
         let (current, fresh, old) = (
             checkpoint_dir(run),
             run.join("checkpoint.new"),
-            run.join("checkpoint.old"),
+            old_checkpoint_dir(run),
         );
         let _ = std::fs::remove_dir_all(&fresh);
         let written = (|| {
@@ -138,13 +143,13 @@ impl<B: AutodiffBackend> Checkpoint<B> {
 
 /// Whether the run has a checkpoint to resume from (possibly only as `checkpoint.old/`).
 pub fn has_checkpoint(run: &Path) -> bool {
-    checkpoint_dir(run).exists() || run.join("checkpoint.old").exists()
+    checkpoint_dir(run).exists() || old_checkpoint_dir(run).exists()
 }
 
 /// Puts `checkpoint.old/` back when a crash came between [`Checkpoint::save`]'s two renames, the one
 /// moment no `checkpoint/` exists. A half-written `checkpoint.new/` is never used.
 pub fn recover(run: &Path) -> Result<()> {
-    let (current, old) = (checkpoint_dir(run), run.join("checkpoint.old"));
+    let (current, old) = (checkpoint_dir(run), old_checkpoint_dir(run));
     if !current.exists() && old.exists() {
         std::fs::rename(&old, &current).map_err(|e| Error::io(&old, e))?;
     }

@@ -617,35 +617,19 @@ fn write_seed_corpus() {
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
     };
+    use image::DynamicImage::{ImageLuma8, ImageRgb8, ImageRgba8};
     use image::ImageFormat as F;
-    write(
-        "fashion.png",
-        &encode(image::DynamicImage::ImageLuma8(grey.clone()), F::Png),
-    );
-    write(
-        "fashion-rgb.png",
-        &encode(image::DynamicImage::ImageRgb8(rgb.clone()), F::Png),
-    );
-    write(
-        "fashion-rgba.png",
-        &encode(image::DynamicImage::ImageRgba8(rgba.clone()), F::Png),
-    );
-    write(
-        "fashion.jpg",
-        &encode(image::DynamicImage::ImageRgb8(rgb.clone()), F::Jpeg),
-    );
-    write(
-        "fashion.gif",
-        &encode(image::DynamicImage::ImageRgba8(rgba), F::Gif),
-    );
-    write(
-        "fashion.bmp",
-        &encode(image::DynamicImage::ImageRgb8(rgb.clone()), F::Bmp),
-    );
-    write(
-        "fashion.webp",
-        &encode(image::DynamicImage::ImageRgb8(rgb), F::WebP),
-    );
+    for (name, img, format) in [
+        ("fashion.png", ImageLuma8(grey), F::Png),
+        ("fashion-rgb.png", ImageRgb8(rgb.clone()), F::Png),
+        ("fashion-rgba.png", ImageRgba8(rgba.clone()), F::Png),
+        ("fashion.jpg", ImageRgb8(rgb.clone()), F::Jpeg),
+        ("fashion.gif", ImageRgba8(rgba), F::Gif),
+        ("fashion.bmp", ImageRgb8(rgb.clone()), F::Bmp),
+        ("fashion.webp", ImageRgb8(rgb), F::WebP),
+    ] {
+        write(name, &encode(img, format));
+    }
 
     // One colour glyph's PNG bitmap (the emoji dataset's input), as the font stores it.
     let font = std::fs::read(igpt::data::NOTO_COLOR_EMOJI).unwrap();

@@ -2,12 +2,15 @@
 //! a run stopped and resumed ends with exactly the weights of an uninterrupted one, the schedule, one
 //! step shared by training and fine-tuning, and a fine-tuned model that classifies and round-trips.
 
+mod common;
+
 use std::ops::ControlFlow;
 
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use common::{stripes, train_config as config};
 use igpt::augment::Augment;
 use igpt::classify;
 use igpt::eval::{inputs_and_targets, target_log_probs};
@@ -20,18 +23,6 @@ use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
-
-/// 8×8 images of horizontal stripes in two shades: easy structure for a tiny model to pick up.
-fn stripes(count: usize) -> Vec<Vec<u16>> {
-    (0..count)
-        .map(|i| {
-            let (a, b) = ((i % 4) as u16, 8 + (i % 3) as u16);
-            (0..64)
-                .map(|p| if (p / 8) % 2 == 0 { a } else { b })
-                .collect()
-        })
-        .collect()
-}
 
 fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
     let config = ImageGptConfig::preset("tiny", 16, 64)
@@ -50,28 +41,6 @@ fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
             channels: 1,
             ..Default::default()
         },
-    }
-}
-
-fn config(steps: usize) -> TrainConfig {
-    TrainConfig {
-        data: "synthetic:stripes".into(),
-        limit: None,
-        val: None,
-        batch: 8,
-        steps,
-        lr: 3e-3,
-        warmup: 2,
-        grad_clip: 1.0,
-        flip: true,
-        crop: 1,
-        seed: 3,
-        log_every: 1,
-        eval_every: 1000,
-        eval_images: 8,
-        checkpoint_every: 5,
-        precision: Precision::F32,
-        init: None,
     }
 }
 

@@ -11,9 +11,9 @@ use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use common::{expected, fixture_dir, ids, max_abs_diff};
+use common::{expected, fixture_dir, ids, max_abs_diff, stripes, train_config};
 use igpt::sample::{Decoding, Generation, SamplingConfig};
-use igpt::train::{self, Event, Start, TrainConfig};
+use igpt::train::{self, Event, Start};
 use igpt::{Precision, store};
 
 type W = Wgpu;
@@ -139,33 +139,7 @@ fn weights<BB: Backend>(model: &igpt::ImageGpt<BB>) -> Vec<f32> {
 /// Trains the HF fixture for `steps` steps on 8x8 stripes with autodiff over backend `BB`; returns
 /// each step's loss and the final weights.
 fn train_fixture<BB: AutodiffBackend>(steps: usize) -> (Vec<f64>, Vec<f32>) {
-    let stripes: Vec<Vec<u16>> = (0..32)
-        .map(|i| {
-            let (a, b) = ((i % 4) as u16, 8 + (i % 3) as u16);
-            (0..64)
-                .map(|p| if (p / 8) % 2 == 0 { a } else { b })
-                .collect()
-        })
-        .collect();
-    let config = TrainConfig {
-        data: "synthetic:stripes".into(),
-        limit: None,
-        val: None,
-        batch: 8,
-        steps,
-        lr: 3e-3,
-        warmup: 2,
-        grad_clip: 1.0,
-        flip: true,
-        crop: 1,
-        seed: 3,
-        log_every: 1,
-        eval_every: 1000,
-        eval_images: 8,
-        checkpoint_every: 1000,
-        precision: Precision::F32,
-        init: None,
-    };
+    let (stripes, config) = (stripes(32), train_config(steps));
     let start = store::load_dir::<BB>(&fixture_dir(), &Default::default()).unwrap();
     let run = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();

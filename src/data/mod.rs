@@ -238,19 +238,19 @@ pub const MAX_GUNZIPPED_BYTES: u64 = 1 << 30;
 /// CRC and length trailer is checked, and bytes after the last member are an error, not ignored.
 fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
     let bytes = crate::error::read_file(path)?;
-    gunzip_if_gzipped(&bytes, MAX_GUNZIPPED_BYTES).map_err(|reason| Error::format(path, reason))
+    gunzip_if_gzipped(bytes, MAX_GUNZIPPED_BYTES).map_err(|reason| Error::format(path, reason))
 }
 
-/// `bytes` un-gzipped when they start with the gzip magic (all members), else unchanged.
-fn gunzip_if_gzipped(bytes: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+/// `bytes` un-gzipped when they start with the gzip magic (all members), else returned as they are.
+fn gunzip_if_gzipped(bytes: Vec<u8>, limit: u64) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
     if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     }
     let mut out = Vec::new();
     // MultiGzDecoder reads member after member (a plain GzDecoder stops after the first and would
     // silently ignore the rest); anything after the last member that is not a gzip header is an error.
-    flate2::bufread::MultiGzDecoder::new(bytes)
+    flate2::bufread::MultiGzDecoder::new(&bytes[..])
         .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("corrupt gzip data: {e}"))?;
@@ -278,10 +278,10 @@ mod tests {
     fn gzip_truncation_corruption_and_trailing_bytes_are_errors() {
         let path = Path::new(FASHION_MNIST_DIR).join("t10k-labels-idx1-ubyte.gz");
         let gz = std::fs::read(&path).expect("dataset-fashion-mnist is installed");
-        let whole = gunzip_if_gzipped(&gz, MAX_GUNZIPPED_BYTES).unwrap();
+        let whole = gunzip_if_gzipped(gz.clone(), MAX_GUNZIPPED_BYTES).unwrap();
         assert_eq!(whole.len(), 8 + 10_000);
         for cut in (2..gz.len()).step_by(97).chain(gz.len() - 9..gz.len()) {
-            let err = gunzip_if_gzipped(&gz[..cut], MAX_GUNZIPPED_BYTES);
+            let err = gunzip_if_gzipped(gz[..cut].to_vec(), MAX_GUNZIPPED_BYTES);
             assert!(
                 err.is_err(),
                 "cut to {cut} of {} bytes was accepted",
@@ -292,21 +292,19 @@ mod tests {
         for (at, what) in [(n - 8, "CRC"), (n - 4, "length"), (n / 2, "data")] {
             let mut bad = gz.clone();
             bad[at] ^= 0x01;
-            let err = gunzip_if_gzipped(&bad, MAX_GUNZIPPED_BYTES).unwrap_err();
+            let err = gunzip_if_gzipped(bad, MAX_GUNZIPPED_BYTES).unwrap_err();
             assert!(err.contains("corrupt gzip"), "{what}: {err}");
         }
         let mut trailing = gz.clone();
         trailing.extend_from_slice(b"trailing bytes");
-        assert!(gunzip_if_gzipped(&trailing, MAX_GUNZIPPED_BYTES).is_err());
+        assert!(gunzip_if_gzipped(trailing, MAX_GUNZIPPED_BYTES).is_err());
         // Two members are read as one stream (so an IDX file then fails its length check).
         let twice = [gz.clone(), gz.clone()].concat();
         assert_eq!(
-            gunzip_if_gzipped(&twice, MAX_GUNZIPPED_BYTES)
-                .unwrap()
-                .len(),
+            gunzip_if_gzipped(twice, MAX_GUNZIPPED_BYTES).unwrap().len(),
             2 * whole.len()
         );
-        let err = gunzip_if_gzipped(&gz, 1000).unwrap_err();
+        let err = gunzip_if_gzipped(gz, 1000).unwrap_err();
         assert!(err.contains("more than 1000 bytes"), "{err}");
     }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use igpt::Precision;
+use igpt::train::TrainConfig;
 use serde::Deserialize;
 
 pub type B = burn::backend::Flex;
@@ -49,4 +51,39 @@ pub fn ids<BB: Backend>(rows: &[Vec<i64>], range: std::ops::Range<usize>) -> Ten
         TensorData::new(flat, [rows.len(), range.len()]),
         &Default::default(),
     )
+}
+
+/// 8×8 images of horizontal stripes in two shades: easy structure for a tiny model to pick up.
+pub fn stripes(count: usize) -> Vec<Vec<u16>> {
+    (0..count)
+        .map(|i| {
+            let (a, b) = ((i % 4) as u16, 8 + (i % 3) as u16);
+            (0..64)
+                .map(|p| if (p / 8) % 2 == 0 { a } else { b })
+                .collect()
+        })
+        .collect()
+}
+
+/// A short training run's settings, on 8 images a step, with flips and crops.
+pub fn train_config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        data: "synthetic:stripes".into(),
+        limit: None,
+        val: None,
+        batch: 8,
+        steps,
+        lr: 3e-3,
+        warmup: 2,
+        grad_clip: 1.0,
+        flip: true,
+        crop: 1,
+        seed: 3,
+        log_every: 1,
+        eval_every: 1000,
+        eval_images: 8,
+        checkpoint_every: 5,
+        precision: Precision::F32,
+        init: None,
+    }
 }

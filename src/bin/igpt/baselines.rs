@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use igpt::ModelCard;
 use igpt::baselines::{Baselines, baselines};
 use igpt::data::{DataSpec, Split};
 use igpt::store;
-use igpt::{ModelCard, Tokenizer};
 
-use crate::{load_data, tokenize_images};
+use crate::tokenize_all;
 
 #[derive(Args)]
 pub struct BaselinesArgs {
@@ -32,31 +32,6 @@ pub struct BaselinesArgs {
     /// Also store them in this model directory's card (its `baselines` entry), next to its own score.
     #[arg(long, value_name = "MODEL_DIR")]
     record: Option<PathBuf>,
-}
-
-/// Fits the baselines on `train` and scores them on `test` (each cut to its limit), tokenized by
-/// `tokenizer`. Returns them with the two image counts.
-pub(crate) fn measure(
-    (train, train_limit): (&DataSpec, Option<usize>),
-    (test, test_limit): (&DataSpec, Option<usize>),
-    tokenizer: &Tokenizer,
-) -> anyhow::Result<(Baselines, usize, usize)> {
-    let tokens = |spec: &DataSpec, limit| -> anyhow::Result<Vec<Vec<u16>>> {
-        let data = load_data(spec, limit)?;
-        Ok(tokenize_images(
-            &data.images,
-            tokenizer,
-            &format!("tokenizing {spec}"),
-        ))
-    };
-    let (train_ids, test_ids) = (tokens(train, train_limit)?, tokens(test, test_limit)?);
-    let b = baselines(
-        &train_ids,
-        &test_ids,
-        tokenizer.width,
-        tokenizer.palette.len(),
-    )?;
-    Ok((b, train_ids.len(), test_ids.len()))
 }
 
 /// The card's `baselines` entry: the numbers and the splits they come from.
@@ -81,11 +56,10 @@ pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
         })?,
     };
     let tokenizer = store::read_tokenizer(&args.palette)?;
-    let (b, train_images, test_images) = measure(
-        (&train_spec, args.limit),
-        (&args.data, args.limit),
-        &tokenizer,
-    )?;
+    let train = tokenize_all(&train_spec, &tokenizer, args.limit)?;
+    let test = tokenize_all(&args.data, &tokenizer, args.limit)?;
+    let b = baselines(&train, &test, tokenizer.width, tokenizer.palette.len())?;
+    let (train_images, test_images) = (train.len(), test.len());
     if let Some(dir) = &args.record {
         let mut card = ModelCard::read_or(dir, || ModelCard {
             image_height: tokenizer.height,

@@ -135,6 +135,20 @@ pub(crate) fn tokenize_images(
     ids
 }
 
+/// Loads a dataset (its first `limit` images) and tokenizes it with a progress bar.
+pub(crate) fn tokenize_all(
+    spec: &DataSpec,
+    tokenizer: &igpt::Tokenizer,
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Vec<u16>>> {
+    let data = load_data(spec, limit)?;
+    Ok(tokenize_images(
+        &data.images,
+        tokenizer,
+        &format!("tokenizing {spec}"),
+    ))
+}
+
 /// The labelled images `probe` and `finetune` fit on and are scored on.
 #[derive(clap::Args)]
 pub(crate) struct LabelledSplits {

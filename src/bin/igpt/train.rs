@@ -12,12 +12,12 @@ use igpt::eval::sequence_nll;
 use igpt::run::{self, Checkpoint};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::{self, Event, Start, TrainConfig};
-use igpt::{ImageGptConfig, Precision, Tokenizer};
+use igpt::{ImageGptConfig, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::{baselines, history};
-use crate::{load_data, progress, tokenize_images};
+use crate::{progress, tokenize_all};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -115,20 +115,6 @@ pub struct ExportArgs {
     note: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
-}
-
-/// Loads a dataset (its first `limit` images) and tokenizes it with a progress bar.
-fn tokenize_all(
-    spec: &DataSpec,
-    tokenizer: &Tokenizer,
-    limit: Option<usize>,
-) -> anyhow::Result<Vec<Vec<u16>>> {
-    let data = load_data(spec, limit)?;
-    Ok(tokenize_images(
-        &data.images,
-        tokenizer,
-        &format!("tokenizing {spec}"),
-    ))
 }
 
 impl BackendJob for TrainArgs {
@@ -333,14 +319,13 @@ impl BackendJob for ExportArgs {
             .insert("test_data".into(), test.to_string().into());
         // The bars this model had to clear, on the same test images.
         let train_data: DataSpec = config.data.parse()?;
-        let (b, _, test_images) = baselines::measure(
-            (&train_data, config.limit),
-            (&test, self.limit),
-            &written.tokenizer(),
-        )?;
+        let tokenizer = written.tokenizer();
+        let train_ids = tokenize_all(&train_data, &tokenizer, config.limit)?;
+        let b =
+            igpt::baselines::baselines(&train_ids, &ids, tokenizer.width, tokenizer.palette.len())?;
         card.extra.insert(
             "baselines".into(),
-            baselines::card_entry(&b, &train_data, &test, test_images),
+            baselines::card_entry(&b, &train_data, &test, ids.len()),
         );
         training["parameters"] = stored.config.num_params().into();
         training["weights"] = if self.f16 { "f16" } else { "f32" }.into();
