@@ -233,7 +233,9 @@ pub fn train<B: AutodiffBackend>(
 
         // Checkpoint steps always read the loss, so a NaN is caught before it could be saved.
         let checkpointing = state.step % config.checkpoint_every == 0 || state.step == config.steps;
-        if !checkpointing && state.step % config.log_every != 0 {
+        let validating =
+            !val.is_empty() && (state.step % config.eval_every == 0 || state.step == config.steps);
+        if !checkpointing && !validating && state.step % config.log_every != 0 {
             continue;
         }
         let loss: f64 = out.losses.total.into_scalar().elem();
@@ -258,7 +260,7 @@ pub fn train<B: AutodiffBackend>(
             tokens_per_second,
         });
         let mut val_bits = None;
-        if !val.is_empty() && (state.step % config.eval_every == 0 || state.step == config.steps) {
+        if validating {
             let subset = &val[..config.eval_images.clamp(1, val.len())];
             let bits = sequence_nll(&model.valid(), subset, config.batch, |_| {})?.bits_per_token;
             (val_bits, state.last_val_bits) = (Some(bits), Some(bits));

@@ -94,6 +94,43 @@ fn a_few_steps_lower_the_loss() {
     );
 }
 
+/// Validation runs every `eval_every` steps even when those steps are not logging or checkpoint
+/// steps, and its rows reach log.csv.
+#[test]
+fn validation_runs_on_its_own_schedule() {
+    let data = stripes(16);
+    let run = tempfile::tempdir().unwrap();
+    let mut validated = Vec::new();
+    train::train(
+        run.path(),
+        &TrainConfig {
+            log_every: 10,
+            eval_every: 7,
+            checkpoint_every: 100,
+            ..config(21)
+        },
+        Start::Model(tiny::<A>(2)),
+        &data,
+        &data[..8],
+        |e| {
+            if let Event::Validation { step, .. } = e {
+                validated.push(step);
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(validated, [7, 14, 21]);
+    let log = std::fs::read_to_string(run.path().join("log.csv")).unwrap();
+    let with_val: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter(|row| !row.split(',').nth(6).unwrap().is_empty())
+        .map(|row| row.split(',').next().unwrap())
+        .collect();
+    assert_eq!(with_val, ["7", "14", "21"], "{log}");
+}
+
 /// Mixed precision (products in bf16 or f16, f32 weights) learns as f32 does from the same start, and
 /// the run records it; the model handed back computes in f32 again.
 #[test]

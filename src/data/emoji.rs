@@ -1,11 +1,12 @@
 //! Colour emoji from a colour bitmap font (Debian's `fonts-noto-color-emoji` by default): every glyph's
 //! PNG bitmap (CBDT or sbix, read with ttf-parser), composited on white, centred in a white square and
-//! area-averaged down to `EMOJI_SIZE`. Exact duplicates are dropped; the split is fixed by the glyph id
-//! (test: `crc32(decimal id) % 10 == 0`), as in `shared/bench/emoji_baselines.py`. Unlabelled: every
-//! image has label 0.
+//! area-averaged down to `EMOJI_SIZE`. Exact duplicates are dropped. Unlabelled: every image has label 0.
 //!
-//! Skin-tone variants of one emoji are separate glyphs and can land on both sides of the split, which
-//! flatters test scores a little; grouping them would need the font's GSUB ligatures (not read yet).
+//! The split is fixed by glyph id, as in `shared/bench/emoji_baselines.py` (test: `crc32(decimal id)
+//! % 10 == 0`), with one change: skin-tone variants are near-duplicates, and one on each side of the
+//! split would flatter test scores. The font's GSUB ligatures name each variant's components
+//! (👋🏽 = 👋 + 🏽), so glyphs whose components match once the five skin-tone modifiers are dropped
+//! form a group, and the whole group is split by the smallest glyph id in it.
 
 use std::path::Path;
 
@@ -31,22 +32,12 @@ pub(super) fn load(font: &Path, split: Split) -> Result<Dataset> {
     })?;
     let face = ttf_parser::Face::parse(&bytes, 0)
         .map_err(|e| Error::format(font, format!("not a font: {e}")))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut images = Vec::new();
-    for id in 0..face.number_of_glyphs() {
-        let Some(glyph) = face.glyph_raster_image(ttf_parser::GlyphId(id), u16::MAX) else {
-            continue;
-        };
-        if glyph.format != ttf_parser::RasterImageFormat::PNG {
-            continue;
-        }
-        let image = square_on_white(glyph.data, EMOJI_SIZE)
-            .map_err(|e| Error::format(font, format!("glyph {id}: {e}")))?;
-        let in_test = crc32(id.to_string().as_bytes()).is_multiple_of(10);
-        if seen.insert(image.pixels.clone()) && in_test == (split == Split::Test) {
-            images.push(image);
-        }
-    }
+    let split_id = skin_tone_groups(&face);
+    let images: Vec<Raster> = distinct_glyphs(font, &face)?
+        .into_iter()
+        .filter(|(id, _)| is_test(split_id[*id as usize]) == (split == Split::Test))
+        .map(|(_, image)| image)
+        .collect();
     if images.is_empty() {
         return Err(Error::format(
             font,
@@ -58,6 +49,82 @@ pub(super) fn load(font: &Path, split: Split) -> Result<Dataset> {
         classes: vec!["emoji".into()],
         images,
     })
+}
+
+/// Every colour bitmap glyph as an image, with its glyph id; exact duplicates after resizing are
+/// dropped (the first, by glyph id, is kept).
+fn distinct_glyphs(font: &Path, face: &ttf_parser::Face) -> Result<Vec<(u16, Raster)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut images = Vec::new();
+    for id in 0..face.number_of_glyphs() {
+        let Some(glyph) = face.glyph_raster_image(ttf_parser::GlyphId(id), u16::MAX) else {
+            continue;
+        };
+        if glyph.format != ttf_parser::RasterImageFormat::PNG {
+            continue;
+        }
+        let image = square_on_white(glyph.data, EMOJI_SIZE)
+            .map_err(|e| Error::format(font, format!("glyph {id}: {e}")))?;
+        if seen.insert(image.pixels.clone()) {
+            images.push((id, image));
+        }
+    }
+    Ok(images)
+}
+
+/// The reference's split rule, applied to the id a glyph's split is decided by.
+fn is_test(split_id: u16) -> bool {
+    crc32(split_id.to_string().as_bytes()).is_multiple_of(10)
+}
+
+/// For every glyph, the id its split is decided by: the smallest id among the glyphs that are the
+/// same emoji up to skin tone (itself when the font has no such variants of it).
+fn skin_tone_groups(face: &ttf_parser::Face) -> Vec<u16> {
+    use std::collections::HashMap;
+    use ttf_parser::gsub::SubstitutionSubtable;
+    let glyphs = face.number_of_glyphs();
+    // U+1F3FB..U+1F3FF, the Fitzpatrick modifiers.
+    let tones: Vec<u16> = ('\u{1F3FB}'..='\u{1F3FF}')
+        .filter_map(|c| face.glyph_index(c).map(|g| g.0))
+        .collect();
+    // Each ligature glyph's components, in order (the first one is the coverage glyph).
+    let mut components: HashMap<u16, Vec<u16>> = HashMap::new();
+    if let Some(gsub) = face.tables().gsub {
+        for lookup in gsub.lookups {
+            for subtable in lookup.subtables.into_iter::<SubstitutionSubtable>() {
+                let SubstitutionSubtable::Ligature(ligatures) = subtable else {
+                    continue;
+                };
+                for first in 0..glyphs {
+                    let Some(set) = ligatures
+                        .coverage
+                        .get(ttf_parser::GlyphId(first))
+                        .and_then(|i| ligatures.ligature_sets.get(i))
+                    else {
+                        continue;
+                    };
+                    for ligature in set {
+                        let parts = std::iter::once(first)
+                            .chain(ligature.components.into_iter().map(|g| g.0));
+                        components
+                            .entry(ligature.glyph.0)
+                            .or_insert(parts.collect());
+                    }
+                }
+            }
+        }
+    }
+    // A glyph's key: its components (a plain glyph is its own only component), tones left out.
+    let key = |id: u16| -> Vec<u16> {
+        let parts = components.get(&id).cloned().unwrap_or_else(|| vec![id]);
+        let kept: Vec<u16> = parts.into_iter().filter(|g| !tones.contains(g)).collect();
+        if kept.is_empty() { vec![id] } else { kept }
+    };
+    let mut smallest: HashMap<Vec<u16>, u16> = HashMap::new();
+    for id in 0..glyphs {
+        smallest.entry(key(id)).or_insert(id);
+    }
+    (0..glyphs).map(|id| smallest[&key(id)]).collect()
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -168,11 +235,44 @@ mod tests {
             load(font, Split::Train).unwrap(),
             load(font, Split::Test).unwrap(),
         );
-        // shared/bench/emoji_baselines.py on the same font: 3,926 bitmaps, 10 duplicates, 3,537 / 379.
-        assert_eq!((train.len(), test.len()), (3_537, 379));
+        // shared/bench/emoji_baselines.py on the same font: 3,926 bitmaps, 10 duplicates, split 3,537 /
+        // 379 by glyph id alone. With skin-tone variants kept together: 3,571 / 345.
+        let bytes = std::fs::read(font).unwrap();
+        let glyphs = distinct_glyphs(font, &ttf_parser::Face::parse(&bytes, 0).unwrap()).unwrap();
+        let by_id_alone = glyphs.iter().filter(|(id, _)| is_test(*id)).count();
+        assert_eq!((glyphs.len(), by_id_alone), (3_916, 379));
+        assert_eq!((train.len(), test.len()), (3_571, 345));
         let first = &train.images[0];
         assert_eq!((first.width, first.height, first.channels), (32, 32, 3));
         // The corner is background: white.
         assert_eq!(&first.pixels[..3], &[255, 255, 255]);
+    }
+
+    #[test]
+    fn skin_tone_variants_share_a_split_id() {
+        let bytes = std::fs::read(NOTO_COLOR_EMOJI).unwrap();
+        let face = ttf_parser::Face::parse(&bytes, 0).unwrap();
+        let split_id = skin_tone_groups(&face);
+        let mut groups = std::collections::BTreeMap::<u16, Vec<u16>>::new();
+        for (id, &by) in split_id.iter().enumerate() {
+            groups.entry(by).or_default().push(id as u16);
+        }
+        // Waving hand: the plain glyph and its five tones, and nothing else.
+        let wave = face.glyph_index('\u{1F44B}').unwrap().0;
+        let group = &groups[&split_id[wave as usize]];
+        assert_eq!(group.len(), 6, "{group:?}");
+        let tone = face.glyph_index('\u{1F3FD}').unwrap().0;
+        assert_eq!(
+            split_id[tone as usize], tone,
+            "a modifier alone is its own emoji"
+        );
+        // By glyph id alone, most groups would have had members on both sides of the split.
+        let test = is_test;
+        let several: Vec<_> = groups.values().filter(|g| g.len() > 1).collect();
+        let straddling = several
+            .iter()
+            .filter(|g| g.iter().any(|&id| test(id)) && !g.iter().all(|&id| test(id)))
+            .count();
+        assert_eq!((several.len(), straddling), (332, 158));
     }
 }
