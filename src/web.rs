@@ -38,7 +38,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Runs up to `steps` steps, then reads the new tokens back (the only host round trip).
-    async fn advance(&mut self, steps: usize) -> Result<Vec<u16>, JsError> {
+    async fn advance(&mut self, steps: usize) -> Result<(), JsError> {
         let generation = self
             .generation
             .as_mut()
@@ -53,11 +53,15 @@ impl<B: Backend> Engine<B> {
                 .map_err(|e| JsError::new(&format!("reading tokens back failed: {e:?}")))?;
             generation.absorb(data)?;
         }
-        Ok(generation.sequences().concat())
+        Ok(())
     }
 
     fn is_done(&self) -> bool {
         self.generation.as_ref().is_none_or(Generation::is_done)
+    }
+
+    fn sequences(&self) -> &[Vec<u16>] {
+        self.generation.as_ref().map_or(&[], |g| g.sequences())
     }
 }
 
@@ -161,25 +165,73 @@ impl ImageGpt {
         top_p: f32,
         seed: u32,
     ) -> Result<(), JsError> {
+        self.start_each(prefix.repeat(count), count, temperature, top_k, top_p, seed)
+    }
+
+    /// Starts `count` images, each continuing its own prefix: `prefixes` holds `count` prefixes of one
+    /// length, one after another (as `tokens()` returns them, so a generation can go on elsewhere, e.g.
+    /// on the CPU after the GPU was lost).
+    pub fn start_each(
+        &mut self,
+        prefixes: Vec<u16>,
+        count: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<(), JsError> {
+        if count == 0 || !prefixes.len().is_multiple_of(count) {
+            return Err(JsError::new(&format!(
+                "{} prefix tokens do not split into {count} prefixes of one length",
+                prefixes.len()
+            )));
+        }
         let config = SamplingConfig {
             temperature,
             top_k: (top_k > 0).then_some(top_k),
             top_p: (top_p > 0.0 && top_p < 1.0).then_some(top_p),
         };
-        let prefixes = vec![prefix; count];
+        let length = prefixes.len() / count;
+        let prefixes: Vec<Vec<u16>> = (0..count)
+            .map(|i| prefixes[i * length..(i + 1) * length].to_vec())
+            .collect();
         match &mut self.engine {
             Backends::Gpu(e) => e.start(prefixes, config, seed as u64),
             Backends::Cpu(e) => e.start(prefixes, config, seed as u64),
         }
     }
 
-    /// Draws up to `steps` more tokens per image and returns every image's tokens so far, concatenated
-    /// (`count` runs of equal length).
-    pub async fn advance(&mut self, steps: usize) -> Result<Vec<u16>, JsError> {
+    /// Draws up to `steps` more tokens per image; returns how many tokens each image has now.
+    pub async fn advance(&mut self, steps: usize) -> Result<usize, JsError> {
         match &mut self.engine {
-            Backends::Gpu(e) => e.advance(steps).await,
-            Backends::Cpu(e) => e.advance(steps).await,
+            Backends::Gpu(e) => e.advance(steps).await?,
+            Backends::Cpu(e) => e.advance(steps).await?,
         }
+        Ok(self.sequences().first().map_or(0, Vec::len))
+    }
+
+    /// Every image's tokens so far, concatenated (`count` runs of equal length).
+    pub fn tokens(&self) -> Vec<u16> {
+        self.sequences().concat()
+    }
+
+    /// RGBA pixels of rows `first..last` of every image in the generation, one image after another:
+    /// what a page paints as rows arrive, without handing the token history back and forth. Pixels
+    /// not drawn yet are transparent.
+    pub fn rows_rgba(&self, first: usize, last: usize) -> Result<Vec<u8>, JsError> {
+        let width = self.tokenizer.width;
+        let last = last.min(self.tokenizer.height);
+        let first = first.min(last);
+        let mut rgba = Vec::with_capacity(self.sequences().len() * (last - first) * width * 4);
+        for sequence in self.sequences() {
+            let mut rows = vec![0u8; (last - first) * width * 4];
+            let drawn = sequence.get(first * width..).unwrap_or(&[]);
+            for (px, &id) in rows.chunks_exact_mut(4).zip(drawn) {
+                px.copy_from_slice(self.colour(id)?);
+            }
+            rgba.extend_from_slice(&rows);
+        }
+        Ok(rgba)
     }
 
     /// Samples `count` whole images in one call: every image's tokens, concatenated.
@@ -208,7 +260,8 @@ impl ImageGpt {
         self.start(count, prefix, temperature, top_k, top_p, seed)?;
         let total = self.tokenizer.width * self.tokenizer.height;
         // One readback at the end: the whole image is drawn on the device.
-        self.advance(total).await
+        self.advance(total).await?;
+        Ok(self.tokens())
     }
 
     pub fn done(&self) -> bool {
@@ -224,10 +277,7 @@ impl ImageGpt {
         let total = self.tokenizer.width * self.tokenizer.height;
         let mut rgba = vec![0u8; total * 4];
         for (px, &id) in rgba.chunks_exact_mut(4).zip(ids.iter().take(total)) {
-            let colour = self.colours.get(id as usize).ok_or_else(|| {
-                JsError::new(&format!("token {id} is not a colour of this palette"))
-            })?;
-            px.copy_from_slice(colour);
+            px.copy_from_slice(self.colour(id)?);
         }
         Ok(rgba)
     }
@@ -253,6 +303,21 @@ impl ImageGpt {
         let image =
             Raster::new(width, height, 3, rgb)?.with_channels(self.tokenizer.palette.channels());
         Ok(self.tokenizer.tokenize(&image))
+    }
+}
+
+impl ImageGpt {
+    fn sequences(&self) -> &[Vec<u16>] {
+        match &self.engine {
+            Backends::Gpu(e) => e.sequences(),
+            Backends::Cpu(e) => e.sequences(),
+        }
+    }
+
+    fn colour(&self, id: u16) -> Result<&[u8; 4], JsError> {
+        self.colours
+            .get(id as usize)
+            .ok_or_else(|| JsError::new(&format!("token {id} is not a colour of this palette")))
     }
 }
 

@@ -40,3 +40,43 @@ fn every_listed_model_loads_and_scores_near_its_card() {
         );
     }
 }
+
+/// The page trusts a model file only when it matches models/index.json (size and sha256), so the index
+/// must describe the files as shipped: `scripts/index-models.py` rewrites it.
+#[test]
+fn the_index_gives_every_model_file_its_size_and_hash() {
+    use sha2::{Digest, Sha256};
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let index: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
+    for entry in index {
+        let dir = models.join(entry["path"].as_str().unwrap());
+        let files = entry["files"]
+            .as_object()
+            .expect("each entry lists its files");
+        for name in [
+            "model.safetensors",
+            "config.json",
+            "preprocessor_config.json",
+        ] {
+            assert!(
+                files.contains_key(name),
+                "{}: {name} is not listed",
+                dir.display()
+            );
+        }
+        for (name, listed) in files {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let hash: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                (listed["size"].as_u64(), listed["sha256"].as_str()),
+                (Some(bytes.len() as u64), Some(hash.as_str())),
+                "{}/{name} differs from models/index.json: run scripts/index-models.py",
+                dir.display()
+            );
+        }
+    }
+}

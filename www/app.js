@@ -1,12 +1,26 @@
-// The page: loads a model from models/, samples a gallery row by row, completes images, shows the card.
-// All model work goes through the wasm class ImageGpt (src/web.rs); this file only drives and paints.
+// The page: lays out, paints and takes input. The model runs in a Web Worker (worker.js), which sends
+// the RGBA of each new row; this thread never touches weights or tokens' colours, so it stays responsive.
+
+import { verifiedBytes, DownloadError } from "./weights.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // What the end-to-end tests read; also handy in the console.
-const state = (window.igptState = { model: null, backend: null, galleryDone: false, completionDone: false, completion: null, errors: [] });
-let igpt = null;
-let current = null; // the running generation: { cancelled, finished }
+const state = (window.igptState = {
+  model: null, backend: null, galleryDone: false, completionDone: false, completion: null, errors: [],
+  longTasks: [], loadedAt: null, gpuLost: false,
+});
+let engine = null; // { worker: ModelWorker, width, height, card }
+let current = null; // the running generation: { stop(), finished }
+
+// Main-thread tasks over 50 ms (the e2e suite checks there are none while the model samples).
+try {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) state.longTasks.push({ start: e.startTime, duration: e.duration });
+  }).observe({ type: "longtask", buffered: true });
+} catch {
+  // Browsers without long-task timing: nothing to record.
+}
 
 function status(text, isError = false) {
   $("status").textContent = text;
@@ -14,95 +28,164 @@ function status(text, isError = false) {
   if (isError) state.errors.push(text);
 }
 
-async function bindings() {
-  if (window.wasmBindings) return window.wasmBindings;
-  return new Promise((resolve) =>
-    addEventListener("TrunkApplicationStarted", () => resolve(window.wasmBindings), { once: true }));
+/// The model's worker, behind promises: `call` for request/reply messages, `generate` for a stream of rows.
+class ModelWorker {
+  constructor() {
+    this.worker = new Worker("worker.js", { type: "module" });
+    this.pending = new Map();
+    this.runs = new Map();
+    this.next = 1;
+    this.worker.onmessage = ({ data }) => this.receive(data);
+    this.worker.onerror = (e) => this.failAll(e.message || "the model's worker stopped");
+  }
+
+  receive(m) {
+    if (m.type === "progress") {
+      $("progress").value = m.fraction;
+      status(m.text);
+    } else if (m.type === "reply" || (m.type === "failed" && m.call)) {
+      const p = this.pending.get(m.call);
+      this.pending.delete(m.call);
+      if (m.type === "reply") p?.resolve(m);
+      else p?.reject(Object.assign(new Error(m.message), { retry: m.retry }));
+    } else {
+      const run = this.runs.get(m.run);
+      if (!run) return;
+      if (m.type === "rows") run.onRows(m);
+      else {
+        this.runs.delete(m.run);
+        if (m.type === "failed") run.reject(new Error(m.message));
+        else run.resolve(m); // finished or gpuLost
+      }
+    }
+  }
+
+  failAll(message) {
+    for (const p of [...this.pending.values(), ...this.runs.values()]) p.reject(new Error(message));
+    this.pending.clear();
+    this.runs.clear();
+  }
+
+  call(message, transfer = []) {
+    const call = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(call, { resolve, reject });
+      this.worker.postMessage({ ...message, call }, transfer);
+    });
+  }
+
+  generate(message, onRows) {
+    const run = this.next++;
+    return new Promise((resolve, reject) => {
+      this.runs.set(run, { resolve, reject, onRows });
+      this.worker.postMessage({ ...message, type: "generate", run });
+    });
+  }
+
+  stop() {
+    this.worker.postMessage({ type: "stop" });
+  }
+
+  terminate() {
+    this.worker.terminate();
+    this.failAll("stopped");
+  }
 }
 
-async function webgpuAdapter() {
-  if (params.get("backend") === "cpu" || !navigator.gpu) return null;
+/// The adapter, if WebGPU is there and can hold the model's largest buffers; else null and the reason.
+async function webgpuAdapter(config) {
+  if (params.get("backend") === "cpu") return { adapter: null, why: "the CPU was asked for" };
+  if (!navigator.gpu) return { adapter: null, why: "WebGPU unavailable" };
+  let adapter = null;
   try {
-    return await navigator.gpu.requestAdapter();
+    adapter = await navigator.gpu.requestAdapter();
   } catch {
-    return null;
+    // handled below
+  }
+  if (!adapter) return { adapter: null, why: "WebGPU unavailable" };
+  // The largest buffers: the token embedding, and a layer's key or value cache for a batch of 64.
+  const need = 4 * Math.max(config.vocab_size * config.n_embd, 64 * config.n_positions * config.n_embd);
+  // Test hook (?gpu-buffer-limit=BYTES): pretend the adapter allows less.
+  const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize,
+    Number(params.get("gpu-buffer-limit")) || Infinity);
+  if (limit < need) {
+    return { adapter: null, why: `this GPU's buffers are limited to ${(limit / 1048576).toFixed(1)} MB and the model needs ${(need / 1048576).toFixed(1)} MB` };
+  }
+  return { adapter, why: null };
+}
+
+const backendName = () => (state.backend === "webgpu" ? "WebGPU" : `CPU (${state.cpuReason})`);
+
+async function modelEntry() {
+  const response = await fetch("models/index.json", { cache: "no-store" });
+  if (!response.ok) throw new Error(`models/index.json: HTTP ${response.status}`);
+  const models = await response.json();
+  const name = params.get("model") || models[0]?.path;
+  if (!name) throw new Error("No model is bundled with this site yet: export one into models/ (see README).");
+  showModelPicker(models, name);
+  return { name, files: models.find((m) => m.path === name)?.files };
+}
+
+/// Starts a worker with the model on WebGPU or the CPU; the weights come from the cache when they can.
+async function startEngine(name, files, webgpu) {
+  const base = `models/${name.replace(/\/?$/, "/")}`;
+  const wanted = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json"];
+  const worker = new ModelWorker();
+  try {
+    const loaded = await worker.call({ type: "load", base, webgpu,
+      files: Object.fromEntries(wanted.map((f) => [f, files?.[f] ?? null])) });
+    return { worker, ...loaded };
+  } catch (e) {
+    worker.terminate();
+    throw e;
   }
 }
 
-async function fetchBytes(url, onProgress) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  const total = Number(response.headers.get("content-length")) || 0;
-  const reader = response.body.getReader();
-  const chunks = [];
-  let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    received += value.length;
-    if (total) onProgress(received / total);
+async function loadModel() {
+  const { name, files } = await modelEntry();
+  state.model = name;
+  // The config is small: read it first, to know whether the GPU can hold the model before downloading.
+  const base = `models/${name.replace(/\/?$/, "/")}`;
+  const configBytes = await verifiedBytes(base + "config.json", files?.["config.json"], () => {});
+  if (!configBytes) throw new Error(`Could not load the model "${name}": ${base}config.json: not found`);
+  const config = JSON.parse(new TextDecoder().decode(configBytes));
+  const { adapter, why } = await webgpuAdapter(config);
+  state.cpuReason = why;
+  status(`Downloading ${name}…`);
+  try {
+    engine = await startEngine(name, files, adapter !== null);
+  } catch (e) {
+    const error = new Error(`Could not load the model "${name}": ${e.message ?? e}`);
+    error.retry = e.retry || e instanceof DownloadError;
+    throw error;
   }
-  const bytes = new Uint8Array(received);
-  let offset = 0;
-  for (const c of chunks) { bytes.set(c, offset); offset += c.length; }
-  return bytes;
-}
-
-async function fetchText(url, optional = false) {
-  const response = await fetch(url);
-  if (!response.ok) {
-    if (optional) return undefined;
-    throw new Error(`${url}: HTTP ${response.status}`);
-  }
-  return response.text();
+  state.backend = engine.backend;
+  const info = adapter?.info ?? {};
+  state.adapter = adapter ? `${info.vendor ?? ""} ${info.architecture ?? ""}`.trim() || "WebGPU" : null;
+  state.loadedAt = performance.now();
+  return name;
 }
 
 /// With more than one bundled model, a menu to switch (it reloads the page with ?model=NAME).
 function showModelPicker(models, selected) {
   if (models.length < 2) return;
   const select = $("model");
+  select.replaceChildren();
   for (const m of models) select.append(new Option(m.label ?? m.path, m.path, false, m.path === selected));
-  select.addEventListener("change", () => {
+  select.onchange = () => {
     params.set("model", select.value);
     location.search = params.toString();
-  });
+  };
   $("model-picker").hidden = false;
-}
-
-async function loadModel(ImageGpt) {
-  const models = JSON.parse(await fetchText("models/index.json"));
-  const name = params.get("model") || models[0]?.path;
-  if (!name) throw new Error("No model is bundled with this site yet: export one into models/ (see README).");
-  showModelPicker(models, name);
-  state.model = name;
-  const base = `models/${name.replace(/\/?$/, "/")}`;
-  const adapter = await webgpuAdapter();
-  status(`Downloading ${name}…`);
-  let model;
-  try {
-    const weights = await fetchBytes(base + "model.safetensors", (f) => ($("progress").value = f));
-    const [config, preprocessor, card] = await Promise.all([
-      fetchText(base + "config.json"),
-      fetchText(base + "preprocessor_config.json"),
-      fetchText(base + "card.json", true),
-    ]);
-    status("Starting the model…");
-    model = await ImageGpt.load(weights, config, preprocessor, card, adapter !== null);
-  } catch (e) {
-    throw new Error(`Could not load the model "${name}": ${e.message ?? e}`);
-  }
-  state.backend = model.backend();
-  const info = adapter?.info ?? {};
-  state.adapter = adapter ? `${info.vendor ?? ""} ${info.architecture ?? ""}`.trim() || "WebGPU" : null;
-  return { model, name };
 }
 
 function canvasFor(container, caption) {
   const figure = document.createElement("figure");
   const canvas = document.createElement("canvas");
-  canvas.width = igpt.width();
-  canvas.height = igpt.height();
+  canvas.width = engine.width;
+  canvas.height = engine.height;
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", caption ?? "sample");
   figure.append(canvas);
   if (caption) {
     const fc = document.createElement("figcaption");
@@ -113,49 +196,78 @@ function canvasFor(container, caption) {
   return canvas;
 }
 
-function paint(canvas, ids) {
-  const rgba = igpt.render(ids);
-  const image = new ImageData(new Uint8ClampedArray(rgba), canvas.width, canvas.height);
-  canvas.getContext("2d").putImageData(image, 0, 0);
+/// Paints `rows` of RGBA (whole rows) onto a canvas, starting at row `first`.
+function paintRows(canvas, rgba, first) {
+  const rows = rgba.length / (4 * canvas.width);
+  if (rows < 1) return;
+  const image = new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), canvas.width, rows);
+  canvas.getContext("2d").putImageData(image, 0, first);
 }
 
 async function stopCurrent() {
   if (!current) return;
-  current.cancelled = true;
+  current.stop();
   await current.finished;
 }
 
-/// Generates `count` images continuing `prefix`, painting each chunk of rows as it arrives.
+function settings() {
+  return {
+    temperature: Number($("temperature").value),
+    topK: Number($("top-k").value),
+    seed: Number($("seed").value) >>> 0,
+  };
+}
+
+/// Generates one image per canvas, each continuing its prefix, painting rows as the worker sends them.
+/// If the GPU is lost, it goes on from the rows drawn so far on the CPU.
 async function generate(canvases, prefix, label) {
   await stopCurrent();
   let finish;
-  const run = (current = { cancelled: false, finished: new Promise((r) => (finish = r)) });
+  let stopped = false;
+  const run = (current = { stop: () => { stopped = true; engine.worker.stop(); }, finished: new Promise((r) => (finish = r)) });
+  const count = canvases.length;
+  const total = engine.width * engine.height;
+  let prefixes = Array.from({ length: count }, () => prefix).flat();
   try {
-    const count = canvases.length;
-    const total = igpt.width() * igpt.height();
-    const temperature = Number($("temperature").value);
-    const topK = Number($("top-k").value);
-    igpt.start(count, prefix, temperature, topK, 0, Number($("seed").value) >>> 0);
-    const began = performance.now();
-    let drawn = prefix.length;
-    while (!igpt.done() && !run.cancelled) {
-      const ids = await igpt.advance(igpt.width());
-      const perImage = ids.length / count;
-      canvases.forEach((c, i) => paint(c, ids.slice(i * perImage, (i + 1) * perImage)));
-      // Milliseconds from navigation to the first painted row (reported by the e2e tests).
-      state.firstRowMs ??= performance.now();
-      drawn = perImage;
-      const rate = ((drawn - prefix.length) * count) / ((performance.now() - began) / 1000);
-      $("progress").value = drawn / total;
-      status(`${label}: ${drawn}/${total} pixels, ${rate.toFixed(0)} tokens/s on ${state.backend === "webgpu" ? "WebGPU" : "CPU (WebGPU unavailable)"}`);
-      state.tokensPerSecond = rate;
+    for (;;) {
+      const result = await engine.worker.generate({ count, prefixes, ...settings(),
+        loseGpuAfterRow: params.has("lose-gpu-after-row") && state.backend === "webgpu" ? Number(params.get("lose-gpu-after-row")) : undefined },
+      ({ first, rgba, drawn, tokensPerSecond }) => {
+        const each = rgba.length / count;
+        canvases.forEach((c, i) => paintRows(c, rgba.subarray(i * each, (i + 1) * each), first));
+        // Milliseconds from navigation to the first painted row (reported by the e2e tests).
+        state.firstRowMs ??= performance.now();
+        state.tokensPerSecond = tokensPerSecond;
+        $("progress").value = drawn / total;
+        status(`${label}: ${drawn}/${total} pixels, ${tokensPerSecond.toFixed(0)} tokens/s on ${backendName()}`);
+      });
+      if (result.type === "gpuLost") {
+        prefixes = result.tokens;
+        await continueOnCpu(prefixes.length / count);
+        if (stopped) break;
+        continue;
+      }
+      state.lastTokens = result.tokens;
+      break;
     }
-    if (run.cancelled) status(`${label}: stopped.`);
-    return !run.cancelled;
+    if (stopped) status(`${label}: stopped.`);
+    return !stopped;
   } finally {
     finish();
     if (current === run) current = null;
   }
+}
+
+/// The GPU device was lost: the page says so, and a CPU worker (weights from the cache) takes over.
+async function continueOnCpu(drawn) {
+  state.gpuLost = true;
+  engine.worker.terminate();
+  status(`The GPU was lost after ${drawn} pixels; going on with the CPU…`);
+  const { name, files } = await modelEntry();
+  state.cpuReason = "the GPU was lost";
+  engine = await startEngine(name, files, false);
+  state.backend = engine.backend;
+  showCard(name, engine.card);
 }
 
 async function sampleGallery() {
@@ -163,23 +275,27 @@ async function sampleGallery() {
   const gallery = $("gallery");
   gallery.replaceChildren();
   const count = Math.max(1, Math.min(64, Number($("count").value) || 1));
-  const canvases = Array.from({ length: count }, () => canvasFor(gallery));
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(gallery, null));
+  canvases.forEach((c, i) => c.setAttribute("aria-label", `sample ${i + 1}`));
   if (await generate(canvases, [], "Sampling")) state.galleryDone = true;
 }
 
-async function complete(ids) {
+/// Completes an image (its tokens and the RGBA of its quantised pixels, from the worker).
+async function complete({ ids, rgba }) {
   state.completionDone = false;
-  const width = igpt.width();
-  const rows = Math.max(1, Math.min(igpt.height() - 1, Number($("rows").value) || 1));
+  const { width, height } = engine;
+  const rows = Math.max(1, Math.min(height - 1, Number($("rows").value) || 1));
   const prefix = ids.slice(0, rows * width);
+  const given = rgba.subarray(0, rows * width * 4);
   const out = $("completion");
   out.replaceChildren();
-  paint(canvasFor(out, "what the model sees"), ids);
-  paint(canvasFor(out, `given: ${rows} rows`), prefix);
+  paintRows(canvasFor(out, "what the model sees"), rgba, 0);
+  paintRows(canvasFor(out, `given: ${rows} rows`), given, 0);
   const n = Math.max(1, Math.min(16, Number($("completions").value) || 1));
   const canvases = Array.from({ length: n }, (_, i) => canvasFor(out, `completion ${i + 1}`));
+  for (const c of canvases) paintRows(c, given, 0);
   if (await generate(canvases, prefix, "Completing")) {
-    state.completion = { rows, width, prefix: Array.from(prefix) };
+    state.completion = { rows, width, prefix };
     state.completionDone = true;
   }
 }
@@ -192,30 +308,56 @@ async function tokensOfFile(file) {
   if (file.size > MAX_UPLOAD_MB * 1024 * 1024) {
     throw new Error(`the file is ${Math.round(file.size / 1048576)} MB; the limit is ${MAX_UPLOAD_MB} MB`);
   }
-  const bytes = new Uint8Array(await file.arrayBuffer());
-  return igpt.tokenize(bytes);
+  const bytes = await file.arrayBuffer();
+  return engine.worker.call({ type: "tokenize", bytes }, [bytes]);
 }
 
+async function tokensOfExample(file) {
+  const response = await fetch(`examples/${file}`);
+  if (!response.ok) throw new Error(`examples/${file}: HTTP ${response.status}`);
+  const bytes = await response.arrayBuffer();
+  return engine.worker.call({ type: "tokenize", bytes }, [bytes]);
+}
+
+/// The drawing pad: a pointer draws; from the keyboard, arrow keys move the pen and draw, Delete clears.
 function setUpDrawing() {
   const pad = $("draw");
   const ctx = pad.getContext("2d");
   const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
   clear();
+  const dotAt = (x, y) => {
+    ctx.fillStyle = "#fff";
+    ctx.beginPath();
+    ctx.arc(x, y, 6, 0, 7);
+    ctx.fill();
+  };
   let down = false;
   const dot = (e) => {
     const r = pad.getBoundingClientRect();
-    ctx.fillStyle = "#fff";
-    ctx.beginPath();
-    ctx.arc(((e.clientX - r.left) / r.width) * pad.width, ((e.clientY - r.top) / r.height) * pad.height, 6, 0, 7);
-    ctx.fill();
+    dotAt(((e.clientX - r.left) / r.width) * pad.width, ((e.clientY - r.top) / r.height) * pad.height);
   };
   pad.addEventListener("pointerdown", (e) => { down = true; dot(e); });
   pad.addEventListener("pointermove", (e) => down && dot(e));
   addEventListener("pointerup", () => (down = false));
+  const pen = { x: pad.width / 2, y: pad.height / 2 };
+  const moves = { ArrowLeft: [-4, 0], ArrowRight: [4, 0], ArrowUp: [0, -4], ArrowDown: [0, 4] };
+  pad.addEventListener("keydown", (e) => {
+    if (moves[e.key]) {
+      pen.x = Math.max(0, Math.min(pad.width, pen.x + moves[e.key][0]));
+      pen.y = Math.max(0, Math.min(pad.height, pen.y + moves[e.key][1]));
+      dotAt(pen.x, pen.y);
+      e.preventDefault();
+    } else if (e.key === "Delete" || e.key === "Backspace") {
+      clear();
+      e.preventDefault();
+    }
+  });
   $("clear-drawing").onclick = clear;
-  $("use-drawing").onclick = () => {
+  $("use-drawing").onclick = async () => {
     const { data } = ctx.getImageData(0, 0, pad.width, pad.height);
-    complete(igpt.tokenize_rgba(data, pad.width, pad.height));
+    const rgba = data.buffer;
+    await complete(await engine.worker.call({ type: "tokenize", rgba, width: pad.width, height: pad.height }, [rgba]))
+      .catch(fail);
   };
 }
 
@@ -232,10 +374,13 @@ function showCard(name, cardJson) {
   const card = cardJson ? JSON.parse(cardJson) : {};
   const bits = card.metrics?.test_bits_per_token;
   const tuned = fineTuned(card);
+  const colours = card.channels === 1 ? "grey" : "colour";
+  $("model-summary").textContent = `${card.name ?? name}: ${card.dataset ?? "unknown data"}, ${engine.width}×${engine.height} ${colours}` +
+    (bits !== undefined ? `, ${bits.toFixed(2)} bits per pixel on its test images` : "");
   const rows = [
     ["Model", card.name ?? name],
     ["Dataset", card.dataset ?? "unknown"],
-    ["Image", `${igpt.width()}×${igpt.height()}, ${card.channels === 1 ? "grey" : "colour"}`],
+    ["Image", `${engine.width}×${engine.height}, ${colours}`],
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
     ["Training", trainingSummary(card.training)],
     ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
@@ -244,7 +389,7 @@ function showCard(name, cardJson) {
       `${card.baselines.per_position.toFixed(4)} (per-position unigram), ${card.baselines.uniform.toFixed(1)} (uniform)`]] : []),
     // A fine-tuned model's own accuracy, or the one `igpt finetune --record` stored in its parent's card.
     ...(tuned ? [["Fine-tuned test accuracy", tuned]] : []),
-    ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : "CPU in wasm (WebGPU unavailable)"],
+    ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : `CPU in wasm (${state.cpuReason})`],
   ];
   $("card").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
@@ -296,41 +441,88 @@ function trainingSummary(training) {
 }
 
 async function setUpExamples() {
-  const list = JSON.parse(await fetchText("examples/index.json"));
+  const response = await fetch("examples/index.json");
+  const list = response.ok ? await response.json() : [];
   for (const ex of list) $("example").append(new Option(ex.label, ex.file));
 }
 
+// Permalinks: the controls a link carries, by URL parameter. Opening one sets them, samples the gallery
+// and, with `example`, completes that example.
+const LINKED = { count: "count", temperature: "temperature", "top-k": "top-k", seed: "seed", rows: "rows", completions: "completions" };
+
+function applyLink() {
+  for (const [param, id] of Object.entries(LINKED)) if (params.has(param)) $(id).value = params.get(param);
+  if (params.has("example")) $("example").value = params.get("example");
+}
+
+function permalink() {
+  const url = new URL(location.href);
+  url.search = "";
+  const link = url.searchParams;
+  link.set("model", state.model);
+  for (const param of ["count", "temperature", "top-k", "seed"]) link.set(param, $(LINKED[param]).value);
+  if (state.completionSource) {
+    link.set("example", state.completionSource);
+    link.set("rows", $("rows").value);
+    link.set("completions", $("completions").value);
+  }
+  if (params.get("backend") === "cpu") link.set("backend", "cpu");
+  return url.toString();
+}
+
+async function copyLink() {
+  const link = permalink();
+  $("link").value = link;
+  $("link").hidden = false;
+  try {
+    await navigator.clipboard.writeText(link);
+    $("copy-link").textContent = "Link copied";
+  } catch {
+    $("link").select(); // clipboard refused (e.g. no permission): the link is shown, selected
+  }
+  setTimeout(() => ($("copy-link").textContent = "Copy link"), 2000);
+}
+
+async function completeChosen() {
+  $("complete-message").textContent = "";
+  try {
+    const file = $("upload").files[0];
+    state.completionSource = file ? null : $("example").value;
+    const image = file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
+    await complete(image);
+  } catch (e) {
+    $("complete-message").textContent = `Could not use that image: ${e.message ?? e}`;
+  }
+}
+
 async function main() {
-  if (params.get("count")) $("count").value = params.get("count");
-  const { ImageGpt, wasm_memory_bytes } = await bindings();
-  state.wasmMemoryBytes = wasm_memory_bytes;
-  const { model, name } = await loadModel(ImageGpt);
-  igpt = model;
-  showCard(name, igpt.card());
-  $("rows").max = igpt.height() - 1;
-  $("rows").value = Math.floor(igpt.height() / 2);
+  const name = await loadModel();
+  showCard(name, engine.card);
+  $("rows").max = engine.height - 1;
+  $("rows").value = Math.floor(engine.height / 2);
   await setUpExamples();
+  applyLink();
   setUpDrawing();
+  state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
   $("sample-controls").onsubmit = (e) => { e.preventDefault(); sampleGallery().catch(fail); };
   $("stop").onclick = () => stopCurrent();
-  $("complete").onclick = async () => {
-    $("complete-message").textContent = "";
-    try {
-      const file = $("upload").files[0];
-      const ids = file
-        ? await tokensOfFile(file)
-        : igpt.tokenize(await fetchBytes(`examples/${$("example").value}`, () => {}));
-      await complete(ids);
-    } catch (e) {
-      $("complete-message").textContent = `Could not use that image: ${e.message ?? e}`;
-    }
-  };
+  $("complete").onclick = () => completeChosen();
+  $("copy-link").onclick = () => copyLink();
   await sampleGallery();
+  if (params.has("example")) await completeChosen();
 }
 
 function fail(e) {
   status(`Error: ${e.message ?? e}`, true);
   console.warn(e);
+  if (e.retry) {
+    $("retry").hidden = false;
+    $("retry").onclick = () => {
+      $("retry").hidden = true;
+      state.errors = [];
+      main().catch(fail);
+    };
+  }
 }
 
 main().catch(fail);

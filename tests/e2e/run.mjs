@@ -37,16 +37,30 @@ if (!model) {
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
   ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml" };
+// Requests by path (the tests count weight downloads), and faults to serve: a path in `corrupt` is
+// served with one byte changed, a path in `breakOff` stops after half its bytes.
+const hits = new Map();
+const faults = { corrupt: new Set(), breakOff: new Set() };
 const server = http.createServer((req, res) => {
   const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  hits.set(url, (hits.get(url) ?? 0) + 1);
   const file = path.join(dist, url.endsWith("/") ? url + "index.html" : url);
   if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
     res.writeHead(404).end("not found");
     return;
   }
+  const size = fs.statSync(file).size;
   res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream",
-    "content-length": fs.statSync(file).size });
-  fs.createReadStream(file).pipe(res);
+    "content-length": size });
+  if (faults.corrupt.has(url)) {
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length >> 1] ^= 0xff;
+    res.end(bytes);
+  } else if (faults.breakOff.has(url)) {
+    res.write(fs.readFileSync(file).subarray(0, size >> 1), () => res.destroy());
+  } else {
+    fs.createReadStream(file).pipe(res);
+  }
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const origin = `http://127.0.0.1:${server.address().port}`;
@@ -89,17 +103,25 @@ function check(cond, message) {
   if (!cond) throw new Error(message);
 }
 
-/// Opens the page in a fresh browser; collects uncaught errors and console errors.
-async function open(flags, query) {
+/// Opens the page in a fresh browser (an empty cache); collects uncaught errors, console errors and
+/// every request URL (the page's and its worker's).
+async function open(flags, query, viewport = { width: 1100, height: 1000 }) {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: [...BASE_FLAGS, ...flags] });
-  const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
   const errors = [];
+  const requests = [];
   page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
+  context.on("request", (r) => requests.push(r.url()));
   await page.goto(`${origin}/index.html?model=${model}&${query}`);
-  return { browser, page, errors };
+  return { browser, page, errors, requests };
 }
+
+const waitFor = (page, predicate, arg) => page.waitForFunction(predicate, arg, { timeout: TIMEOUT });
+const galleryPixels = (page, selector = "#gallery canvas") => page.$$eval(selector, (cs) =>
+  cs.map((c) => Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data)));
 
 /// Per canvas in a container: [opaque pixel fraction, distinct colours].
 const canvasStats = (page, selector) => page.$$eval(selector, (cs) => cs.map((c) => {
@@ -278,7 +300,142 @@ await test("the model menu lists every bundled model and switches between them",
   const stats = await canvasStats(cpu.page, "#gallery canvas");
   for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, `blank image from ${other}`);
 });
+await test("the main thread has no long task (> 50 ms) while the CPU fallback samples", async () => {
+  await cpu.page.goto(`${origin}/index.html?model=${model}&backend=cpu&count=4&seed=3`);
+  await waitFor(cpu.page, () => window.igptState.galleryDone || window.igptState.errors.length);
+  const s = await cpu.page.evaluate(() => window.igptState);
+  check(s.errors.length === 0, s.errors.join("; "));
+  const late = s.longTasks.filter((t) => t.start > s.loadedAt);
+  check(late.length === 0, `long tasks after the model loaded: ${JSON.stringify(late)}`);
+  console.log(`     CPU (worker): ${s.tokensPerSecond.toFixed(0)} tokens/s; ${s.longTasks.length} long tasks before the model loaded`);
+});
+await test("weights are cached: a reload downloads no model file and paints sooner", async () => {
+  const weights = `/models/${model}/model.safetensors`;
+  const before = hits.get(weights) ?? 0;
+  check(before >= 1, "the weights were never downloaded");
+  const first = await cpu.page.evaluate(() => window.igptState.firstRowMs);
+  await cpu.page.reload();
+  await waitFor(cpu.page, () => window.igptState.galleryDone || window.igptState.errors.length);
+  const s = await cpu.page.evaluate(() => window.igptState);
+  check(s.errors.length === 0, s.errors.join("; "));
+  check((hits.get(weights) ?? 0) === before, `the reload downloaded the weights again (${hits.get(weights)} requests)`);
+  console.log(`     first painted row: ${first.toFixed(0)} ms on a visit that downloads, ${s.firstRowMs.toFixed(0)} ms from the cache (CPU)`);
+});
+await test("after load, uploading and drawing request nothing but same-origin model and example files", async () => {
+  const page = cpu.page;
+  cpu.requests.length = 0;
+  await page.fill("#completions", "1");
+  await page.setInputFiles("#upload", path.join(root, "www/examples", JSON.parse(fs.readFileSync(path.join(root, "www/examples/index.json"), "utf8"))[0].file));
+  await page.evaluate(() => (window.igptState.completionDone = false));
+  await page.click("#complete");
+  await waitFor(page, () => window.igptState.completionDone);
+  await page.setInputFiles("#upload", []);
+  await page.focus("#draw");
+  for (const key of ["ArrowUp", "ArrowUp", "ArrowLeft", "ArrowDown", "ArrowDown"]) await page.keyboard.press(key);
+  await page.evaluate(() => (window.igptState.completionDone = false));
+  await page.click("#use-drawing");
+  await waitFor(page, () => window.igptState.completionDone);
+  const other = cpu.requests.filter((u) => !u.startsWith(`${origin}/models/`) && !u.startsWith(`${origin}/examples/`));
+  check(other.length === 0, `requests: ${other.join(", ")}`);
+  const csp = await page.$eval('meta[http-equiv="Content-Security-Policy"]', (m) => m.content);
+  check(/script-src 'self' 'wasm-unsafe-eval'/.test(csp) && !/'unsafe-eval'|'unsafe-inline'/.test(csp), `CSP: ${csp}`);
+  check(cpu.errors.length === 0, cpu.errors.join("\n")); // a CSP violation is a console error
+});
 await cpu.browser.close();
+
+await test("a corrupted weight file gives a message and a Retry button, and Retry recovers", async () => {
+  const weights = `/models/${model}/model.safetensors`;
+  faults.corrupt.add(weights);
+  const { browser, page, errors } = await open([], "backend=cpu&count=1");
+  try {
+    await waitFor(page, () => window.igptState.errors.length > 0);
+    const text = await page.textContent("#status");
+    check(/does not match models\/index.json/.test(text), text);
+    check(await page.isVisible("#retry"), "no Retry button");
+    faults.corrupt.delete(weights);
+    await page.click("#retry");
+    await waitFor(page, () => window.igptState.galleryDone);
+    check(errors.filter((e) => !/does not match/.test(e)).length === 0, errors.join("\n"));
+  } finally {
+    faults.corrupt.delete(weights);
+    await browser.close();
+  }
+});
+await test("an interrupted download gives a message and a Retry button", async () => {
+  const weights = `/models/${model}/model.safetensors`;
+  faults.breakOff.add(weights);
+  const { browser, page } = await open([], "backend=cpu&count=1");
+  try {
+    await waitFor(page, () => window.igptState.errors.length > 0);
+    const text = await page.textContent("#status");
+    check(/broke off|failed/.test(text) && /model\.safetensors/.test(text), text);
+    check(await page.isVisible("#retry"), "no Retry button");
+  } finally {
+    faults.breakOff.delete(weights);
+    await browser.close();
+  }
+});
+await test("a permalink reproduces the same gallery and completions in another browser", async () => {
+  const example = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"))[0].file;
+  const query = `backend=cpu&count=2&seed=11&temperature=0.9&top-k=0&example=${example}&rows=12&completions=2`;
+  const pixels = [];
+  for (let visit = 0; visit < 2; visit++) {
+    const { browser, page, errors } = await open([], query);
+    await waitFor(page, () => window.igptState.completionDone || window.igptState.errors.length);
+    check(errors.length === 0, errors.join("\n"));
+    pixels.push([await galleryPixels(page), await galleryPixels(page, "#completion canvas")]);
+    if (visit === 0) {
+      await page.click("#copy-link");
+      const link = new URL(await page.inputValue("#link"));
+      for (const [k, v] of new URLSearchParams(query)) check(link.searchParams.get(k) === v, `the link's ${k} is ${link.searchParams.get(k)}, not ${v}`);
+    }
+    await browser.close();
+  }
+  check(pixels[0][0].length === 2 && pixels[0][1].length === 4, "wrong canvas counts");
+  check(JSON.stringify(pixels[0]) === JSON.stringify(pixels[1]), "the two visits drew different pixels");
+});
+await test("on a 390x844 phone screen nothing overflows sideways, and every control has a label", async () => {
+  const { browser, page, errors } = await open([], "backend=cpu&count=4", { width: 390, height: 844 });
+  await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+  const layout = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth,
+    galleryTop: document.getElementById("gallery").getBoundingClientRect().top }));
+  await page.screenshot({ path: path.join(artifacts, "phone.png"), fullPage: true });
+  const unlabelled = await page.$$eval("input, select, button, canvas[tabindex]", (cs) => cs.filter((c) =>
+    !(c.labels?.length || c.getAttribute("aria-label") || c.getAttribute("aria-labelledby") || c.textContent.trim()))
+    .map((c) => c.id || c.outerHTML.slice(0, 60)));
+  await browser.close();
+  check(errors.length === 0, errors.join("\n"));
+  check(layout.scroll <= 390, `the page is ${layout.scroll} px wide on a 390 px screen`);
+  check(layout.galleryTop < 844, `the gallery starts below the first screen (${layout.galleryTop} px)`);
+  check(unlabelled.length === 0, `controls without a label: ${unlabelled}`);
+});
+await test("a GPU that cannot hold the model is passed over before any weight is downloaded", async () => {
+  const weights = `/models/${model}/model.safetensors`;
+  const before = hits.get(weights) ?? 0;
+  const { browser, page } = await open(WEBGPU_FLAGS, "count=1&gpu-buffer-limit=1000");
+  await waitFor(page, () => window.igptState.backend !== null || window.igptState.errors.length);
+  const s = await page.evaluate(() => ({ backend: window.igptState.backend, reason: window.igptState.cpuReason }));
+  await browser.close();
+  check(s.backend === "cpu" && /buffers are limited/.test(s.reason), JSON.stringify(s));
+  check((hits.get(weights) ?? 0) === before + 1, "the weights were downloaded more than once");
+});
+await test("a GPU lost mid-sampling: the page says so and finishes on the CPU", async () => {
+  const { browser, page, errors } = await open(WEBGPU_FLAGS, "count=2&lose-gpu-after-row=2");
+  try {
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    check(s.gpuLost && s.backend === "cpu", `gpuLost ${s.gpuLost}, backend ${s.backend}`);
+    check(/the GPU was lost/.test(await page.textContent("#card")), "the card does not say the GPU was lost");
+    const stats = await canvasStats(page, "#gallery canvas");
+    for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, `blank or partial image: ${opaque}, ${colours}`);
+    await page.screenshot({ path: path.join(artifacts, "gpu-lost.png"), fullPage: true });
+    // The lost device's worker may report its failed reads (wgpu panics) before it is dropped; nothing else.
+    check(errors.every((e) => /lost|destroyed|Device|map buffer/i.test(e)), errors.join("\n"));
+  } finally {
+    await browser.close();
+  }
+});
 server.close();
 
 console.log(`e2e: ${passed} passed, ${failed} failed`);

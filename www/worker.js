@@ -1,0 +1,126 @@
+// The model's thread: downloads and verifies the weights (with a cache), runs the wasm model, and sends
+// the page RGBA rows to paint. The page (app.js) only lays out and paints, so it stays responsive.
+//
+// Messages in:  load {base, files, webgpu}, generate {run, count, prefixes, temperature, topK, seed,
+//               loseGpuAfterRow}, stop, tokenize {bytes} | {rgba, width, height}, memory
+// Messages out: progress {fraction, text}, loaded {backend, card, width, height}, rows {run, first, last,
+//               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
+//               reply {call, ...}, failed {call?, run?, message, retry}
+import init, { ImageGpt, wasm_memory_bytes } from "./igpt.js";
+import { verifiedBytes } from "./weights.js";
+
+let model = null;
+let stopRequested = false;
+let gpuLost = false;
+const post = (message, transfer = []) => postMessage(message, transfer);
+
+// Test hook (index.html?lose-gpu-after-row=N): keep the GPUDevice that wgpu asks for, so it can be
+// destroyed mid-sampling, as a driver reset or a lost GPU would.
+let gpuDevice = null;
+let markLost;
+const deviceLost = new Promise((resolve) => (markLost = resolve));
+// Every GPUDevice wgpu asks for is watched: when it is lost, generation stops and the page is told.
+function watchDevices() {
+  if (!self.GPUAdapter) return;
+  const request = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await request.apply(this, args);
+    gpuDevice = device;
+    device.lost.then(() => {
+      gpuLost = true;
+      markLost();
+    });
+    return device;
+  };
+}
+
+async function load({ base, files, webgpu }) {
+  await init({ module_or_path: "./igpt_bg.wasm" });
+  watchDevices();
+  const fetched = {};
+  const names = Object.keys(files);
+  const total = names.reduce((sum, f) => sum + (files[f]?.size ?? 0), 0) || 1;
+  let done = 0;
+  for (const name of names) {
+    fetched[name] = await verifiedBytes(base + name, files[name], (bytes) =>
+      post({ type: "progress", fraction: (done + bytes) / total, text: `Downloading ${name}…` }));
+    done += files[name]?.size ?? fetched[name]?.length ?? 0;
+  }
+  const text = (name) => (fetched[name] ? new TextDecoder().decode(fetched[name]) : undefined);
+  post({ type: "progress", fraction: 1, text: "Starting the model…" });
+  model = await ImageGpt.load(fetched["model.safetensors"], text("config.json"),
+    text("preprocessor_config.json"), text("card.json"), webgpu);
+  return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height() };
+}
+
+// The tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left mid-call, and the
+// page goes on from these on the CPU.
+let lastTokens = [];
+
+// Generates `count` images, each continuing its own prefix (`prefixes`: `count` prefixes of one length,
+// concatenated), one message per row, until done or stopped.
+async function generate({ run, count, prefixes, temperature, topK, seed, loseGpuAfterRow }) {
+  stopRequested = false;
+  const width = model.width();
+  const given = prefixes.length / count;
+  model.start_each(Uint16Array.from(prefixes), count, temperature, topK, 0, seed >>> 0);
+  lastTokens = prefixes;
+  const began = performance.now();
+  let row = Math.floor(given / width);
+  let drawn = given;
+  while (!model.done() && !stopRequested) {
+    if (loseGpuAfterRow !== undefined && row >= loseGpuAfterRow && gpuDevice) gpuDevice.destroy();
+    if (gpuLost) throw { gpuLost: true };
+    // A lost device may leave the readback waiting forever: race it against the loss.
+    const now = await Promise.race([model.advance(width), deviceLost]);
+    if (gpuLost) throw { gpuLost: true };
+    lastTokens = Array.from(model.tokens());
+    const last = Math.ceil(now / width);
+    const rgba = new Uint8Array(model.rows_rgba(row, last));
+    const tokensPerSecond = ((now - given) * count) / ((performance.now() - began) / 1000);
+    post({ type: "rows", run, first: row, last, rgba, drawn: now, tokensPerSecond }, [rgba.buffer]);
+    row = Math.floor(now / width);
+    drawn = now;
+    // Let a "stop" message in between rows.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  post({ type: "finished", run, stopped: drawn < width * model.height(), tokens: lastTokens });
+}
+
+// The quantised image (tokens, and its RGBA as the model sees it) of an image file or of canvas pixels.
+function tokenize(message) {
+  const ids = message.bytes
+    ? model.tokenize(new Uint8Array(message.bytes))
+    : model.tokenize_rgba(new Uint8Array(message.rgba), message.width, message.height);
+  const rgba = new Uint8Array(model.render(ids));
+  return { ids: Array.from(ids), rgba };
+}
+
+onmessage = async ({ data: message }) => {
+  const { type, call, run } = message;
+  try {
+    switch (type) {
+      case "load":
+        post({ type: "reply", call, ...(await load(message)) });
+        break;
+      case "generate":
+        await generate(message);
+        break;
+      case "stop":
+        stopRequested = true;
+        break;
+      case "tokenize":
+        post({ type: "reply", call, ...tokenize(message) });
+        break;
+      case "memory":
+        post({ type: "reply", call, bytes: wasm_memory_bytes() });
+        break;
+    }
+  } catch (e) {
+    if (e?.gpuLost || gpuLost) {
+      post({ type: "gpuLost", run, tokens: lastTokens });
+      return;
+    }
+    post({ type: "failed", call, run, message: e?.message ?? String(e), retry: !!e?.retry });
+  }
+};
