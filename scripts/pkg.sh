@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --lib --target wasm32-unknown-unknown --no-default-features --features wgpu,flex
+# The same profile and features as the site build (www/index.html), so the two share one compilation.
+cargo build --profile wasm-release --lib --target wasm32-unknown-unknown --no-default-features --features wgpu,flex
 rm -rf pkg
-wasm-bindgen --target web --out-dir pkg --out-name igpt "$target_dir/wasm32-unknown-unknown/release/igpt.wasm"
+wasm-bindgen --target web --out-dir pkg --out-name igpt "$target_dir/wasm32-unknown-unknown/wasm-release/igpt.wasm"
+python3 scripts/strip_wasm_names.py pkg/igpt_bg.wasm
 version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 cat > pkg/package.json <<JSON
 {
