@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what igpt's builds and tests need on a fresh Debian machine. Idempotent: skips what is there.
+#   scripts/setup.sh        everything (the CLI's datasets, the tests' browser and npm packages)
+#   scripts/setup.sh site   only what building the web page needs (wasm target, wasm-bindgen, trunk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_site=false
+[ "${1:-}" = site ] && only_site=true
 
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
@@ -11,7 +15,7 @@ need_apt=()
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 # The browser for the end-to-end tests (WebGPU on SwiftShader).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ ${#need_apt[@]} -gt 0 ] && ! $only_site; then
   echo "setup: installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
@@ -37,7 +41,7 @@ if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
 fi
 
 # playwright-core drives the system Chromium; it downloads no browser of its own.
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+if ! $only_site && [ ! -d tests/e2e/node_modules/playwright-core ]; then
   echo "setup: npm packages for the end-to-end tests"
   (cd tests/e2e && npm ci --no-audit --no-fund)
 fi

@@ -309,7 +309,7 @@ await test("the main thread has no long task (> 50 ms) while the CPU fallback sa
   check(late.length === 0, `long tasks after the model loaded: ${JSON.stringify(late)}`);
   console.log(`     CPU (worker): ${s.tokensPerSecond.toFixed(0)} tokens/s; ${s.longTasks.length} long tasks before the model loaded`);
 });
-await test("weights are cached: a reload downloads no model file and paints sooner", async () => {
+await test("weights are cached: a reload downloads no model file", async () => {
   const weights = `/models/${model}/model.safetensors`;
   const before = hits.get(weights) ?? 0;
   check(before >= 1, "the weights were never downloaded");
