@@ -523,3 +523,49 @@ fn baselines_agree_with_the_fashion_mnist_reference() {
     assert!((bits("context3") - 1.296).abs() < 0.02, "{b}");
     assert!(bits("global_unigram") > bits("per_position"), "{b}");
 }
+
+/// `igpt examples` writes a dataset's images as PNGs the page can offer, and merges them into the
+/// folder's index.json with the dataset they come from, keeping the other datasets' entries.
+#[test]
+fn examples_writes_pngs_and_merges_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    stdout_of(&[
+        "examples",
+        "--data",
+        "fashion-mnist:test",
+        "-n",
+        "3",
+        "-o",
+        out,
+    ]);
+    stdout_of(&["examples", "--data", "emoji:test", "-n", "2", "-o", out]);
+    stdout_of(&["examples", "--data", "emoji:test", "-n", "2", "-o", out]); // again: no duplicates
+    let index = json(&std::fs::read_to_string(dir.path().join("index.json")).unwrap());
+    let entries = index.as_array().unwrap();
+    let datasets: Vec<&str> = entries
+        .iter()
+        .map(|e| e["dataset"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        datasets,
+        ["fashion-mnist"; 3]
+            .iter()
+            .chain(&["emoji"; 2])
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    // Fashion-MNIST test images 0, 1 and 2 are three different classes: ankle boot, pullover, trouser.
+    assert_eq!(entries[0]["label"], "Ankle boot (fashion-mnist:test #0)");
+    for entry in entries {
+        let file = dir.path().join(entry["file"].as_str().unwrap());
+        let image = image::open(&file).unwrap();
+        let side = if entry["dataset"] == "emoji" { 32 } else { 28 };
+        assert_eq!(
+            (image.width(), image.height()),
+            (side, side),
+            "{}",
+            file.display()
+        );
+    }
+}

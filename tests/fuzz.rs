@@ -604,8 +604,10 @@ fn write_seed_corpus() {
         b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n",
     );
 
-    let example =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("www/examples/test-0.png")).unwrap();
+    let example = image::open(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("www/examples/fashion-mnist-test-0.png"),
+    )
+    .unwrap();
     let grey = example.to_luma8();
     let rgb = image::DynamicImage::ImageLuma8(grey.clone()).to_rgb8();
     let rgba = image::RgbaImage::from_fn(28, 28, |x, y| {

@@ -440,10 +440,14 @@ function trainingSummary(training) {
   return `${steps.toLocaleString("en")} steps${time}${where}`;
 }
 
-async function setUpExamples() {
+/// The completion menu: the bundled examples of the model's own dataset (`igpt examples` writes them,
+/// each with the dataset it comes from), or every example when none is from that dataset.
+async function setUpExamples(cardJson) {
   const response = await fetch("examples/index.json");
   const list = response.ok ? await response.json() : [];
-  for (const ex of list) $("example").append(new Option(ex.label, ex.file));
+  const dataset = (cardJson ? JSON.parse(cardJson).dataset ?? "" : "").split(":")[0];
+  const own = list.filter((ex) => ex.dataset === dataset);
+  $("example").replaceChildren(...(own.length ? own : list).map((ex) => new Option(ex.label, ex.file)));
 }
 
 // Permalinks: the controls a link carries, by URL parameter. Opening one sets them, samples the gallery
@@ -452,7 +456,12 @@ const LINKED = { count: "count", temperature: "temperature", "top-k": "top-k", s
 
 function applyLink() {
   for (const [param, id] of Object.entries(LINKED)) if (params.has(param)) $(id).value = params.get(param);
-  if (params.has("example")) $("example").value = params.get("example");
+  const example = params.get("example");
+  if (example) {
+    // A link may name an example of another dataset than the menu offers this model: add it.
+    if (![...$("example").options].some((o) => o.value === example)) $("example").append(new Option(example, example));
+    $("example").value = example;
+  }
 }
 
 function permalink() {
@@ -500,7 +509,7 @@ async function main() {
   showCard(name, engine.card);
   $("rows").max = engine.height - 1;
   $("rows").value = Math.floor(engine.height / 2);
-  await setUpExamples();
+  await setUpExamples(engine.card);
   applyLink();
   setUpDrawing();
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;

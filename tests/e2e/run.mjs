@@ -281,6 +281,11 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
     const context = shipped.baselines.context3.toFixed(4);
     check(cardText.includes(`${context} (3-neighbour context model)`), `no baselines in the card: ${cardText}`);
   }
+  // The completion menu offers the examples of the model's own dataset.
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const own = examples.filter((e) => e.dataset === (shipped.dataset ?? "").split(":")[0]).map((e) => e.file);
+  const menu = await cpu.page.$$eval("#example option", (os) => os.map((o) => o.value));
+  check(JSON.stringify(menu) === JSON.stringify(own.length ? own : examples.map((e) => e.file)), `example menu: ${menu}`);
   await cpu.page.screenshot({ path: path.join(artifacts, "gallery-cpu.png"), fullPage: true });
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));
@@ -376,7 +381,10 @@ await test("an interrupted download gives a message and a Retry button", async (
   }
 });
 await test("a permalink reproduces the same gallery and completions in another browser", async () => {
-  const example = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"))[0].file;
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${model}/card.json`), "utf8"));
+  const own = examples.filter((e) => e.dataset === (card.dataset ?? "").split(":")[0]);
+  const example = (own.length ? own : examples)[0].file;
   const query = `backend=cpu&count=2&seed=11&temperature=0.9&top-k=0&example=${example}&rows=12&completions=2`;
   const pixels = [];
   for (let visit = 0; visit < 2; visit++) {

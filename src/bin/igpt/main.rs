@@ -5,6 +5,7 @@ mod baselines;
 mod bench;
 mod chart;
 mod eval;
+mod examples;
 mod finetune;
 mod heap;
 mod history;
@@ -61,6 +62,8 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Label image files with a fine-tuned model.
     Classify(finetune::ClassifyArgs),
+    /// Write a few images of a dataset as PNGs for the web page's completion menu (www/examples).
+    Examples(examples::ExamplesArgs),
     /// Measure training and sampling throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Train(args) => run_on(args.device, args),
         Command::Export(args) => run_on(args.device, args),
         Command::Baselines(args) => baselines::run(args),
+        Command::Examples(args) => examples::run(args),
         Command::Probe(args) => run_on(args.device, args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),
