@@ -34,6 +34,14 @@ function watchDevices() {
   };
 }
 
+// Once the device is lost, wgpu's pending callbacks fail inside wasm (a panic, then a trap); those
+// are expected, and the page has been told through "gpuLost", so they are not reported again.
+for (const event of ["error", "unhandledrejection"]) {
+  self.addEventListener(event, (e) => {
+    if (gpuLost) e.preventDefault();
+  });
+}
+
 async function load({ base, files, webgpu }) {
   await init({ module_or_path: "./igpt_bg.wasm" });
   watchDevices();
