@@ -38,6 +38,7 @@ pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+mod cache_write;
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 mod flex;
 #[cfg(not(target_arch = "wasm32"))]

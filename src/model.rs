@@ -615,8 +615,8 @@ impl<B: Backend> LayerCache<B> {
         let placeholder = || Tensor::empty([0, 0, 0, 0], &k.device());
         let key = std::mem::replace(&mut self.key, placeholder());
         let value = std::mem::replace(&mut self.value, placeholder());
-        self.key = key.slice_assign([0..b, 0..h, start..end, 0..hd], k);
-        self.value = value.slice_assign([0..b, 0..h, start..end, 0..hd], v);
+        self.key = crate::cache_write::write_rows(key, k, start);
+        self.value = crate::cache_write::write_rows(value, v, start);
         self.len = end;
         (
             self.key.clone().slice([0..b, 0..h, 0..end, 0..hd]),
