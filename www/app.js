@@ -238,6 +238,7 @@ async function generate(canvases, prefix, label) {
         // Milliseconds from navigation to the first painted row (reported by the e2e tests).
         state.firstRowMs ??= performance.now();
         state.tokensPerSecond = tokensPerSecond;
+        state.drawn = drawn;
         $("progress").value = drawn / total;
         status(`${label}: ${drawn}/${total} pixels, ${tokensPerSecond.toFixed(0)} tokens/s on ${backendName()}`);
       });
@@ -247,7 +248,6 @@ async function generate(canvases, prefix, label) {
         if (stopped) break;
         continue;
       }
-      state.lastTokens = result.tokens;
       break;
     }
     if (stopped) status(`${label}: stopped.`);
@@ -320,13 +320,17 @@ async function tokensOfExample(file) {
 }
 
 /// The drawing pad: a pointer draws; from the keyboard, arrow keys move the pen and draw, Delete clears.
-function setUpDrawing() {
+/// It starts as the model's images do: white on black for greys (Fashion-MNIST), and for colour a
+/// white background (emoji) with a pen colour to choose.
+function setUpDrawing(card) {
   const pad = $("draw");
   const ctx = pad.getContext("2d");
-  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
+  const colour = card.channels === 3;
+  $("pen-picker").hidden = !colour;
+  const clear = () => { ctx.fillStyle = colour ? "#fff" : "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
   clear();
   const dotAt = (x, y) => {
-    ctx.fillStyle = "#fff";
+    ctx.fillStyle = colour ? $("pen").value : "#fff";
     ctx.beginPath();
     ctx.arc(x, y, 6, 0, 7);
     ctx.fill();
@@ -511,7 +515,7 @@ async function main() {
   $("rows").value = Math.floor(engine.height / 2);
   await setUpExamples(engine.card);
   applyLink();
-  setUpDrawing();
+  setUpDrawing(engine.card ? JSON.parse(engine.card) : {});
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
   $("sample-controls").onsubmit = (e) => { e.preventDefault(); sampleGallery().catch(fail); };
   $("stop").onclick = () => stopCurrent();

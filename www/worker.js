@@ -61,8 +61,8 @@ async function load({ base, files, webgpu }) {
   return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height() };
 }
 
-// The tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left mid-call, and the
-// page goes on from these on the CPU.
+// On WebGPU, the tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left
+// mid-call, and the page goes on from these on the CPU. (The CPU has nothing to lose, so no copy.)
 let lastTokens = [];
 
 // Generates `count` images, each continuing its own prefix (`prefixes`: `count` prefixes of one length,
@@ -82,7 +82,7 @@ async function generate({ run, count, prefixes, temperature, topK, seed, loseGpu
     // A lost device may leave the readback waiting forever: race it against the loss.
     const now = await Promise.race([model.advance(width), deviceLost]);
     if (gpuLost) throw { gpuLost: true };
-    lastTokens = Array.from(model.tokens());
+    if (gpuDevice) lastTokens = Array.from(model.tokens());
     const last = Math.ceil(now / width);
     const rgba = new Uint8Array(model.rows_rgba(row, last));
     const tokensPerSecond = ((now - given) * count) / ((performance.now() - began) / 1000);
@@ -92,7 +92,7 @@ async function generate({ run, count, prefixes, temperature, topK, seed, loseGpu
     // Let a "stop" message in between rows.
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
-  post({ type: "finished", run, stopped: drawn < width * model.height(), tokens: lastTokens });
+  post({ type: "finished", run, stopped: drawn < width * model.height() });
 }
 
 // The quantised image (tokens, and its RGBA as the model sees it) of an image file or of canvas pixels.

@@ -19,10 +19,14 @@ const BASE_FLAGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-fi
 const WEBGPU_FLAGS = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
   "--use-webgpu-adapter=swiftshader"];
 
-// The shipped model if models/index.json lists one, else the HF test fixture (a real checkpoint, random
-// weights: it exercises the same loading, sampling and painting paths).
+// Most tests run one quick model: $E2E_MODEL, else fmnist-256x2 (784 tokens of 16 greys, which
+// SwiftShader's WebGPU samples in minutes), else the first listed. The page's default, the first in
+// models/index.json (the colour model: 1,024 tokens of 512 colours), has tests of its own. With no
+// model listed, the HF test fixture (a real checkpoint, random weights: it exercises the same loading,
+// sampling and painting paths).
 const index = JSON.parse(fs.readFileSync(path.join(dist, "models/index.json"), "utf8"));
-let model = index[0]?.path;
+const defaultModel = index[0]?.path;
+let model = process.env.E2E_MODEL ?? (index.find((m) => m.path === "fmnist-256x2") ?? index[0])?.path;
 if (!model) {
   model = "hf-imagegpt-tiny";
   const target = path.join(dist, "models", model);
@@ -103,9 +107,10 @@ function check(cond, message) {
   if (!cond) throw new Error(message);
 }
 
-/// Opens the page in a fresh browser (an empty cache); collects uncaught errors, console errors and
-/// every request URL (the page's and its worker's).
-async function open(flags, query, viewport = { width: 1100, height: 1000 }) {
+/// Opens the page on `chosen` (the quick model unless told; null: no ?model=, the page's default) in a
+/// fresh browser (an empty cache); collects uncaught errors, console errors and every request URL (the
+/// page's and its worker's).
+async function open(flags, query, viewport = { width: 1100, height: 1000 }, chosen = model) {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: [...BASE_FLAGS, ...flags] });
   const context = await browser.newContext({ viewport });
@@ -115,7 +120,7 @@ async function open(flags, query, viewport = { width: 1100, height: 1000 }) {
   page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
   context.on("request", (r) => requests.push(r.url()));
-  await page.goto(`${origin}/index.html?model=${model}&${query}`);
+  await page.goto(`${origin}/index.html?${chosen ? `model=${chosen}&` : ""}${query}`);
   return { browser, page, errors, requests };
 }
 
@@ -348,6 +353,67 @@ await test("after load, uploading and drawing request nothing but same-origin mo
 });
 await cpu.browser.close();
 
+await test("the page opens on the first listed model; a colour model samples, completes and draws in colour (CPU)", async () => {
+  const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${defaultModel}/card.json`), "utf8"));
+  const { browser, page, errors } = await open([], "backend=cpu&count=2&completions=2", undefined, null);
+  try {
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0 && s.model === defaultModel, `model ${s.model}; errors: ${s.errors}`);
+    const stats = await canvasStats(page, "#gallery canvas");
+    // 512 colours: a sample of a colour model has many; of a grey one, at most its palette.
+    const enough = card.channels === 3 ? 8 : 2;
+    for (const [opaque, colours] of stats) check(opaque === 1 && colours >= enough, `blank or grey sample: ${opaque}, ${colours}`);
+    const summary = await page.textContent("#model-summary");
+    check(summary.includes(card.channels === 3 ? "colour" : "grey"), summary);
+    console.log(`     ${defaultModel} on the CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s for 2 images`);
+    await page.screenshot({ path: path.join(artifacts, "default-model-cpu.png"), fullPage: true });
+    // A completion of its first test example keeps the given rows.
+    await page.evaluate(() => (window.igptState.completionDone = false));
+    await page.click("#complete");
+    await waitFor(page, () => window.igptState.completionDone || window.igptState.errors.length);
+    const { rows, width } = await page.evaluate(() => window.igptState.completion);
+    const pixels = await page.$$eval("#completion canvas", (cs, rows) => cs.map((c) =>
+      Array.from(c.getContext("2d").getImageData(0, 0, c.width, rows).data)), rows);
+    check(pixels.length === 4 && pixels[2].length === rows * width * 4, `${pixels.length} canvases`);
+    for (const completion of pixels.slice(2)) check(completion.every((v, i) => v === pixels[1][i]), "a completion changed the given rows");
+    await page.screenshot({ path: path.join(artifacts, "default-model-completion.png"), fullPage: true });
+    // The drawing pad starts as the model's images do, and a colour model's pen takes a colour.
+    check(await page.isVisible("#pen-picker") === (card.channels === 3), "the pen colour picker");
+    const corner = await page.$eval("#draw", (c) => Array.from(c.getContext("2d").getImageData(0, 0, 1, 1).data));
+    check(corner[0] === (card.channels === 3 ? 255 : 0), `the drawing pad starts ${corner}`);
+    if (card.channels === 3) {
+      await page.fill("#pen", "#2060e0");
+      await page.focus("#draw");
+      for (const key of ["ArrowUp", "ArrowLeft"]) await page.keyboard.press(key);
+      const centre = await page.$eval("#draw", (c) => Array.from(c.getContext("2d").getImageData(c.width / 2 - 4, c.height / 2 - 4, 1, 1).data));
+      check(centre[2] > 200 && centre[0] < 60, `the pen drew ${centre}, not blue`);
+      await page.evaluate(() => (window.igptState.completionDone = false));
+      await page.click("#use-drawing");
+      await waitFor(page, () => window.igptState.completionDone || window.igptState.errors.length);
+    }
+    check(errors.length === 0, errors.join("\n"));
+  } finally {
+    await browser.close();
+  }
+});
+await test("the default model on WebGPU: its sampling speed over the first rows", async () => {
+  const { browser, page, errors } = await open(WEBGPU_FLAGS, "count=1", undefined, null);
+  try {
+    await waitFor(page, () => window.igptState.backend !== null || window.igptState.errors.length);
+    const backend = await page.evaluate(() => window.igptState.backend);
+    check(backend === "webgpu", `backend ${backend}`);
+    // SwiftShader draws a 1,024-pixel colour image slowly: three rows are enough to time it.
+    await waitFor(page, () => window.igptState.drawn >= 3 * 32 || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    console.log(`     ${defaultModel} on WebGPU (SwiftShader): first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(1)} tokens/s for 1 image`);
+    await page.screenshot({ path: path.join(artifacts, "default-model-webgpu.png"), fullPage: true });
+    check(errors.length === 0, errors.join("\n"));
+  } finally {
+    await browser.close();
+  }
+});
 await test("a corrupted weight file gives a message and a Retry button, and Retry recovers", async () => {
   const weights = `/models/${model}/model.safetensors`;
   faults.corrupt.add(weights);
