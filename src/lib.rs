@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod attention;
 pub mod error;
+pub mod inspect;
 pub mod model;
 pub mod palette;
 pub mod precision;
@@ -45,7 +46,7 @@ mod flex;
 mod simd;
 
 pub use error::{Error, Result};
-pub use model::{ImageGpt, ImageGptConfig, KvCache};
+pub use model::{ImageGpt, ImageGptConfig, KvCache, Trace};
 pub use palette::{Palette, Tokenizer};
 pub use precision::Precision;
 pub use raster::Raster;

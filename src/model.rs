@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::activation::quick_gelu;
-use crate::attention::causal_attention;
+use crate::attention::{causal_attention, causal_attention_weights};
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 
@@ -273,12 +273,15 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `x`: `[batch, seq, d]`. With a cache, the new keys/values are appended at its current length and
     /// the queries attend to everything cached so far.
+    /// With `weights`, the attention probabilities are formed explicitly and pushed there (the
+    /// inspector's path); otherwise the fused kernel runs.
     fn forward(
         &self,
         x: Tensor<B, 3>,
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
         precision: Precision,
+        weights: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (h, hd) = (self.n_head, d / self.n_head);
@@ -299,7 +302,15 @@ impl<B: Backend> Attention<B> {
         };
         let bias = padding.map(|p| precision.round(p.clone().clamp_min(precision.mask_value())));
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
-        let y = precision.widen(causal_attention(q, k, v, bias, self.scale)); // [b, h, t, hd]
+        let y = match weights {
+            Some(weights) => {
+                let w = causal_attention_weights(q, k, bias, self.scale);
+                weights.push(w.clone());
+                w.matmul(v)
+            }
+            None => causal_attention(q, k, v, bias, self.scale),
+        };
+        let y = precision.widen(y); // [b, h, t, hd]
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
@@ -334,11 +345,12 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
         precision: Precision,
+        weights: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .attn
-                .forward(self.ln_1.forward(x), cache, padding, precision);
+                .forward(self.ln_1.forward(x), cache, padding, precision, weights);
         x.clone() + self.mlp.forward(self.ln_2.forward(x), precision)
     }
 }
@@ -365,6 +377,16 @@ pub struct ForwardOutput<B: Backend> {
     /// HF's `hidden_states` when asked for: index 0 the embeddings, index i the input of block i, and the
     /// last one (index n_layer) the output of the final norm. Empty otherwise.
     pub hidden: Vec<Tensor<B, 3>>,
+}
+
+/// One forward pass as the inspector sees it ([`ImageGpt::forward_traced`]).
+pub struct Trace<B: Backend> {
+    /// `[batch, seq, K]`, as [`ImageGpt::forward`] gives them.
+    pub logits: Tensor<B, 3>,
+    /// The residual stream, as in [`Layers::residual`].
+    pub residual: Vec<Tensor<B, 3>>,
+    /// Each layer's attention probabilities, `[batch, heads, queries, keys]`.
+    pub attention: Vec<Tensor<B, 4>>,
 }
 
 /// Every layer of one forward pass, before the output head.
@@ -419,7 +441,7 @@ impl<B: Backend> ImageGpt<B> {
 
     /// Logits for every position of `ids` (`[batch, seq]`, starting with SOS).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.logits(self.run(ids, None, None, false).normed)
+        self.logits(self.run(ids, None, None, false, None).normed)
     }
 
     /// Logits plus every layer's hidden state (HF's `output_hidden_states=True`).
@@ -427,7 +449,7 @@ impl<B: Backend> ImageGpt<B> {
         let Layers {
             mut residual,
             normed,
-        } = self.run(ids, None, None, true);
+        } = self.run(ids, None, None, true, None);
         residual.pop(); // HF reports the last block's output only through ln_f
         residual.push(normed.clone());
         ForwardOutput {
@@ -439,14 +461,26 @@ impl<B: Backend> ImageGpt<B> {
     /// Next-colour logits and, when the model has a classification head, class scores `[batch, labels]`,
     /// from one pass (fine-tuning's joint loss and `igpt classify`).
     pub fn forward_heads(&self, ids: Tensor<B, 2, Int>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
-        let normed = self.run(ids, None, None, false).normed;
+        let normed = self.run(ids, None, None, false, None).normed;
         let classes = self.class_logits(normed.clone());
         (self.logits(normed), classes)
     }
 
+    /// Logits, the residual stream and every layer's attention probabilities, from one pass that forms
+    /// the probabilities explicitly (slower than [`forward`](Self::forward), which never does).
+    pub fn forward_traced(&self, ids: Tensor<B, 2, Int>) -> Trace<B> {
+        let mut attention = Vec::with_capacity(self.n_layer());
+        let Layers { residual, normed } = self.run(ids, None, None, true, Some(&mut attention));
+        Trace {
+            logits: self.logits(normed),
+            residual,
+            attention,
+        }
+    }
+
     /// Every layer's output, without the output head (features, see [`crate::features`]).
     pub fn forward_layers(&self, ids: Tensor<B, 2, Int>) -> Layers<B> {
-        self.run(ids, None, None, true)
+        self.run(ids, None, None, true, None)
     }
 
     /// Draws every lazily initialised parameter now. Burn initialises a parameter on first use, and a
@@ -509,13 +543,13 @@ impl<B: Backend> ImageGpt<B> {
             .float()
             .mul_scalar(f32::MIN)
             .reshape([b, 1, 1, t]); // [b, 1, 1, keys]
-        self.logits(self.run(ids, None, Some(bias), false).normed)
+        self.logits(self.run(ids, None, Some(bias), false, None).normed)
     }
 
     /// Incremental forward: `ids` (`[batch, new]`) continue the sequence held in `cache`, which grows by
     /// `new`. Gives the same logits as [`forward`](Self::forward) on the whole sequence.
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
-        self.logits(self.run(ids, Some(cache), None, false).normed)
+        self.logits(self.run(ids, Some(cache), None, false, None).normed)
     }
 
     /// An empty cache for `batch` sequences of up to `n_positions` tokens.
@@ -538,12 +572,14 @@ impl<B: Backend> ImageGpt<B> {
         KvCache { layers, len: 0 }
     }
 
+    /// With `attention`, each layer's attention probabilities are formed and pushed there.
     fn run(
         &self,
         ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
         padding: Option<Tensor<B, 4>>,
         keep_layers: bool,
+        mut attention: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Layers<B> {
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
@@ -566,7 +602,13 @@ impl<B: Backend> ImageGpt<B> {
                 residual.push(x.clone());
             }
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, layer_cache, padding.as_ref(), self.precision);
+            x = block.forward(
+                x,
+                layer_cache,
+                padding.as_ref(),
+                self.precision,
+                attention.as_deref_mut(),
+            );
         }
         if let Some(cache) = cache {
             cache.len += t;

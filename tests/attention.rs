@@ -6,7 +6,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use igpt::attention::flash::{self, Strided};
-use igpt::attention::{self, Kernel, causal_attention, unfused_or_backend};
+use igpt::attention::{
+    self, Kernel, causal_attention, causal_attention_weights, unfused_or_backend,
+};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
@@ -259,6 +261,48 @@ fn gradients_match_finite_differences() {
                 rel < 2e-3,
                 "input {which} of {dims:?}: finite differences {numeric}, backward {analytic}"
             );
+        }
+    }
+}
+
+/// The inspector's explicit probabilities: each query's weights sum to 1, keys after it (bottom-right
+/// aligned) get none, padded keys next to none, and weights · v is the fused kernel's output.
+#[test]
+fn explicit_weights_are_causal_distributions_that_reproduce_the_output() {
+    let device = Default::default();
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        for padded in [false, true] {
+            let c = case(shape, padded, 100 + 10 * i as u64);
+            let (b, h, tq, tk, _) = shape;
+            let tensor = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
+            let bias = c.bias.as_ref().map(tensor);
+            let weights =
+                causal_attention_weights(tensor(&c.q), tensor(&c.k), bias.clone(), c.scale);
+            assert_eq!(weights.dims(), [b, h, tq, tk]);
+            let output = floats(weights.clone().matmul(tensor(&c.v)));
+            let fused = floats(causal_attention(
+                tensor(&c.q),
+                tensor(&c.k),
+                tensor(&c.v),
+                bias,
+                c.scale,
+            ));
+            let diff = relative_diff(&output, &fused);
+            assert!(
+                diff <= 1e-5,
+                "{shape:?} (padded: {padded}): weights · v is {diff} off"
+            );
+            let w = floats(weights);
+            for (row, query) in w.chunks(tk).enumerate() {
+                let last_seen = tk - tq + row % tq;
+                let sum: f32 = query.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{shape:?}: a row sums to {sum}");
+                assert!(
+                    query[last_seen + 1..].iter().all(|&x| x == 0.0),
+                    "{shape:?}: query {} sees a later key",
+                    row % tq
+                );
+            }
         }
     }
 }

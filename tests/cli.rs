@@ -569,3 +569,72 @@ fn examples_writes_pngs_and_merges_the_index() {
         );
     }
 }
+
+/// `igpt inspect` on an emoji PNG through the HF fixture (8×8, 2 layers, 4 heads): the JSON line's
+/// mean equals what `igpt eval` gives the same tokens, the default pixel is the centre, the panel has
+/// the image, the surprise map and a view per layer, and a pixel outside the image is one clear line.
+#[test]
+fn inspect_reports_what_eval_measures_and_draws_a_panel() {
+    let model = fixture_dir();
+    let model = model.to_str().unwrap();
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/examples/emoji-test-0.png");
+    let image = image.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let panel = dir.path().join("panel.png");
+    let out = json(&stdout_of(&[
+        "inspect",
+        "--model",
+        model,
+        image,
+        "--json",
+        "-o",
+        panel.to_str().unwrap(),
+        "--scale",
+        "3",
+    ]));
+    let bits: Vec<f64> = out["bits_per_pixel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_f64().unwrap())
+        .collect();
+    assert_eq!(bits.len(), 64);
+    assert_eq!(out["pixel"], serde_json::json!([4, 4]));
+    let mean = out["mean_bits"].as_f64().unwrap();
+    assert!((mean - bits.iter().sum::<f64>() / 64.0).abs() < 1e-5);
+    assert_eq!(out["top"].as_array().unwrap().len(), 5);
+    let attention = out["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), 2);
+    for heads in attention {
+        assert_eq!(heads.as_array().unwrap().len(), 4);
+        assert_eq!(heads[0].as_array().unwrap().len(), 4 * 8 + 4 + 1);
+    }
+
+    let ids = dir.path().join("ids.json");
+    let tokens = stdout_of(&["tokenize", "--model", model, image, "--json"]);
+    std::fs::write(&ids, tokens).unwrap();
+    let eval = json(&stdout_of(&[
+        "eval",
+        "--model",
+        model,
+        "--ids",
+        ids.to_str().unwrap(),
+        "--json",
+    ]));
+    let eval_bits = eval["bits_per_token"].as_f64().unwrap();
+    assert!(
+        (mean - eval_bits).abs() < 1e-5,
+        "inspect {mean}, eval {eval_bits}"
+    );
+
+    // Four panels of 8×3 pixels, 3 apart: 4·24 + 5·3 wide, 24 + 2·3 high.
+    let png = image::open(&panel).unwrap();
+    assert_eq!((png.width(), png.height()), (111, 30));
+
+    let out = igpt(&["inspect", "--model", model, image, "--pixel", "8,0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("pixel 8,0 is outside the 8x8 image"),
+        "{stderr}"
+    );
+}

@@ -91,3 +91,27 @@ pub fn unfused_or_backend<B: Backend>(
     let bias = key_bias.map(|bias| bias.expand([b, h, tq, tk]));
     attention(q, k, v, None, bias, options)
 }
+
+/// The attention probabilities softmax(scale · q kᵀ + key bias + causal mask), `[batch, heads,
+/// queries, keys]`, formed explicitly: what the inspector shows. The fused kernels never form them, so
+/// this is the slow path; `weights.matmul(v)` equals [`causal_attention`] (tests/inspect.rs).
+pub fn causal_attention_weights<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    key_bias: Option<Tensor<B, 4>>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    let [b, h, tq, _] = q.dims();
+    let tk = k.dims()[2];
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let scores = match key_bias {
+        Some(bias) => scores + bias.expand([b, h, tq, tk]),
+        None => scores,
+    };
+    // Bottom-right aligned: query i (of the last tq) sees keys 0..=tk - tq + i.
+    let future =
+        Tensor::<B, 2, burn::tensor::Bool>::tril_mask([tq, tk], (tk - tq) as i64, &scores.device())
+            .unsqueeze::<4>()
+            .expand([b, h, tq, tk]);
+    burn::tensor::activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3)
+}

@@ -9,6 +9,7 @@ mod examples;
 mod finetune;
 mod heap;
 mod history;
+mod inspect;
 mod prepare;
 mod probe;
 mod sample;
@@ -56,6 +57,8 @@ enum Command {
     Export(train::ExportArgs),
     /// Bits/token of simple models (uniform, unigrams, a 3-neighbour context model) a model must beat.
     Baselines(baselines::BaselinesArgs),
+    /// What the model makes of one image: surprise per pixel, expected colours and attention at a pixel.
+    Inspect(inspect::InspectArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
     /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Export(args) => run_on(args.device, args),
         Command::Baselines(args) => baselines::run(args),
         Command::Examples(args) => examples::run(args),
+        Command::Inspect(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),

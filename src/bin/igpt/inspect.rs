@@ -1,0 +1,213 @@
+//! `igpt inspect`: what the model makes of one image (see `igpt::inspect`): how surprising each pixel
+//! is, what it expected at one pixel, and where that pixel looked. The web page's inspector shows the
+//! same numbers.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use igpt::inspect::{Inspected, Report};
+use igpt::raster::tile;
+use igpt::store::{self, StoredModel};
+use igpt::{Raster, Tokenizer};
+
+use crate::backend::{BackendJob, DeviceKind};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file (PNG, JPEG, …): resized to the model's size and quantised to its palette.
+    image: PathBuf,
+    /// The pixel to look at, ROW,COL counted from 0 at the top left. Default: the centre.
+    #[arg(long, value_parser = parse_pixel)]
+    pixel: Option<[usize; 2]>,
+    /// Print one JSON line: bits_per_pixel, mean_bits, pixel, top, actual, attention.
+    #[arg(long)]
+    json: bool,
+    /// Also write a PNG panel: the image, its surprise map, and the pixel's attention in each layer.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Size of one image pixel in the panel.
+    #[arg(long, default_value_t = 4)]
+    scale: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+fn parse_pixel(text: &str) -> Result<[usize; 2], String> {
+    let parsed = text
+        .split_once(',')
+        .and_then(|(r, c)| Some([r.trim().parse().ok()?, c.trim().parse().ok()?]));
+    parsed.ok_or_else(|| "expected ROW,COL, two whole numbers such as 14,14".into())
+}
+
+impl BackendJob for InspectArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let stored = store::load_dir::<B>(&self.model, &device)?;
+        let tokenizer = stored.tokenizer();
+        let image = Raster::open(&self.image, tokenizer.palette.channels())?;
+        let ids = tokenizer.tokenize(&image);
+        let inspected = Inspected::new(&stored.model, &ids, tokenizer.width)?;
+        let pixel = self
+            .pixel
+            .unwrap_or([tokenizer.height / 2, tokenizer.width / 2]);
+        let report = inspected.report(pixel)?;
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            describe(&self, &stored, &report)?;
+        }
+        if let Some(path) = &self.output {
+            let panel = panel(&inspected, &tokenizer, &report, self.scale.clamp(1, 64))?;
+            std::fs::write(path, panel.to_png()?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if !self.json {
+                println!("wrote {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The report in words.
+fn describe<B: Backend>(
+    args: &InspectArgs,
+    stored: &StoredModel<B>,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let tokenizer = stored.tokenizer();
+    let colour = |id: u16| -> anyhow::Result<String> {
+        let rgb = tokenizer.palette.detokenize(&[id], 1, 1)?.with_channels(3);
+        Ok(format!(
+            "#{:02x}{:02x}{:02x}",
+            rgb.pixels[0], rgb.pixels[1], rgb.pixels[2]
+        ))
+    };
+    let [row, col] = report.pixel;
+    println!(
+        "{}: {:.4} bits per pixel on average over its {} pixels ({})",
+        args.image.display(),
+        report.mean_bits,
+        report.bits_per_pixel.len(),
+        args.model.display()
+    );
+    let actual = report.actual;
+    println!(
+        "pixel {row},{col}: {:.3} bits; its colour {} (id {}) had p = {:.4}, rank {}",
+        report.bits_per_pixel[row * tokenizer.width + col],
+        colour(actual.id)?,
+        actual.id,
+        actual.p,
+        actual.rank
+    );
+    let top: Vec<String> = report
+        .top
+        .iter()
+        .map(|c| Ok(format!("{} {:.4}", colour(c.id)?, c.p)))
+        .collect::<anyhow::Result<_>>()?;
+    println!("  likeliest: {}", top.join(", "));
+    for (layer, heads) in report.attention.iter().enumerate() {
+        let mean = mean_over_heads(heads);
+        let (strongest, weight) = mean
+            .iter()
+            .enumerate()
+            .skip(1)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or((0, 0.0), |(i, &w)| (i - 1, w));
+        println!(
+            "  layer {layer}: start token {:.3}; strongest earlier pixel {},{} ({weight:.3}), mean over {} heads",
+            mean[0],
+            strongest / tokenizer.width,
+            strongest % tokenizer.width,
+            heads.len()
+        );
+    }
+    Ok(())
+}
+
+fn mean_over_heads(heads: &[Vec<f32>]) -> Vec<f32> {
+    let mut mean = vec![0.0; heads.first().map_or(0, Vec::len)];
+    for head in heads {
+        for (m, w) in mean.iter_mut().zip(head) {
+            *m += w / heads.len() as f32;
+        }
+    }
+    mean
+}
+
+/// The image as the model sees it, its surprise map, then the selected pixel's mean attention in
+/// each layer (positions after it, which it cannot see, in dark grey), side by side. The selected
+/// pixel is outlined in each.
+fn panel(
+    inspected: &Inspected,
+    tokenizer: &Tokenizer,
+    report: &Report,
+    scale: usize,
+) -> anyhow::Result<Raster> {
+    let (w, h) = (tokenizer.width, tokenizer.height);
+    let seen = tokenizer.detokenize(&inspected.ids)?.with_channels(3);
+    let max_bits = report.bits_per_pixel.iter().copied().fold(1e-6, f32::max);
+    let surprise = heatmap(w, h, |i| Some(report.bits_per_pixel[i] / max_bits));
+    let selected = report.pixel[0] * w + report.pixel[1];
+    let mut panels = vec![seen, surprise];
+    for heads in &report.attention {
+        let mean = mean_over_heads(heads);
+        // Key position j > 0 holds pixel j - 1; the square root keeps weak weights visible.
+        let peak = mean[1..].iter().copied().fold(1e-9, f32::max);
+        panels.push(heatmap(w, h, |i| {
+            (i < selected).then(|| (mean[i + 1] / peak).sqrt())
+        }));
+    }
+    let panels: Vec<Raster> = panels
+        .into_iter()
+        .map(|p| outline(p.upscaled(scale), report.pixel, scale))
+        .collect();
+    Ok(tile(&panels, panels.len(), scale)?)
+}
+
+/// A `w`×`h` RGB image coloured by `value(pixel)` in 0..=1 (black → purple → orange → pale yellow);
+/// `None` is dark grey.
+fn heatmap(w: usize, h: usize, value: impl Fn(usize) -> Option<f32>) -> Raster {
+    const STOPS: [[f32; 3]; 4] = [
+        [0., 0., 4.],
+        [100., 30., 130.],
+        [235., 100., 50.],
+        [252., 253., 191.],
+    ];
+    let mut pixels = Vec::with_capacity(w * h * 3);
+    for i in 0..w * h {
+        let rgb = match value(i) {
+            None => [48, 48, 48],
+            Some(v) => {
+                let x = v.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+                let k = (x as usize).min(STOPS.len() - 2);
+                let t = x - k as f32;
+                std::array::from_fn(|c| {
+                    (STOPS[k][c] * (1.0 - t) + STOPS[k + 1][c] * t).round() as u8
+                })
+            }
+        };
+        pixels.extend(rgb);
+    }
+    Raster::new(w, h, 3, pixels).expect("w*h*3 bytes")
+}
+
+/// Draws a one-pixel cyan square around image pixel `[row, col]` of an image upscaled by `scale`.
+fn outline(mut image: Raster, [row, col]: [usize; 2], scale: usize) -> Raster {
+    let (x0, y0) = (col * scale, row * scale);
+    let (x1, y1) = (x0 + scale - 1, y0 + scale - 1);
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            if x == x0 || x == x1 || y == y0 || y == y1 {
+                let at = (y * image.width + x) * 3;
+                image.pixels[at..at + 3].copy_from_slice(&[0, 255, 255]);
+            }
+        }
+    }
+    image
+}

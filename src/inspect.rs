@@ -1,0 +1,231 @@
+//! What the inspector shows of one image, computed once from a traced forward pass: each pixel's
+//! surprise (bits), the model's next-colour distribution at any pixel, and attention from any pixel.
+//! `igpt inspect` and the web page report the same numbers from here.
+//!
+//! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
+//! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
+//! weights over positions 0..=p: the start token and every earlier pixel.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::model::{ImageGpt, Trace};
+
+/// One colour of a next-pixel distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Choice {
+    /// Palette id.
+    pub id: u16,
+    /// Probability under the model (temperature 1, no top-k).
+    pub p: f32,
+}
+
+/// The true colour of a pixel, as the model saw it coming.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Actual {
+    pub id: u16,
+    pub p: f32,
+    /// 1 when the model ranked it first.
+    pub rank: usize,
+}
+
+/// One image through the model, kept as plain numbers so any pixel can be asked about without
+/// another pass.
+pub struct Inspected {
+    pub width: usize,
+    pub height: usize,
+    pub n_colors: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// The image's palette ids, raster order.
+    pub ids: Vec<u16>,
+    /// `[pixels, K]`: log-probability of every colour at every pixel.
+    log_probs: Vec<f32>,
+    /// `[layer, head, query, key]` attention probabilities, queries and keys over all positions.
+    attention: Vec<f32>,
+}
+
+/// `igpt inspect --json`'s line, and the page's `igptState.inspect`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Surprise of every pixel in bits, raster order.
+    pub bits_per_pixel: Vec<f32>,
+    pub mean_bits: f64,
+    /// The selected pixel, `[row, column]`.
+    pub pixel: [usize; 2],
+    /// The five likeliest colours for the selected pixel, most likely first.
+    pub top: Vec<Choice>,
+    /// The selected pixel's true colour, its probability and rank.
+    pub actual: Actual,
+    /// `[layer][head][position]`: the selected pixel's attention over positions 0..=pixel (0 is SOS).
+    pub attention: Vec<Vec<Vec<f32>>>,
+}
+
+impl Inspected {
+    /// Runs `ids` (one image's palette ids, as many as the model has positions) through the model,
+    /// forming the attention probabilities explicitly. (The page reads the same tensors without
+    /// blocking: [`Inspected::trace`], then [`Inspected::from_parts`].)
+    pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
+        let trace = Self::trace(model, ids, width)?;
+        let n_head = trace.attention.first().map_or(0, |a| a.dims()[1]);
+        let log_probs = floats(log_softmax(trace.logits, 2).into_data())?;
+        let mut attention = Vec::new();
+        for layer in trace.attention {
+            attention.extend(floats(layer.into_data())?);
+        }
+        Self::from_parts(ids, width, model.n_colors(), n_head, log_probs, attention)
+    }
+
+    /// The traced pass over one image: SOS, then every pixel but the last.
+    pub fn trace<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Trace<B>> {
+        let n = model.n_positions();
+        if ids.len() != n || width == 0 || !n.is_multiple_of(width) {
+            return Err(Error::invalid(format!(
+                "the model reads {n} pixels; this image has {} ({width} wide)",
+                ids.len()
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= model.n_colors()) {
+            return Err(Error::invalid(format!(
+                "colour id {bad} is past the model's {} colours",
+                model.n_colors()
+            )));
+        }
+        let inputs: Vec<i64> = std::iter::once(model.n_colors() as i64)
+            .chain(ids[..n - 1].iter().map(|&id| id as i64))
+            .collect();
+        let inputs =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, n]), &model.device());
+        Ok(model.forward_traced(inputs))
+    }
+
+    /// From the trace's numbers: `log_probs` `[pixels, K]` (log-softmax of the logits) and `attention`
+    /// `[layer, head, pixels, pixels]`, both flattened.
+    pub fn from_parts(
+        ids: &[u16],
+        width: usize,
+        n_colors: usize,
+        n_head: usize,
+        log_probs: Vec<f32>,
+        attention: Vec<f32>,
+    ) -> Result<Self> {
+        let n = ids.len();
+        let per_layer = n_head * n * n;
+        if width == 0
+            || !n.is_multiple_of(width)
+            || log_probs.len() != n * n_colors
+            || per_layer == 0
+            || !attention.len().is_multiple_of(per_layer)
+        {
+            return Err(Error::invalid(format!(
+                "an inspection of {n} pixels ({width} wide, {n_colors} colours, {n_head} heads) got {} log-probabilities and {} attention weights",
+                log_probs.len(),
+                attention.len()
+            )));
+        }
+        Ok(Self {
+            width,
+            height: n / width,
+            n_colors,
+            n_layer: attention.len() / per_layer,
+            n_head,
+            ids: ids.to_vec(),
+            log_probs,
+            attention,
+        })
+    }
+
+    fn pixels(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Raster index of `[row, column]`, or an error naming the image's size.
+    pub fn index(&self, [row, col]: [usize; 2]) -> Result<usize> {
+        if row >= self.height || col >= self.width {
+            return Err(Error::invalid(format!(
+                "pixel {row},{col} is outside the {}x{} image (rows and columns count from 0)",
+                self.width, self.height
+            )));
+        }
+        Ok(row * self.width + col)
+    }
+
+    /// Every colour's log-probability (natural log) at raster index `pixel`.
+    pub fn log_probs_at(&self, pixel: usize) -> &[f32] {
+        &self.log_probs[pixel * self.n_colors..(pixel + 1) * self.n_colors]
+    }
+
+    /// Surprise of every pixel, in bits: −log₂ p(true colour).
+    pub fn bits_per_pixel(&self) -> Vec<f32> {
+        (0..self.pixels())
+            .map(|i| -self.log_probs_at(i)[self.ids[i] as usize] / std::f32::consts::LN_2)
+            .collect()
+    }
+
+    /// The `k` likeliest colours at raster index `pixel`, most likely first (ties: lower id first).
+    pub fn top(&self, pixel: usize, k: usize) -> Vec<Choice> {
+        let lp = self.log_probs_at(pixel);
+        let mut order: Vec<usize> = (0..lp.len()).collect();
+        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .take(k)
+            .map(|id| Choice {
+                id: id as u16,
+                p: lp[id].exp(),
+            })
+            .collect()
+    }
+
+    /// The true colour at raster index `pixel`, its probability and rank.
+    pub fn actual(&self, pixel: usize) -> Actual {
+        let lp = self.log_probs_at(pixel);
+        let id = self.ids[pixel] as usize;
+        Actual {
+            id: id as u16,
+            p: lp[id].exp(),
+            rank: 1 + lp.iter().filter(|&&x| x > lp[id]).count(),
+        }
+    }
+
+    /// Attention of the query that predicts raster index `pixel`, in `layer` and `head`, over
+    /// positions 0..=pixel.
+    pub fn attention_of(&self, pixel: usize, layer: usize, head: usize) -> &[f32] {
+        let n = self.pixels();
+        let row = ((layer * self.n_head + head) * n + pixel) * n;
+        &self.attention[row..=row + pixel]
+    }
+
+    /// The report for `[row, column]`.
+    pub fn report(&self, pixel: [usize; 2]) -> Result<Report> {
+        let i = self.index(pixel)?;
+        let bits_per_pixel = self.bits_per_pixel();
+        let mean_bits =
+            bits_per_pixel.iter().map(|&b| b as f64).sum::<f64>() / bits_per_pixel.len() as f64;
+        Ok(Report {
+            bits_per_pixel,
+            mean_bits,
+            pixel,
+            top: self.top(i, 5),
+            actual: self.actual(i),
+            attention: (0..self.n_layer)
+                .map(|l| {
+                    (0..self.n_head)
+                        .map(|h| self.attention_of(i, l, h).to_vec())
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A tensor's numbers as f32.
+pub fn floats(data: TensorData) -> Result<Vec<f32>> {
+    data.convert::<f32>()
+        .into_vec()
+        .map_err(|e| Error::invalid(format!("reading the model's output: {e:?}")))
+}

@@ -1,0 +1,121 @@
+//! The inspector's numbers (`igpt::inspect`) on the HF fixture (2 layers, 4 heads, 8×8): the traced
+//! pass gives the fused pass's logits, its attention probabilities are HF's (`output_attentions`,
+//! `attentions.json`), and the per-pixel surprise agrees with `eval`.
+
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use common::{B, expected, fixture_dir, max_abs_diff};
+use igpt::eval::sequence_nll;
+use igpt::inspect::Inspected;
+use igpt::store;
+
+fn fixture() -> store::StoredModel<B> {
+    store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap()
+}
+
+fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+#[test]
+fn the_traced_pass_gives_the_fused_pass_logits() {
+    let stored = fixture();
+    let exp = expected();
+    let (b, t) = (exp.model_input.len(), exp.model_input[0].len());
+    let flat: Vec<i64> = exp.model_input.concat();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, t]), &Default::default());
+    let fused = floats(stored.model.forward(ids.clone()));
+    let trace = stored.model.forward_traced(ids);
+    let traced = floats(trace.logits);
+    assert!(max_abs_diff(&traced, &fused) < 1e-5);
+    assert_eq!(trace.attention.len(), 2);
+    assert_eq!(trace.attention[0].dims(), [b, 4, t, t]);
+    assert_eq!(trace.residual.len(), 3);
+}
+
+/// HF transformers' `output_attentions=True` on the fixture's first input (`make_hf_attentions.py`).
+#[test]
+fn attention_probabilities_match_hf() {
+    let path = fixture_dir().join("attentions.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // [layer][head][query][key]
+    let hf: Vec<Vec<Vec<Vec<f32>>>> = serde_json::from_str(&text).unwrap();
+    let stored = fixture();
+    let input = expected().model_input.swap_remove(0);
+    let t = input.len();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, t]), &Default::default());
+    let trace = stored.model.forward_traced(ids);
+    assert_eq!(trace.attention.len(), hf.len());
+    for (layer, (ours, theirs)) in trace.attention.into_iter().zip(&hf).enumerate() {
+        let theirs: Vec<f32> = theirs.iter().flatten().flatten().copied().collect();
+        let diff = max_abs_diff(&floats(ours), &theirs);
+        // HF's numbers are rounded to 7 decimals.
+        assert!(diff < 2e-6, "layer {layer}: {diff} off HF's attentions");
+    }
+}
+
+#[test]
+fn an_inspection_agrees_with_eval_and_with_itself() {
+    let stored = fixture();
+    let ids: Vec<u16> = expected().input_ids[1].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(&stored.model, &ids, 8).unwrap();
+    let report = inspected.report([3, 5]).unwrap();
+
+    // The mean surprise is the image's bits/token, as eval measures it.
+    let nll = sequence_nll(&stored.model, std::slice::from_ref(&ids), 1, |_| {}).unwrap();
+    assert!((report.mean_bits - nll.bits_per_token).abs() < 1e-5);
+    assert_eq!(report.bits_per_pixel.len(), 64);
+    assert!(report.bits_per_pixel.iter().all(|&b| b >= 0.0));
+
+    // Pixel (3, 5) is raster index 29: its surprise is −log₂ of its colour's probability.
+    let pixel = 3 * 8 + 5;
+    assert_eq!(report.actual.id, ids[pixel]);
+    assert!((report.bits_per_pixel[pixel] + report.actual.p.log2()).abs() < 1e-4);
+    let probs: Vec<f32> = inspected
+        .log_probs_at(pixel)
+        .iter()
+        .map(|l| l.exp())
+        .collect();
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let above = probs.iter().filter(|&&p| p > report.actual.p).count();
+    assert_eq!(report.actual.rank, above + 1);
+
+    // The top five: the five largest probabilities, in order.
+    let mut sorted = probs.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(report.top.len(), 5);
+    for (choice, want) in report.top.iter().zip(&sorted) {
+        assert_eq!(choice.p, *want);
+        assert_eq!(probs[choice.id as usize], choice.p);
+    }
+
+    // Attention: every layer and head, over positions 0..=29, summing to 1.
+    assert_eq!(report.attention.len(), 2);
+    for heads in &report.attention {
+        assert_eq!(heads.len(), 4);
+        for weights in heads {
+            assert_eq!(weights.len(), pixel + 1);
+            assert!((weights.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn bad_pixels_and_images_are_errors() {
+    let stored = fixture();
+    let ids = vec![0u16; 64];
+    let inspected = Inspected::new(&stored.model, &ids, 8).unwrap();
+    let e = inspected.report([8, 0]).unwrap_err().to_string();
+    assert!(e.contains("outside the 8x8 image"), "{e}");
+    let e = Inspected::new(&stored.model, &ids[..63], 8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("reads 64 pixels"), "{e}");
+    let e = Inspected::new(&stored.model, &[16u16; 64], 8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("past the model's 16 colours"), "{e}");
+}
