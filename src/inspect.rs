@@ -14,6 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, Trace};
+use crate::pca::principal_scores;
 
 /// One colour of a next-pixel distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -41,12 +42,25 @@ pub struct Inspected {
     pub n_colors: usize,
     pub n_layer: usize,
     pub n_head: usize,
+    /// Width of the hidden states.
+    pub n_embd: usize,
     /// The image's palette ids, raster order.
     pub ids: Vec<u16>,
     /// `[pixels, K]`: log-probability of every colour at every pixel.
     log_probs: Vec<f32>,
     /// `[layer, head, query, key]` attention probabilities, queries and keys over all positions.
     attention: Vec<f32>,
+    /// `[layer + 1, position, n_embd]`: the residual stream (0: the embeddings, l: block l's output).
+    residual: Vec<f32>,
+    /// `[position, n_embd]`: the learned position embeddings.
+    positions: Vec<f32>,
+}
+
+/// The four tensors an inspection reads back, each flattened: log-probabilities, attention, the
+/// residual stream and the position embeddings (see [`Inspected`]'s fields).
+pub struct Traced<B: Backend> {
+    pub tensors: [Tensor<B, 1>; 4],
+    pub n_head: usize,
 }
 
 /// `igpt inspect --json`'s line, and the page's `igptState.inspect`.
@@ -68,20 +82,15 @@ pub struct Report {
 impl Inspected {
     /// Runs `ids` (one image's palette ids, as many as the model has positions) through the model,
     /// forming the attention probabilities explicitly. (The page reads the same tensors without
-    /// blocking: [`Inspected::trace`], then [`Inspected::from_parts`].)
+    /// blocking: [`Inspected::trace`], then [`Inspected::from_numbers`].)
     pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
-        let trace = Self::trace(model, ids, width)?;
-        let n_head = trace.attention.first().map_or(0, |a| a.dims()[1]);
-        let log_probs = floats(log_softmax(trace.logits, 2).into_data())?;
-        let mut attention = Vec::new();
-        for layer in trace.attention {
-            attention.extend(floats(layer.into_data())?);
-        }
-        Self::from_parts(ids, width, model.n_colors(), n_head, log_probs, attention)
+        let traced = Self::trace(model, ids, width)?;
+        let [a, b, c, d] = traced.tensors.map(|t| floats(t.into_data()));
+        Self::from_numbers(model, ids, width, traced.n_head, [a?, b?, c?, d?])
     }
 
-    /// The traced pass over one image: SOS, then every pixel but the last.
-    pub fn trace<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Trace<B>> {
+    /// The traced pass over one image (SOS, then every pixel but the last), as flat tensors to read.
+    pub fn trace<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Traced<B>> {
         let n = model.n_positions();
         if ids.len() != n || width == 0 || !n.is_multiple_of(width) {
             return Err(Error::invalid(format!(
@@ -100,43 +109,90 @@ impl Inspected {
             .collect();
         let inputs =
             Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, n]), &model.device());
-        Ok(model.forward_traced(inputs))
+        let Trace {
+            logits,
+            residual,
+            attention,
+        } = model.forward_traced(inputs);
+        let n_head = attention.first().map_or(0, |a| a.dims()[1]);
+        let flat = |t: Tensor<B, 3>| t.reshape([-1]);
+        Ok(Traced {
+            tensors: [
+                flat(log_softmax(logits, 2)),
+                Tensor::cat(attention.into_iter().map(|a| a.reshape([-1])).collect(), 0),
+                Tensor::cat(residual.into_iter().map(flat).collect(), 0),
+                model.position_embeddings().reshape([-1]),
+            ],
+            n_head,
+        })
     }
 
-    /// From the trace's numbers: `log_probs` `[pixels, K]` (log-softmax of the logits) and `attention`
-    /// `[layer, head, pixels, pixels]`, both flattened.
-    pub fn from_parts(
+    /// From the numbers of [`Inspected::trace`]'s tensors, in order.
+    pub fn from_numbers<B: Backend>(
+        model: &ImageGpt<B>,
         ids: &[u16],
         width: usize,
-        n_colors: usize,
         n_head: usize,
-        log_probs: Vec<f32>,
-        attention: Vec<f32>,
+        [log_probs, attention, residual, positions]: [Vec<f32>; 4],
     ) -> Result<Self> {
-        let n = ids.len();
-        let per_layer = n_head * n * n;
-        if width == 0
-            || !n.is_multiple_of(width)
-            || log_probs.len() != n * n_colors
-            || per_layer == 0
-            || !attention.len().is_multiple_of(per_layer)
-        {
+        let (n, k, d, layers) = (ids.len(), model.n_colors(), model.n_embd(), model.n_layer());
+        let sizes = [n * k, layers * n_head * n * n, (layers + 1) * n * d, n * d];
+        let got = [
+            log_probs.len(),
+            attention.len(),
+            residual.len(),
+            positions.len(),
+        ];
+        if sizes != got {
             return Err(Error::invalid(format!(
-                "an inspection of {n} pixels ({width} wide, {n_colors} colours, {n_head} heads) got {} log-probabilities and {} attention weights",
-                log_probs.len(),
-                attention.len()
+                "an inspection of {n} pixels expected {sizes:?} numbers and got {got:?}"
             )));
         }
         Ok(Self {
             width,
             height: n / width,
-            n_colors,
-            n_layer: attention.len() / per_layer,
+            n_colors: k,
+            n_layer: layers,
             n_head,
+            n_embd: d,
             ids: ids.to_vec(),
             log_probs,
             attention,
+            residual,
+            positions,
         })
+    }
+
+    /// Layer `layer`'s hidden states (0: the embeddings, l: block l's output) projected on their first
+    /// three principal components, as RGB bytes in raster order (each component stretched over its
+    /// range). Cell p shows the state at position p: the one that predicts pixel p.
+    pub fn features_rgb(&self, layer: usize) -> Vec<u8> {
+        let (n, d) = (self.pixels(), self.n_embd);
+        let states = &self.residual[layer * n * d..(layer + 1) * n * d];
+        let scores = principal_scores(states, d, 3);
+        let mut rgb = vec![0u8; n * 3];
+        for c in 0..3.min(scores.len() / n.max(1)) {
+            let column = || scores.iter().skip(c).step_by(3);
+            let (lo, hi) =
+                column().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            for (i, &x) in column().enumerate() {
+                rgb[i * 3 + c] = (255.0 * (x - lo) / (hi - lo).max(1e-12)).round() as u8;
+            }
+        }
+        rgb
+    }
+
+    /// Cosine similarity of position `pixel`'s learned embedding with every position's.
+    pub fn position_similarity(&self, pixel: usize) -> Vec<f32> {
+        let d = self.n_embd;
+        let rows: Vec<&[f32]> = self.positions.chunks_exact(d).collect();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let chosen = rows[pixel];
+        rows.iter()
+            .map(|r| {
+                r.iter().zip(chosen).map(|(a, b)| a * b).sum::<f32>() / (norm(r) * norm(chosen))
+            })
+            .collect()
     }
 
     fn pixels(&self) -> usize {

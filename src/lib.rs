@@ -9,6 +9,7 @@ pub mod error;
 pub mod inspect;
 pub mod model;
 pub mod palette;
+pub mod pca;
 pub mod precision;
 pub mod raster;
 pub mod sample;

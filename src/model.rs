@@ -478,6 +478,11 @@ impl<B: Backend> ImageGpt<B> {
         }
     }
 
+    /// The learned position embeddings, `[n_positions, n_embd]`.
+    pub fn position_embeddings(&self) -> Tensor<B, 2> {
+        self.wpe.weight.val()
+    }
+
     /// Every layer's output, without the output head (features, see [`crate::features`]).
     pub fn forward_layers(&self, ids: Tensor<B, 2, Int>) -> Layers<B> {
         self.run(ids, None, None, true, None)

@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
+use crate::inspect::{Inspected, floats};
 use crate::model::ImageGpt as Model;
 use crate::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};
@@ -54,6 +55,27 @@ impl<B: Backend> Engine<B> {
             generation.absorb(data)?;
         }
         Ok(())
+    }
+
+    /// The inspector's pass over one image, read back without blocking.
+    async fn inspect(&self, ids: &[u16], width: usize) -> Result<Inspected, JsError> {
+        let traced = Inspected::trace(&self.model, ids, width)?;
+        let mut numbers = Vec::with_capacity(4);
+        for tensor in traced.tensors {
+            let data = tensor
+                .into_data_async()
+                .await
+                .map_err(|e| JsError::new(&format!("reading the inspection back failed: {e:?}")))?;
+            numbers.push(floats(data)?);
+        }
+        let numbers: [Vec<f32>; 4] = numbers.try_into().expect("four tensors");
+        Ok(Inspected::from_numbers(
+            &self.model,
+            ids,
+            width,
+            traced.n_head,
+            numbers,
+        )?)
     }
 
     fn is_done(&self) -> bool {
@@ -282,6 +304,22 @@ impl ImageGpt {
         Ok(rgba)
     }
 
+    /// Runs one image (its token ids, as `tokenize` gives them) through the model for the inspector.
+    /// Stop any generation first: the model serves one call at a time.
+    pub async fn inspect(&self, ids: Vec<u16>) -> Result<Inspection, JsError> {
+        let width = self.tokenizer.width;
+        let inner = match &self.engine {
+            Backends::Gpu(e) => e.inspect(&ids, width).await?,
+            Backends::Cpu(e) => e.inspect(&ids, width).await?,
+        };
+        Ok(Inspection { inner })
+    }
+
+    /// RGBA of every palette colour, colour id after colour id.
+    pub fn colours_rgba(&self) -> Vec<u8> {
+        self.colours.concat()
+    }
+
     /// Token ids of an image file's bytes (PNG, JPEG, GIF, BMP, WebP): resized and quantised to the
     /// palette, as the model sees it. A file that is not an image gives a clear error.
     pub fn tokenize(&self, bytes: Vec<u8>) -> Result<Vec<u16>, JsError> {
@@ -318,6 +356,82 @@ impl ImageGpt {
         self.colours
             .get(id as usize)
             .ok_or_else(|| JsError::new(&format!("token {id} is not a colour of this palette")))
+    }
+}
+
+/// One image as the model saw it (see `igpt::inspect`): every view of the page's inspector reads
+/// from here, without running the model again. Pixels are raster indices.
+#[wasm_bindgen]
+pub struct Inspection {
+    inner: Inspected,
+}
+
+#[wasm_bindgen]
+impl Inspection {
+    /// The same JSON line as `igpt inspect --json` for pixel `[row, col]`.
+    pub fn report(&self, row: usize, col: usize) -> Result<String, JsError> {
+        let report = self.inner.report([row, col])?;
+        serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.inner.n_layer
+    }
+
+    pub fn n_head(&self) -> usize {
+        self.inner.n_head
+    }
+
+    /// Every pixel's surprise in bits.
+    pub fn bits(&self) -> Vec<f32> {
+        self.inner.bits_per_pixel()
+    }
+
+    /// Every colour's log-probability at `pixel`.
+    pub fn log_probs(&self, pixel: usize) -> Result<Vec<f32>, JsError> {
+        self.check(pixel)?;
+        Ok(self.inner.log_probs_at(pixel).to_vec())
+    }
+
+    /// `[layer][head][position 0..=pixel]`, flattened: the attention of the query predicting `pixel`.
+    pub fn attention(&self, pixel: usize) -> Result<Vec<f32>, JsError> {
+        self.check(pixel)?;
+        let mut out = Vec::with_capacity(self.inner.n_layer * self.inner.n_head * (pixel + 1));
+        for layer in 0..self.inner.n_layer {
+            for head in 0..self.inner.n_head {
+                out.extend_from_slice(self.inner.attention_of(pixel, layer, head));
+            }
+        }
+        Ok(out)
+    }
+
+    /// RGB bytes of layer `layer`'s first three principal components (0: the embeddings).
+    pub fn features(&self, layer: usize) -> Result<Vec<u8>, JsError> {
+        if layer > self.inner.n_layer {
+            return Err(JsError::new(&format!(
+                "the model has layers 0..={}",
+                self.inner.n_layer
+            )));
+        }
+        Ok(self.inner.features_rgb(layer))
+    }
+
+    /// Cosine similarity of `pixel`'s position embedding with every position's.
+    pub fn positions(&self, pixel: usize) -> Result<Vec<f32>, JsError> {
+        self.check(pixel)?;
+        Ok(self.inner.position_similarity(pixel))
+    }
+}
+
+impl Inspection {
+    fn check(&self, pixel: usize) -> Result<(), JsError> {
+        let n = self.inner.ids.len();
+        if pixel >= n {
+            return Err(JsError::new(&format!(
+                "pixel {pixel} is past the image's {n}"
+            )));
+        }
+        Ok(())
     }
 }
 

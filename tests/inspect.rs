@@ -119,3 +119,31 @@ fn bad_pixels_and_images_are_errors() {
         .to_string();
     assert!(e.contains("past the model's 16 colours"), "{e}");
 }
+
+#[test]
+fn layer_features_and_position_similarity_cover_every_position() {
+    let stored = fixture();
+    let ids: Vec<u16> = expected().input_ids[0].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(&stored.model, &ids, 8).unwrap();
+    assert_eq!(inspected.n_embd, 32);
+    // The embeddings and both blocks' outputs: each an 8×8 RGB picture whose three components are
+    // stretched to the full 0..=255 range.
+    for layer in 0..=2 {
+        let rgb = inspected.features_rgb(layer);
+        assert_eq!(rgb.len(), 64 * 3);
+        for c in 0..3 {
+            let channel: Vec<u8> = rgb.iter().skip(c).step_by(3).copied().collect();
+            assert_eq!(
+                (channel.iter().min(), channel.iter().max()),
+                (Some(&0), Some(&255)),
+                "layer {layer}, component {c}"
+            );
+        }
+    }
+    // Different layers see different structure.
+    assert_ne!(inspected.features_rgb(0), inspected.features_rgb(2));
+    let similarity = inspected.position_similarity(9);
+    assert_eq!(similarity.len(), 64);
+    assert!((similarity[9] - 1.0).abs() < 1e-5);
+    assert!(similarity.iter().all(|s| (-1.0001..=1.0001).contains(s)));
+}

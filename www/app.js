@@ -2,6 +2,7 @@
 // the RGBA of each new row; this thread never touches weights or tokens' colours, so it stays responsive.
 
 import { verifiedBytes, DownloadError } from "./weights.js";
+import { Inspector } from "./inspect.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -12,6 +13,7 @@ const state = (window.igptState = {
 });
 let engine = null; // { worker: ModelWorker, width, height, card }
 let current = null; // the running generation: { stop(), finished }
+let inspector = null;
 
 // Main-thread tasks over 50 ms (the e2e suite checks there are none while the model samples).
 try {
@@ -221,7 +223,10 @@ function settings() {
 /// Generates one image per canvas, each continuing its prefix, painting rows as the worker sends them.
 /// If the GPU is lost, it goes on from the rows drawn so far on the CPU.
 async function generate(canvases, prefix, label) {
-  await stopCurrent();
+  // The model serves one call at a time. Another generate() may start while this one waits, so wait
+  // until none runs; nothing awaits between this loop and taking `current`.
+  await inspector?.passing;
+  while (current) await stopCurrent();
   let finish;
   let stopped = false;
   const run = (current = { stop: () => { stopped = true; engine.worker.stop(); }, finished: new Promise((r) => (finish = r)) });
@@ -508,6 +513,36 @@ async function completeChosen() {
   }
 }
 
+/// The inspector's "resample from here": `count` completions of `prefix` (any length) into `out`,
+/// the whole rows of `given` (the inspected image's RGBA) painted first.
+async function resampleFrom(prefix, given, count, out) {
+  state.resampleDone = false;
+  state.resampledFrom = prefix.length;
+  out.replaceChildren();
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${prefix.length}: ${i + 1}`));
+  const whole = Math.floor(prefix.length / engine.width) * engine.width * 4;
+  for (const c of canvases) paintRows(c, given.subarray(0, whole), 0);
+  if (await generate(canvases, prefix, "Resampling")) state.resampleDone = true;
+}
+
+/// Inspects the image chosen for completion (upload, else the test image), or the drawing.
+async function inspectChosen(fromDrawing) {
+  try {
+    let image;
+    if (fromDrawing) {
+      const pad = $("draw");
+      const { data } = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height);
+      image = await engine.worker.call({ type: "tokenize", rgba: data.buffer, width: pad.width, height: pad.height }, [data.buffer]);
+    } else {
+      const file = $("upload").files[0];
+      image = file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
+    }
+    await inspector.inspect(image);
+  } catch (e) {
+    $("inspect-summary").textContent = `Could not inspect that image: ${e.message ?? e}`;
+  }
+}
+
 async function main() {
   const name = await loadModel();
   showCard(name, engine.card);
@@ -517,10 +552,22 @@ async function main() {
   applyLink();
   setUpDrawing(engine.card ? JSON.parse(engine.card) : {});
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
+  inspector = new Inspector({ worker: () => engine.worker, width: engine.width, height: engine.height,
+    card: engine.card ? JSON.parse(engine.card) : {}, state, stopCurrent, resample: resampleFrom });
+  $("inspect").onclick = () => inspectChosen(false);
+  $("inspect-drawing").onclick = () => inspectChosen(true);
   $("sample-controls").onsubmit = (e) => { e.preventDefault(); sampleGallery().catch(fail); };
   $("stop").onclick = () => stopCurrent();
   $("complete").onclick = () => completeChosen();
   $("copy-link").onclick = () => copyLink();
+  // ?inspect=FILE (a bundled example): the inspector opens on it, centre pixel selected, and the
+  // gallery waits for Sample (it would hold the model while the visitor explores).
+  if (params.has("inspect")) {
+    await inspector.inspect(await tokensOfExample(params.get("inspect")));
+    $("inspect-title").scrollIntoView();
+    status("Inspecting; press Sample to draw new images.");
+    return;
+  }
   await sampleGallery();
   if (params.has("example")) await completeChosen();
 }

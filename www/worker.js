@@ -65,9 +65,25 @@ async function load({ base, files, webgpu }) {
 // mid-call, and the page goes on from these on the CPU. (The CPU has nothing to lose, so no copy.)
 let lastTokens = [];
 
+// The generation running, if any: a new one stops it and waits, as both would drive the one model.
+let running = null;
+
+async function generate(message) {
+  while (running) {
+    stopRequested = true;
+    await running.catch(() => {});
+  }
+  running = generateRows(message);
+  try {
+    await running;
+  } finally {
+    running = null;
+  }
+}
+
 // Generates `count` images, each continuing its own prefix (`prefixes`: `count` prefixes of one length,
 // concatenated), one message per row, until done or stopped.
-async function generate({ run, count, prefixes, temperature, topK, seed, loseGpuAfterRow }) {
+async function generateRows({ run, count, prefixes, temperature, topK, seed, loseGpuAfterRow }) {
   stopRequested = false;
   const width = model.width();
   const given = prefixes.length / count;
@@ -95,6 +111,37 @@ async function generate({ run, count, prefixes, temperature, topK, seed, loseGpu
   post({ type: "finished", run, stopped: drawn < width * model.height() });
 }
 
+// The inspector: one pass over an image, kept here; the page then asks about pixels.
+let inspection = null;
+
+async function inspect({ ids }) {
+  inspection?.free();
+  inspection = null;
+  const began = performance.now();
+  inspection = await model.inspect(Uint16Array.from(ids));
+  const layers = inspection.n_layer();
+  return {
+    ms: performance.now() - began,
+    layers,
+    heads: inspection.n_head(),
+    bits: inspection.bits(),
+    features: Array.from({ length: layers + 1 }, (_, l) => inspection.features(l)),
+    colours: model.colours_rgba(),
+  };
+}
+
+// Everything the views show about one pixel (a raster index).
+function inspectPixel({ pixel }) {
+  if (!inspection) throw new Error("nothing is inspected yet");
+  const width = model.width();
+  return {
+    report: inspection.report(Math.floor(pixel / width), pixel % width),
+    logProbs: inspection.log_probs(pixel),
+    attention: inspection.attention(pixel),
+    positions: inspection.positions(pixel),
+  };
+}
+
 // The quantised image (tokens, and its RGBA as the model sees it) of an image file or of canvas pixels.
 function tokenize(message) {
   const ids = message.bytes
@@ -119,6 +166,12 @@ onmessage = async ({ data: message }) => {
         break;
       case "tokenize":
         post({ type: "reply", call, ...tokenize(message) });
+        break;
+      case "inspect":
+        post({ type: "reply", call, ...(await inspect(message)) });
+        break;
+      case "inspectPixel":
+        post({ type: "reply", call, ...inspectPixel(message) });
         break;
       case "memory":
         post({ type: "reply", call, bytes: wasm_memory_bytes() });

@@ -6,6 +6,7 @@ import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
+import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -414,6 +415,101 @@ await test("the default model on WebGPU: its sampling speed over the first rows"
     await browser.close();
   }
 });
+// The inspector against the CLI: `igpt inspect --json` on the same bundled example (cargo builds the
+// binary before these tests run).
+const igptBinary = path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "release/igpt");
+function cliInspection(model, file) {
+  const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", model),
+    path.join(dist, "examples", file), "--json", "--device", "flex"], { encoding: "utf8" });
+  check(run.status === 0, `${igptBinary} inspect failed: ${run.error ?? run.stderr}`);
+  return JSON.parse(run.stdout);
+}
+/// The largest difference between two inspections' numbers (the same keys as `igpt inspect --json`).
+function inspectionDiff(page, cli) {
+  check(JSON.stringify(page.pixel) === JSON.stringify(cli.pixel), `pixel ${page.pixel} vs ${cli.pixel}`);
+  check(page.actual.id === cli.actual.id && page.actual.rank === cli.actual.rank, `actual ${JSON.stringify(page.actual)} vs ${JSON.stringify(cli.actual)}`);
+  let diff = Math.abs(page.mean_bits - cli.mean_bits);
+  const pairs = (a, b, what) => {
+    check(a.length === b.length, `${what}: ${a.length} vs ${b.length} numbers`);
+    a.forEach((x, i) => (diff = Math.max(diff, Math.abs(x - b[i]))));
+  };
+  pairs(page.bits_per_pixel, cli.bits_per_pixel, "bits_per_pixel");
+  pairs(page.top.map((c) => c.p), cli.top.map((c) => c.p), "top");
+  // The same colours in the same order, unless two are tied within the tolerance.
+  page.top.forEach((c, i) => check(c.id === cli.top[i].id || Math.abs(c.p - cli.top[i].p) < 1e-3, `top ${i}: ${c.id} vs ${cli.top[i].id}`));
+  pairs([page.actual.p], [cli.actual.p], "actual");
+  pairs(page.attention.flat(2), cli.attention.flat(2), "attention");
+  return diff;
+}
+const defaultCard = defaultModel && JSON.parse(fs.readFileSync(path.join(dist, `models/${defaultModel}/card.json`), "utf8"));
+const inspectExample = (() => {
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const own = examples.filter((e) => e.dataset === (defaultCard?.dataset ?? "").split(":")[0]);
+  return (own.length ? own : examples)[1 % (own.length || examples.length)].file;
+})();
+for (const backend of ["cpu", "webgpu"]) {
+  await test(`the inspector (?inspect=FILE, ${backend === "cpu" ? "CPU" : "WebGPU"}) gives igpt inspect's numbers within 1e-3, and draws every view`, async () => {
+    const cli = cliInspection(defaultModel, inspectExample);
+    const { browser, page, errors } = await open(backend === "cpu" ? [] : WEBGPU_FLAGS,
+      `${backend === "cpu" ? "backend=cpu&" : ""}count=1&inspect=${inspectExample}`, { width: 1100, height: 1400 }, null);
+    try {
+      await waitFor(page, () => window.igptState.inspectDone || window.igptState.errors.length);
+      const s = await page.evaluate(() => window.igptState);
+      check(s.errors.length === 0 && s.backend === backend, `backend ${s.backend}; errors: ${s.errors}`);
+      const diff = inspectionDiff(s.inspect, cli);
+      check(diff <= 1e-3, `the page's numbers differ from the CLI's by ${diff}`);
+      console.log(`     ${defaultModel}, ${inspectExample} on ${backend}: every view in ${s.inspectMs.toFixed(0)} ms (the model's pass ${s.inspectPassMs.toFixed(0)} ms); largest difference from the CLI ${diff.toExponential(1)}`);
+      // Every view has something on it: the four views, a canvas per layer and head, one per layer's features.
+      const layers = cli.attention.length, heads = cli.attention[0].length;
+      const views = await canvasStats(page, "#inspect-views .views canvas");
+      check(views.length === 4 && views.every(([opaque, colours]) => opaque === 1 && colours > 4), `views: ${JSON.stringify(views)}`);
+      const multiples = await canvasStats(page, "#inspect-heads canvas");
+      check(multiples.length === layers * heads && multiples.every(([, colours]) => colours > 2), `${multiples.length} small multiples`);
+      const features = await canvasStats(page, "#inspect-features canvas");
+      check(features.length === layers + 1 && features.every(([, colours]) => colours > 16), `features: ${JSON.stringify(features)}`);
+      check((await page.$$("#inspect-distribution li")).length > 0, "no distribution swatches");
+      const section = await page.$("section[aria-labelledby=inspect-title]");
+      await section.screenshot({ path: path.join(artifacts, `inspect-${backend}.png`) });
+      if (backend === "cpu") {
+        // Clicking a pixel selects it; the CLI agrees there too.
+        const box = await page.$eval("#inspect-surprise", (c) => { const r = c.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; });
+        const [row, col] = [5, Math.floor(cli.bits_per_pixel.length ** 0.5) - 3];
+        const side = Math.sqrt(cli.bits_per_pixel.length);
+        await page.mouse.click(box[0] + ((col + 0.5) / side) * box[2], box[1] + ((row + 0.5) / side) * box[3]);
+        await waitFor(page, ([r, c]) => window.igptState.inspect.pixel[0] === r && window.igptState.inspect.pixel[1] === c, [row, col]);
+        const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+          path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--pixel", `${row},${col}`], { encoding: "utf8" });
+        const clicked = inspectionDiff(await page.evaluate(() => window.igptState.inspect), JSON.parse(run.stdout));
+        check(clicked <= 1e-3, `at the clicked pixel the numbers differ by ${clicked}`);
+        // Temperature reshapes the shown distribution without another pass.
+        const before = await page.textContent("#inspect-distribution");
+        await page.fill("#inspect-temperature", "3");
+        check((await page.textContent("#inspect-distribution")) !== before, "temperature changed nothing");
+        // Resampling keeps every pixel before the chosen one.
+        await page.fill("#inspect-resample-count", "2");
+        await page.click("#inspect-resample");
+        await waitFor(page, () => window.igptState.resampleDone || window.igptState.errors.length);
+        const kept = row * side + col;
+        const from = await page.evaluate(() => window.igptState.resampledFrom);
+        check(from === kept, `resampled from pixel ${from}, not the chosen ${kept}`);
+        const given = await page.$eval("#inspect-image", (c, [kept, side]) => {
+          const scale = c.width / side, out = [];
+          const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+          for (let i = 0; i < kept; i++) { const at = 4 * ((Math.floor(i / side) * scale + 4) * c.width + (i % side) * scale + 4); out.push(...d.subarray(at, at + 3)); }
+          return out;
+        }, [kept, side]);
+        const drawn = await page.$$eval("#inspect-resample-out canvas", (cs, kept) => cs.map((c) =>
+          Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data).filter((_, i) => i < 4 * kept && i % 4 !== 3)), kept);
+        const changed = drawn.map((d) => d.findIndex((v, i) => v !== given[i]));
+        check(drawn.length === 2 && changed.every((i) => i === -1), `a resample changed a pixel before the chosen one (${kept}): at ${changed}, ${changed.map((i, k) => `${drawn[k].slice(i - i % 3, i - i % 3 + 3)} vs ${given.slice(i - i % 3, i - i % 3 + 3)}`)}`);
+        await section.screenshot({ path: path.join(artifacts, "inspect-cpu-clicked.png") });
+      }
+      check(errors.length === 0, errors.join("\n"));
+    } finally {
+      await browser.close();
+    }
+  });
+}
 await test("a corrupted weight file gives a message and a Retry button, and Retry recovers", async () => {
   const weights = `/models/${model}/model.safetensors`;
   faults.corrupt.add(weights);

@@ -1,0 +1,273 @@
+// The inspector: what the model makes of one image. The worker runs one traced pass (igpt::inspect)
+// and keeps it; choosing a pixel asks it for that pixel's numbers. Every view is drawn here.
+//
+// Grid cell p of every view is position p of the sequence: the step that predicts pixel p. Attention
+// from p is over the pixels before it (a key's cell is the pixel it read), plus the start token.
+
+const $ = (id) => document.getElementById(id);
+const SCALE = 8; // canvas pixels per image pixel, so the selected pixel can be outlined
+
+// Black → purple → orange → pale yellow (as `igpt inspect -o`).
+const HEAT = [[0, 0, 4], [100, 30, 130], [235, 100, 50], [252, 253, 191]];
+function heat(v) {
+  const x = Math.min(1, Math.max(0, v)) * (HEAT.length - 1);
+  const k = Math.min(HEAT.length - 2, Math.floor(x));
+  const t = x - k;
+  return HEAT[k].map((a, c) => Math.round(a * (1 - t) + HEAT[k + 1][c] * t));
+}
+// Blue (−1) → light grey (0) → red (+1), for similarities.
+function diverging(v) {
+  const t = Math.min(1, Math.max(-1, v));
+  const [end, mid] = [t < 0 ? [59, 76, 192] : [180, 4, 38], [221, 221, 221]];
+  return mid.map((m, c) => Math.round(m + (end[c] - m) * Math.abs(t)));
+}
+const hex = (rgb) => "#" + rgb.map((x) => x.toString(16).padStart(2, "0")).join("");
+
+/// Paints `colour(i)` (RGB, or null for dark grey) into a w×h grid on `canvas`, outlining `selected`.
+function paintCells(canvas, w, h, colour, selected) {
+  const cells = new ImageData(w, h);
+  for (let i = 0; i < w * h; i++) {
+    const rgb = colour(i) ?? [48, 48, 48];
+    cells.data.set([...rgb, 255], 4 * i);
+  }
+  const small = new OffscreenCanvas(w, h);
+  small.getContext("2d").putImageData(cells, 0, 0);
+  canvas.width = w * SCALE;
+  canvas.height = h * SCALE;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(small, 0, 0, w * SCALE, h * SCALE);
+  if (selected !== null) {
+    ctx.strokeStyle = "#0ff";
+    ctx.lineWidth = 2;
+    ctx.strokeRect((selected % w) * SCALE + 1, Math.floor(selected / w) * SCALE + 1, SCALE - 2, SCALE - 2);
+  }
+}
+
+export class Inspector {
+  /// `app`: { worker(), width, height, card, state, stopCurrent(), resample(prefix, rgba, count, out) }.
+  constructor(app) {
+    this.app = app;
+    this.result = null; // the pass: bits, features, colours, layers, heads, rgb of the image
+    this.pixel = null; // the raster index shown
+    this.pinned = null; // the one chosen (by click or keys); pointing previews others
+    this.numbers = null; // the selected pixel's numbers
+    this.pending = null; // a pixel asked for while another is on its way
+    this.busy = false;
+    this.passing = null; // the worker's pass, while it runs
+    for (const id of ["inspect-image", "inspect-surprise", "inspect-attention", "inspect-positions"]) {
+      const canvas = $(id);
+      const at = (e) => {
+        const r = canvas.getBoundingClientRect();
+        const { width: w, height: h } = app;
+        const x = Math.min(w - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * w)));
+        const y = Math.min(h - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * h)));
+        return y * w + x;
+      };
+      // A click (or tap) chooses the pixel; pointing with a mouse previews another until it leaves.
+      canvas.addEventListener("click", (e) => this.select((this.pinned = at(e))));
+      canvas.addEventListener("pointermove", (e) => e.buttons === 0 && e.pointerType === "mouse" && this.select(at(e)));
+      canvas.addEventListener("pointerleave", () => this.pinned !== null && this.select(this.pinned));
+      // Arrow keys move the selection (the canvases are focusable).
+      canvas.addEventListener("keydown", (e) => {
+        const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -app.width, ArrowDown: app.width };
+        if (moves[e.key] === undefined || this.pinned === null) return;
+        e.preventDefault();
+        this.pinned = Math.min(app.width * app.height - 1, Math.max(0, this.pinned + moves[e.key]));
+        this.select(this.pinned);
+      });
+    }
+    for (const id of ["inspect-layer", "inspect-head"]) $(id).onchange = () => this.drawPixelViews();
+    for (const id of ["inspect-temperature", "inspect-top-k"]) $(id).oninput = () => this.drawDistribution();
+    $("inspect-resample").onclick = () => this.resample();
+  }
+
+  /// Inspects an image (`{ ids, rgba }` from the worker's tokenize), selecting `pixel` (default: the
+  /// centre, as `igpt inspect`).
+  async inspect({ ids, rgba }, pixel) {
+    const { app } = this;
+    await app.stopCurrent(); // the model serves one call at a time
+    const began = performance.now();
+    app.state.inspectDone = false;
+    $("inspect-summary").textContent = "Inspecting…";
+    this.passing = app.worker().call({ type: "inspect", ids });
+    let result;
+    try {
+      result = await this.passing;
+    } finally {
+      this.passing = null;
+    }
+    result.rgba = rgba;
+    result.rgb = Array.from({ length: ids.length }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);
+    result.ids = ids;
+    this.result = result;
+    this.fillMenus();
+    $("inspect-views").hidden = false;
+    this.drawImageViews();
+    this.pixel = null;
+    this.pinned = pixel ?? Math.floor(app.height / 2) * app.width + Math.floor(app.width / 2);
+    await this.select(this.pinned);
+    const ms = performance.now() - began;
+    app.state.inspectMs = ms;
+    app.state.inspectPassMs = result.ms;
+    const mean = result.bits.reduce((a, b) => a + b, 0) / result.bits.length;
+    $("inspect-summary").textContent = `${mean.toFixed(3)} bits per pixel on average; every view computed in ${ms.toFixed(0)} ms.`;
+    app.state.inspectDone = true;
+  }
+
+  fillMenus() {
+    const { layers, heads } = this.result;
+    const keep = (id, options) => {
+      const old = $(id).value;
+      $(id).replaceChildren(...options.map(([v, label]) => new Option(label, v)));
+      if (options.some(([v]) => v === old)) $(id).value = old;
+    };
+    keep("inspect-layer", Array.from({ length: layers }, (_, l) => [String(l), `${l}`]));
+    keep("inspect-head", [["mean", "mean of heads"], ...Array.from({ length: heads }, (_, h) => [String(h), `${h}`])]);
+  }
+
+  /// The views that do not depend on the pixel: the image, its surprise, every layer's features.
+  drawImageViews() {
+    const { width: w, height: h, card } = this.app;
+    const { bits, features, layers, rgb } = this.result;
+    const max = Math.max(1e-6, ...bits);
+    paintCells($("inspect-image"), w, h, (i) => rgb[i], this.pixel);
+    // Laid over the image: mostly heat, a little of the pixel's own colour.
+    paintCells($("inspect-surprise"), w, h, (i) => heat(bits[i] / max).map((c, k) => Math.round(0.75 * c + 0.25 * rgb[i][k])), this.pixel);
+    $("surprise-caption").textContent = `surprise: 0 (dark) to ${max.toFixed(1)} bits (pale)`;
+    const out = $("inspect-features");
+    out.replaceChildren();
+    for (let l = 0; l <= layers; l++) {
+      const figure = document.createElement("figure");
+      const canvas = document.createElement("canvas");
+      canvas.setAttribute("role", "img");
+      const name = l === 0 ? "embeddings" : `after block ${l}`;
+      canvas.setAttribute("aria-label", `layer ${l} features (${name}), first three principal components as RGB`);
+      const f = features[l];
+      paintCells(canvas, w, h, (i) => [f[3 * i], f[3 * i + 1], f[3 * i + 2]], null);
+      const caption = document.createElement("figcaption");
+      caption.textContent = `layer ${l}: ${name}`;
+      figure.append(canvas, caption);
+      out.append(figure);
+    }
+    // The linear-probe accuracy by layer, when the card has it, beside these views.
+    const probe = card.probe;
+    $("inspect-probe").hidden = !probe;
+    if (probe) {
+      $("inspect-probe").textContent = "Linear-probe test accuracy by layer: " +
+        probe.layers.map((p) => `${p.layer}: ${(100 * p.accuracy).toFixed(1)}%`).join(", ") +
+        ` (best: layer ${probe.best_layer}).`;
+    }
+  }
+
+  /// Selects a pixel: asks the worker for its numbers (the latest request wins) and redraws.
+  async select(pixel) {
+    if (!this.result) return;
+    if (this.busy) {
+      this.pending = pixel;
+      return;
+    }
+    this.busy = true;
+    try {
+      this.pixel = pixel;
+      this.numbers = await this.app.worker().call({ type: "inspectPixel", pixel });
+      this.numbers.report = JSON.parse(this.numbers.report);
+      this.app.state.inspect = this.numbers.report;
+      this.drawImageViews();
+      this.drawPixelViews();
+    } finally {
+      this.busy = false;
+    this.passing = null; // the worker's pass, while it runs
+    }
+    if (this.pending !== null && this.pending !== pixel) {
+      const next = this.pending;
+      this.pending = null;
+      await this.select(next);
+    }
+    this.pending = null;
+  }
+
+  /// The views of the selected pixel: its distribution, its attention, its position's similarity.
+  drawPixelViews() {
+    const { width: w, height: h } = this.app;
+    const { layers, heads } = this.result;
+    const { attention, positions } = this.numbers;
+    const p = this.pixel;
+    const per = p + 1; // positions 0..=p
+    const weights = (l, hd) => attention.subarray((l * heads + hd) * per, (l * heads + hd + 1) * per);
+    const layer = Number($("inspect-layer").value);
+    const head = $("inspect-head").value;
+    let chosen = head === "mean" ? new Float32Array(per) : weights(layer, Number(head));
+    if (head === "mean") {
+      for (let hd = 0; hd < heads; hd++) weights(layer, hd).forEach((x, i) => (chosen[i] += x / heads));
+    }
+    // Cell i < p shows the weight on key i + 1 (the step that read pixel i); later cells are unseen.
+    // The square root keeps weak weights visible.
+    const draw = (canvas, ws) => {
+      const peak = Math.max(1e-9, ...ws.subarray(1));
+      paintCells(canvas, w, h, (i) => (i < p ? heat(Math.sqrt(ws[i + 1] / peak)) : null), p);
+    };
+    draw($("inspect-attention"), chosen);
+    $("attention-caption").textContent = `attention, layer ${layer}, ${head === "mean" ? "mean of heads" : `head ${head}`} (start token: ${chosen[0].toFixed(3)})`;
+    const grid = $("inspect-heads");
+    grid.style.gridTemplateColumns = `repeat(${heads}, minmax(3rem, 6rem))`;
+    grid.replaceChildren();
+    for (let l = 0; l < layers; l++) {
+      for (let hd = 0; hd < heads; hd++) {
+        const canvas = document.createElement("canvas");
+        canvas.setAttribute("role", "img");
+        canvas.setAttribute("aria-label", `attention of layer ${l}, head ${hd}`);
+        canvas.title = `layer ${l}, head ${hd}`;
+        draw(canvas, weights(l, hd));
+        grid.append(canvas);
+      }
+    }
+    paintCells($("inspect-positions"), w, h, (i) => diverging(positions[i]), p);
+    this.drawDistribution();
+  }
+
+  /// The next-colour distribution at the selected pixel, reshaped by temperature and top-k from the
+  /// log-probabilities already computed.
+  drawDistribution() {
+    if (!this.numbers) return;
+    const { colours, bits, ids } = this.result;
+    const { logProbs, report } = this.numbers;
+    const t = Math.max(0.05, Number($("inspect-temperature").value) || 1);
+    const k = Math.max(0, Math.floor(Number($("inspect-top-k").value) || 0));
+    const order = Array.from(logProbs.keys()).sort((a, b) => logProbs[b] - logProbs[a] || a - b);
+    const kept = new Set(k > 0 ? order.slice(0, k) : order);
+    const top = Math.max(...logProbs) / t;
+    const weight = (id) => (kept.has(id) ? Math.exp(logProbs[id] / t - top) : 0);
+    const total = order.reduce((s, id) => s + weight(id), 0);
+    const p = (id) => weight(id) / total;
+    const colour = (id) => [colours[4 * id], colours[4 * id + 1], colours[4 * id + 2]];
+    const actual = ids[this.pixel];
+    const rank = 1 + order.filter((id) => p(id) > p(actual)).length;
+    const [row, col] = report.pixel;
+    const truth = document.createElement("span");
+    truth.className = "swatch";
+    truth.style.background = hex(colour(actual));
+    $("inspect-pixel").replaceChildren(
+      `Pixel ${row}, ${col}: ${bits[this.pixel].toFixed(2)} bits. Its colour `, truth,
+      ` ${hex(colour(actual))} has p = ${(100 * p(actual)).toFixed(2)}%, rank ${kept.has(actual) ? rank : "— (cut by top-k)"}` +
+      (t !== 1 || k > 0 ? ` at temperature ${t}${k > 0 ? `, top-${k}` : ""}.` : "."));
+    const list = $("inspect-distribution");
+    list.replaceChildren(...order.slice(0, 16).filter((id) => p(id) > 0).map((id) => {
+      const item = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "swatch" + (id === actual ? " actual" : "");
+      sw.style.background = hex(colour(id));
+      item.append(sw, `${(100 * p(id)).toFixed(1)}%`);
+      item.title = `${hex(colour(id))}${id === actual ? " (the true colour)" : ""}`;
+      return item;
+    }));
+  }
+
+  /// Completions that keep every pixel before the chosen one.
+  async resample() {
+    if (this.pinned === null) return;
+    const count = Math.max(1, Math.min(16, Number($("inspect-resample-count").value) || 1));
+    const prefix = this.result.ids.slice(0, this.pinned);
+    await this.app.resample(prefix, this.result.rgba, count, $("inspect-resample-out"));
+  }
+}
