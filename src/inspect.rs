@@ -48,19 +48,25 @@ pub struct Inspected {
     pub ids: Vec<u16>,
     /// `[pixels, K]`: log-probability of every colour at every pixel.
     log_probs: Vec<f32>,
-    /// `[layer, head, query, key]` attention probabilities, queries and keys over all positions.
-    attention: Vec<f32>,
+    /// `[layer, head, position, head_dim]`: every layer's queries and keys, as attention used them
+    /// (a pixel's attention row is formed from them when asked: the full `n × n` probabilities of
+    /// every head would be 64 MB for a 1,024-pixel, 4-layer, 4-head model).
+    queries: Vec<f32>,
+    keys: Vec<f32>,
+    /// Attention's factor on q·k.
+    scale: f32,
     /// `[layer + 1, position, n_embd]`: the residual stream (0: the embeddings, l: block l's output).
     residual: Vec<f32>,
     /// `[position, n_embd]`: the learned position embeddings.
     positions: Vec<f32>,
 }
 
-/// The four tensors an inspection reads back, each flattened: log-probabilities, attention, the
+/// The tensors an inspection reads back, each flattened: log-probabilities, queries, keys, the
 /// residual stream and the position embeddings (see [`Inspected`]'s fields).
 pub struct Traced<B: Backend> {
-    pub tensors: [Tensor<B, 1>; 4],
+    pub tensors: [Tensor<B, 1>; 5],
     pub n_head: usize,
+    pub scale: f64,
 }
 
 /// `igpt inspect --json`'s line, and the page's `igptState.inspect`.
@@ -80,13 +86,14 @@ pub struct Report {
 }
 
 impl Inspected {
-    /// Runs `ids` (one image's palette ids, as many as the model has positions) through the model,
-    /// forming the attention probabilities explicitly. (The page reads the same tensors without
-    /// blocking: [`Inspected::trace`], then [`Inspected::from_numbers`].)
+    /// Runs `ids` (one image's palette ids, as many as the model has positions) through the model.
+    /// (The page reads the same tensors without blocking: [`Inspected::trace`], then
+    /// [`Inspected::from_numbers`].)
     pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
         let traced = Self::trace(model, ids, width)?;
-        let [a, b, c, d] = traced.tensors.map(|t| floats(t.into_data()));
-        Self::from_numbers(model, ids, width, traced.n_head, [a?, b?, c?, d?])
+        let (n_head, scale) = (traced.n_head, traced.scale);
+        let [a, b, c, d, e] = traced.tensors.map(|t| floats(t.into_data()));
+        Self::from_numbers(model, ids, width, n_head, scale, [a?, b?, c?, d?, e?])
     }
 
     /// The traced pass over one image (SOS, then every pixel but the last), as flat tensors to read.
@@ -112,18 +119,25 @@ impl Inspected {
         let Trace {
             logits,
             residual,
-            attention,
+            queries_keys,
+            scale,
         } = model.forward_traced(inputs);
-        let n_head = attention.first().map_or(0, |a| a.dims()[1]);
+        let n_head = queries_keys.first().map_or(0, |[q, _]| q.dims()[1]);
         let flat = |t: Tensor<B, 3>| t.reshape([-1]);
+        let (queries, keys): (Vec<_>, Vec<_>) = queries_keys
+            .into_iter()
+            .map(|[q, k]| (q.reshape([-1]), k.reshape([-1])))
+            .unzip();
         Ok(Traced {
             tensors: [
                 flat(log_softmax(logits, 2)),
-                Tensor::cat(attention.into_iter().map(|a| a.reshape([-1])).collect(), 0),
+                Tensor::cat(queries, 0),
+                Tensor::cat(keys, 0),
                 Tensor::cat(residual.into_iter().map(flat).collect(), 0),
                 model.position_embeddings().reshape([-1]),
             ],
             n_head,
+            scale,
         })
     }
 
@@ -133,13 +147,21 @@ impl Inspected {
         ids: &[u16],
         width: usize,
         n_head: usize,
-        [log_probs, attention, residual, positions]: [Vec<f32>; 4],
+        scale: f64,
+        [log_probs, queries, keys, residual, positions]: [Vec<f32>; 5],
     ) -> Result<Self> {
         let (n, k, d, layers) = (ids.len(), model.n_colors(), model.n_embd(), model.n_layer());
-        let sizes = [n * k, layers * n_head * n * n, (layers + 1) * n * d, n * d];
+        let sizes = [
+            n * k,
+            layers * n * d,
+            layers * n * d,
+            (layers + 1) * n * d,
+            n * d,
+        ];
         let got = [
             log_probs.len(),
-            attention.len(),
+            queries.len(),
+            keys.len(),
             residual.len(),
             positions.len(),
         ];
@@ -157,7 +179,9 @@ impl Inspected {
             n_embd: d,
             ids: ids.to_vec(),
             log_probs,
-            attention,
+            queries,
+            keys,
+            scale: scale as f32,
             residual,
             positions,
         })
@@ -249,11 +273,21 @@ impl Inspected {
     }
 
     /// Attention of the query that predicts raster index `pixel`, in `layer` and `head`, over
-    /// positions 0..=pixel.
-    pub fn attention_of(&self, pixel: usize, layer: usize, head: usize) -> &[f32] {
-        let n = self.pixels();
-        let row = ((layer * self.n_head + head) * n + pixel) * n;
-        &self.attention[row..=row + pixel]
+    /// positions 0..=pixel: softmax(scale · q·k) over the keys it may see.
+    pub fn attention_of(&self, pixel: usize, layer: usize, head: usize) -> Vec<f32> {
+        let (n, hd) = (self.pixels(), self.n_embd / self.n_head.max(1));
+        let at = |position: usize| ((layer * self.n_head + head) * n + position) * hd;
+        let q = &self.queries[at(pixel)..at(pixel) + hd];
+        let scores: Vec<f32> = (0..=pixel)
+            .map(|j| {
+                let k = &self.keys[at(j)..at(j) + hd];
+                self.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f32::MIN, f32::max);
+        let exp: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f32 = exp.iter().sum();
+        exp.into_iter().map(|e| e / total).collect()
     }
 
     /// The report for `[row, column]`.
@@ -271,7 +305,7 @@ impl Inspected {
             attention: (0..self.n_layer)
                 .map(|l| {
                     (0..self.n_head)
-                        .map(|h| self.attention_of(i, l, h).to_vec())
+                        .map(|h| self.attention_of(i, l, h))
                         .collect()
                 })
                 .collect(),

@@ -273,15 +273,15 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `x`: `[batch, seq, d]`. With a cache, the new keys/values are appended at its current length and
     /// the queries attend to everything cached so far.
-    /// With `weights`, the attention probabilities are formed explicitly and pushed there (the
-    /// inspector's path); otherwise the fused kernel runs.
+    /// With `trace`, this layer's queries and keys (as attention uses them) are pushed there: the
+    /// inspector forms attention probabilities from them.
     fn forward(
         &self,
         x: Tensor<B, 3>,
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
         precision: Precision,
-        weights: Option<&mut Vec<Tensor<B, 4>>>,
+        trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (h, hd) = (self.n_head, d / self.n_head);
@@ -302,15 +302,10 @@ impl<B: Backend> Attention<B> {
         };
         let bias = padding.map(|p| precision.round(p.clone().clamp_min(precision.mask_value())));
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
-        let y = match weights {
-            Some(weights) => {
-                let w = causal_attention_weights(q, k, bias, self.scale);
-                weights.push(w.clone());
-                w.matmul(v)
-            }
-            None => causal_attention(q, k, v, bias, self.scale),
-        };
-        let y = precision.widen(y); // [b, h, t, hd]
+        if let Some(trace) = trace {
+            trace.push([q.clone(), k.clone()]);
+        }
+        let y = precision.widen(causal_attention(q, k, v, bias, self.scale)); // [b, h, t, hd]
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
@@ -345,12 +340,12 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut LayerCache<B>>,
         padding: Option<&Tensor<B, 4>>,
         precision: Precision,
-        weights: Option<&mut Vec<Tensor<B, 4>>>,
+        trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .attn
-                .forward(self.ln_1.forward(x), cache, padding, precision, weights);
+                .forward(self.ln_1.forward(x), cache, padding, precision, trace);
         x.clone() + self.mlp.forward(self.ln_2.forward(x), precision)
     }
 }
@@ -385,8 +380,19 @@ pub struct Trace<B: Backend> {
     pub logits: Tensor<B, 3>,
     /// The residual stream, as in [`Layers::residual`].
     pub residual: Vec<Tensor<B, 3>>,
-    /// Each layer's attention probabilities, `[batch, heads, queries, keys]`.
-    pub attention: Vec<Tensor<B, 4>>,
+    /// Each layer's queries and keys, `[batch, heads, seq, head_dim]`, as attention used them.
+    pub queries_keys: Vec<[Tensor<B, 4>; 2]>,
+    /// What attention multiplies q·k by before the softmax.
+    pub scale: f64,
+}
+
+impl<B: Backend> Trace<B> {
+    /// Layer `layer`'s attention probabilities, `[batch, heads, queries, keys]`, formed explicitly
+    /// (the fused kernels never form them).
+    pub fn attention(&self, layer: usize) -> Tensor<B, 4> {
+        let [q, k] = self.queries_keys[layer].clone();
+        causal_attention_weights(q, k, None, self.scale)
+    }
 }
 
 /// Every layer of one forward pass, before the output head.
@@ -466,15 +472,16 @@ impl<B: Backend> ImageGpt<B> {
         (self.logits(normed), classes)
     }
 
-    /// Logits, the residual stream and every layer's attention probabilities, from one pass that forms
-    /// the probabilities explicitly (slower than [`forward`](Self::forward), which never does).
+    /// Logits, the residual stream and every layer's queries and keys, from one pass (the inspector's:
+    /// [`Trace::attention`] forms the probabilities).
     pub fn forward_traced(&self, ids: Tensor<B, 2, Int>) -> Trace<B> {
-        let mut attention = Vec::with_capacity(self.n_layer());
-        let Layers { residual, normed } = self.run(ids, None, None, true, Some(&mut attention));
+        let mut queries_keys = Vec::with_capacity(self.n_layer());
+        let Layers { residual, normed } = self.run(ids, None, None, true, Some(&mut queries_keys));
         Trace {
             logits: self.logits(normed),
             residual,
-            attention,
+            queries_keys,
+            scale: self.h.first().map_or(1.0, |block| block.attn.scale),
         }
     }
 
@@ -577,14 +584,14 @@ impl<B: Backend> ImageGpt<B> {
         KvCache { layers, len: 0 }
     }
 
-    /// With `attention`, each layer's attention probabilities are formed and pushed there.
+    /// With `trace`, each layer's queries and keys are pushed there.
     fn run(
         &self,
         ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
         padding: Option<Tensor<B, 4>>,
         keep_layers: bool,
-        mut attention: Option<&mut Vec<Tensor<B, 4>>>,
+        mut trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
     ) -> Layers<B> {
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
@@ -612,7 +619,7 @@ impl<B: Backend> ImageGpt<B> {
                 layer_cache,
                 padding.as_ref(),
                 self.precision,
-                attention.as_deref_mut(),
+                trace.as_deref_mut(),
             );
         }
         if let Some(cache) = cache {

@@ -60,7 +60,7 @@ impl<B: Backend> Engine<B> {
     /// The inspector's pass over one image, read back without blocking.
     async fn inspect(&self, ids: &[u16], width: usize) -> Result<Inspected, JsError> {
         let traced = Inspected::trace(&self.model, ids, width)?;
-        let mut numbers = Vec::with_capacity(4);
+        let mut numbers = Vec::with_capacity(5);
         for tensor in traced.tensors {
             let data = tensor
                 .into_data_async()
@@ -68,12 +68,13 @@ impl<B: Backend> Engine<B> {
                 .map_err(|e| JsError::new(&format!("reading the inspection back failed: {e:?}")))?;
             numbers.push(floats(data)?);
         }
-        let numbers: [Vec<f32>; 4] = numbers.try_into().expect("four tensors");
+        let numbers: [Vec<f32>; 5] = numbers.try_into().expect("five tensors");
         Ok(Inspected::from_numbers(
             &self.model,
             ids,
             width,
             traced.n_head,
+            traced.scale,
             numbers,
         )?)
     }
@@ -399,7 +400,7 @@ impl Inspection {
         let mut out = Vec::with_capacity(self.inner.n_layer * self.inner.n_head * (pixel + 1));
         for layer in 0..self.inner.n_layer {
             for head in 0..self.inner.n_head {
-                out.extend_from_slice(self.inner.attention_of(pixel, layer, head));
+                out.extend(self.inner.attention_of(pixel, layer, head));
             }
         }
         Ok(out)

@@ -27,10 +27,10 @@ fn the_traced_pass_gives_the_fused_pass_logits() {
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, t]), &Default::default());
     let fused = floats(stored.model.forward(ids.clone()));
     let trace = stored.model.forward_traced(ids);
-    let traced = floats(trace.logits);
+    let traced = floats(trace.logits.clone());
     assert!(max_abs_diff(&traced, &fused) < 1e-5);
-    assert_eq!(trace.attention.len(), 2);
-    assert_eq!(trace.attention[0].dims(), [b, 4, t, t]);
+    assert_eq!(trace.queries_keys.len(), 2);
+    assert_eq!(trace.attention(0).dims(), [b, 4, t, t]);
     assert_eq!(trace.residual.len(), 3);
 }
 
@@ -46,12 +46,27 @@ fn attention_probabilities_match_hf() {
     let t = input.len();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, t]), &Default::default());
     let trace = stored.model.forward_traced(ids);
-    assert_eq!(trace.attention.len(), hf.len());
-    for (layer, (ours, theirs)) in trace.attention.into_iter().zip(&hf).enumerate() {
+    assert_eq!(trace.queries_keys.len(), hf.len());
+    for (layer, theirs) in hf.iter().enumerate() {
         let theirs: Vec<f32> = theirs.iter().flatten().flatten().copied().collect();
-        let diff = max_abs_diff(&floats(ours), &theirs);
+        let diff = max_abs_diff(&floats(trace.attention(layer)), &theirs);
         // HF's numbers are rounded to 7 decimals.
         assert!(diff < 2e-6, "layer {layer}: {diff} off HF's attentions");
+    }
+    // The inspector's rows, formed one pixel at a time from the queries and keys: the same numbers.
+    let ids: Vec<u16> = expected().input_ids[0].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(&stored.model, &ids, 8).unwrap();
+    for (layer, heads) in hf.iter().enumerate() {
+        for (head, rows) in heads.iter().enumerate() {
+            for (pixel, row) in rows.iter().enumerate() {
+                let ours = inspected.attention_of(pixel, layer, head);
+                let diff = max_abs_diff(&ours, &row[..=pixel]);
+                assert!(
+                    diff < 2e-6,
+                    "layer {layer}, head {head}, pixel {pixel}: {diff} off HF"
+                );
+            }
+        }
     }
 }
 
