@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up, build, fit a Fashion-MNIST palette, make a model, check it against
-# HuggingFace's reference, then score the shipped Fashion-MNIST model and draw samples and completions.
+# HuggingFace's reference, then score the page's default model on its test split, draw samples and
+# completions, and inspect a test image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,10 +20,13 @@ python3 -c 'import json;json.dump(json.load(open("tests/fixtures/hf-imagegpt-tin
 echo "== the untrained model on 64 Fashion-MNIST test images (uniform: 4 bits/token)"
 "$bin" eval --model "$out/small-init" --data fashion-mnist:test --limit 64
 
-shipped=models/$(python3 -c 'import json;print(json.load(open("models/index.json"))[0]["path"])')  # the default one
-echo "== the shipped model ($shipped) on 500 test images (its card: the whole test split)"
-"$bin" eval --model "$shipped" --data fashion-mnist:test --limit 500
-echo "== 16 samples and 6 completions of test image 0 from it"
+shipped=models/$(python3 -c 'import json;print(json.load(open("models/index.json"))[0]["path"])')  # the page's default
+test=$(python3 -c 'import json,sys;c=json.load(open(sys.argv[1]));print(c.get("test_data") or c["baselines"]["test_data"])' "$shipped/card.json")
+echo "== the shipped model ($shipped) on 100 images of $test (its card: the whole split)"
+"$bin" eval --model "$shipped" --data "$test" --limit 100
+echo "== 16 samples and 6 completions of test image 3 from it"
 "$bin" sample --model "$shipped" -n 16 --seed 1 -o "$out/samples.png"
-"$bin" complete --model "$shipped" --data fashion-mnist:test --index 0 --rows 14 -n 6 --seed 1 -o "$out/completions.png"
-echo "== open $out/samples.png and $out/completions.png; scripts/serve.sh serves the web page"
+"$bin" complete --model "$shipped" --data "$test" --index 3 -n 6 --seed 1 -o "$out/completions.png"
+echo "== what it makes of test image 3: surprise and attention at the centre pixel"
+"$bin" inspect --model "$shipped" --data "$test" --index 3 -o "$out/inspect.png"
+echo "== open $out/samples.png, $out/completions.png and $out/inspect.png; scripts/serve.sh serves the web page"

@@ -631,6 +631,19 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     let png = image::open(&panel).unwrap();
     assert_eq!((png.width(), png.height()), (111, 30));
 
+    // An image of a dataset, as `complete` takes it.
+    let out = json(&stdout_of(&[
+        "inspect",
+        "--model",
+        model,
+        "--data",
+        "fashion-mnist:test",
+        "--index",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(out["bits_per_pixel"].as_array().unwrap().len(), 64);
+
     let out = igpt(&["inspect", "--model", model, image, "--pixel", "8,0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

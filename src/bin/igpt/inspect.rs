@@ -13,14 +13,16 @@ use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};
 
 use crate::backend::{BackendJob, DeviceKind};
+use crate::image_source::ImageSource;
 
 #[derive(Args)]
 pub struct InspectArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Image file (PNG, JPEG, …): resized to the model's size and quantised to its palette.
-    image: PathBuf,
+    /// The image (resized to the model's size and quantised to its palette).
+    #[command(flatten)]
+    source: ImageSource,
     /// The pixel to look at, ROW,COL counted from 0 at the top left. Default: the centre.
     #[arg(long, value_parser = parse_pixel)]
     pixel: Option<[usize; 2]>,
@@ -50,7 +52,7 @@ impl BackendJob for InspectArgs {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let stored = store::load_dir::<B>(&self.model, &device)?;
         let tokenizer = stored.tokenizer();
-        let image = Raster::open(&self.image, tokenizer.palette.channels())?;
+        let image = self.source.load(tokenizer.palette.channels())?;
         let ids = tokenizer.tokenize(&image);
         let inspected = Inspected::new(&stored.model, &ids, tokenizer.width)?;
         let pixel = self
@@ -91,7 +93,7 @@ fn describe<B: Backend>(
     let [row, col] = report.pixel;
     println!(
         "{}: {:.4} bits per pixel on average over its {} pixels ({})",
-        args.image.display(),
+        args.source.describe(),
         report.mean_bits,
         report.bits_per_pixel.len(),
         args.model.display()

@@ -9,10 +9,12 @@ mod examples;
 mod finetune;
 mod heap;
 mod history;
+mod image_source;
 mod inspect;
 mod prepare;
 mod probe;
 mod sample;
+mod signals;
 mod train;
 
 use std::process::ExitCode;
@@ -74,6 +76,7 @@ enum Command {
 
 fn main() -> ExitCode {
     heap::keep_freed_memory();
+    signals::die_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Palette(args) => prepare::palette(args),

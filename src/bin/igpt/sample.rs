@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use igpt::data::DataSpec;
 use igpt::model::Workload;
 use igpt::raster::tile;
 use igpt::sample::{SamplingConfig, generate};
@@ -15,6 +14,7 @@ use igpt::{Raster, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
+use crate::image_source::ImageSource;
 
 /// How tokens are drawn, shared by `sample` and `complete`.
 #[derive(Args)]
@@ -79,15 +79,9 @@ pub struct CompleteArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
-    /// Image file to complete (resized to the model's size).
-    #[arg(required_unless_present = "data", conflicts_with = "data")]
-    image: Option<PathBuf>,
-    /// Or a dataset spec, e.g. fashion-mnist:test, with --index.
-    #[arg(long)]
-    data: Option<DataSpec>,
-    /// Which image of --data.
-    #[arg(long, default_value_t = 0)]
-    index: usize,
+    /// The image to complete.
+    #[command(flatten)]
+    source: ImageSource,
     /// Image rows given to the model (from the top); default: half the image.
     #[arg(long)]
     rows: Option<usize>,
@@ -128,21 +122,7 @@ impl BackendJob for CompleteArgs {
         stored.model.check_batch(self.count, Workload::Sampling)?;
         let tokenizer = stored.tokenizer();
         let channels = tokenizer.palette.channels();
-        let original = match (&self.image, &self.data) {
-            (Some(path), _) => Raster::open(path, channels)?,
-            (None, Some(spec)) => {
-                let data = spec.load()?;
-                let Some(image) = data.images.get(self.index) else {
-                    bail!(
-                        "--index {} is past the {} images of {spec}",
-                        self.index,
-                        data.len()
-                    );
-                };
-                image.clone()
-            }
-            (None, None) => bail!("give an IMAGE or --data SPEC"),
-        };
+        let original = self.source.load(channels)?;
         let rows = self.rows.unwrap_or(tokenizer.height / 2);
         if rows == 0 || rows >= tokenizer.height {
             bail!("--rows must be between 1 and {}", tokenizer.height - 1);
