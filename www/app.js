@@ -363,11 +363,15 @@ function setUpDrawing(card) {
   });
   $("clear-drawing").onclick = clear;
   $("use-drawing").onclick = async () => {
-    const { data } = ctx.getImageData(0, 0, pad.width, pad.height);
-    const rgba = data.buffer;
-    await complete(await engine.worker.call({ type: "tokenize", rgba, width: pad.width, height: pad.height }, [rgba]))
-      .catch(fail);
+    await complete(await tokensOfDrawing()).catch(fail);
   };
+}
+
+/// The drawing pad's pixels as the model sees them (tokens and their RGBA).
+function tokensOfDrawing() {
+  const pad = $("draw");
+  const { data } = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height);
+  return engine.worker.call({ type: "tokenize", rgba: data.buffer, width: pad.width, height: pad.height }, [data.buffer]);
 }
 
 function fineTuned(card) {
@@ -528,15 +532,9 @@ async function resampleFrom(prefix, given, count, out) {
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.
 async function inspectChosen(fromDrawing) {
   try {
-    let image;
-    if (fromDrawing) {
-      const pad = $("draw");
-      const { data } = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height);
-      image = await engine.worker.call({ type: "tokenize", rgba: data.buffer, width: pad.width, height: pad.height }, [data.buffer]);
-    } else {
-      const file = $("upload").files[0];
-      image = file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
-    }
+    const file = $("upload").files[0];
+    const image = fromDrawing ? await tokensOfDrawing()
+      : file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
     await inspector.inspect(image);
   } catch (e) {
     $("inspect-summary").textContent = `Could not inspect that image: ${e.message ?? e}`;
@@ -550,10 +548,11 @@ async function main() {
   $("rows").value = Math.floor(engine.height / 2);
   await setUpExamples(engine.card);
   applyLink();
-  setUpDrawing(engine.card ? JSON.parse(engine.card) : {});
+  const card = engine.card ? JSON.parse(engine.card) : {};
+  setUpDrawing(card);
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
   inspector = new Inspector({ worker: () => engine.worker, width: engine.width, height: engine.height,
-    card: engine.card ? JSON.parse(engine.card) : {}, state, stopCurrent, resample: resampleFrom });
+    card, state, stopCurrent, resample: resampleFrom });
   $("inspect").onclick = () => inspectChosen(false);
   $("inspect-drawing").onclick = () => inspectChosen(true);
   $("sample-controls").onsubmit = (e) => { e.preventDefault(); sampleGallery().catch(fail); };

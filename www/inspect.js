@@ -103,8 +103,8 @@ export class Inspector {
     this.result = result;
     this.fillMenus();
     $("inspect-views").hidden = false;
-    this.drawImageViews();
     this.pixel = null;
+    this.drawFeatures();
     this.pinned = pixel ?? Math.floor(app.height / 2) * app.width + Math.floor(app.width / 2);
     await this.select(this.pinned);
     const ms = performance.now() - began;
@@ -126,15 +126,21 @@ export class Inspector {
     keep("inspect-head", [["mean", "mean of heads"], ...Array.from({ length: heads }, (_, h) => [String(h), `${h}`])]);
   }
 
-  /// The views that do not depend on the pixel: the image, its surprise, every layer's features.
+  /// The image and its surprise, with the shown pixel outlined (redrawn as it moves).
   drawImageViews() {
-    const { width: w, height: h, card } = this.app;
-    const { bits, features, layers, rgb } = this.result;
+    const { width: w, height: h } = this.app;
+    const { bits, rgb } = this.result;
     const max = Math.max(1e-6, ...bits);
     paintCells($("inspect-image"), w, h, (i) => rgb[i], this.pixel);
     // Laid over the image: mostly heat, a little of the pixel's own colour.
     paintCells($("inspect-surprise"), w, h, (i) => heat(bits[i] / max).map((c, k) => Math.round(0.75 * c + 0.25 * rgb[i][k])), this.pixel);
     $("surprise-caption").textContent = `surprise: 0 (dark) to ${max.toFixed(1)} bits (pale)`;
+  }
+
+  /// Every layer's features and the card's probe accuracies: drawn once per inspected image.
+  drawFeatures() {
+    const { width: w, height: h, card } = this.app;
+    const { features, layers } = this.result;
     const out = $("inspect-features");
     out.replaceChildren();
     for (let l = 0; l <= layers; l++) {
