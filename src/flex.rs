@@ -1,4 +1,5 @@
-//! What the CPU kernels share to run behind Burn's types on flex (natively).
+//! What the CPU kernels share to run behind Burn's types on flex (natively, and in the browser for
+//! inference).
 //!
 //! The model is generic over `B: Backend`, and Burn's backend traits cannot be extended without a new
 //! bound on every generic function of the crate; so a kernel recognises flex, and flex under
@@ -8,13 +9,14 @@
 
 use std::any::{Any, TypeId};
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-/// Flex under autodiff: the backend CPU training runs on.
-pub(crate) type Trained = Autodiff<Flex>;
+/// Flex under autodiff: the backend CPU training runs on (native only: the browser does not train).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type Trained = burn::backend::Autodiff<Flex>;
 
 /// Which of the two CPU backends `B` is, if either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +24,7 @@ pub(crate) enum Cpu {
     /// `Flex`: inference.
     Plain,
     /// `Autodiff<Flex>`: training.
+    #[cfg(not(target_arch = "wasm32"))]
     Trained,
 }
 
@@ -31,6 +34,7 @@ pub(crate) fn cpu<B: Backend>(dtype: DType) -> Option<Cpu> {
     match () {
         _ if dtype != DType::F32 => None,
         _ if backend == TypeId::of::<Flex>() => Some(Cpu::Plain),
+        #[cfg(not(target_arch = "wasm32"))]
         _ if backend == TypeId::of::<Trained>() => Some(Cpu::Trained),
         _ => None,
     }

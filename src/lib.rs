@@ -41,9 +41,9 @@ pub mod train;
 pub mod web;
 
 mod cache_write;
-#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+#[cfg(feature = "flex")]
 mod flex;
-#[cfg(not(target_arch = "wasm32"))]
+mod par;
 mod simd;
 
 pub use error::{Error, Result};

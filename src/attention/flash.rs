@@ -16,8 +16,7 @@
 //! mask is aligned bottom-right, so a cached step's query sees every earlier key). The optional
 //! additive `key_bias` (`[batch, keys]`, HF's padding mask) is a constant: it gets no gradient.
 
-use rayon::prelude::*;
-
+use crate::par::*;
 use crate::simd;
 
 /// Queries per block: the rows of one block product.

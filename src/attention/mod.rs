@@ -2,8 +2,8 @@
 //!
 //! | backend | inference (sampling, eval) | training (autodiff) |
 //! |---|---|---|
-//! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward ([`cpu`]) |
-//! | flex in wasm | Burn's flex attention (tiled or naive, one thread) | (the browser does not train) |
+//! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward (`trained`) |
+//! | flex in wasm | [`flash`] on one thread (it reads the KV cache in place; Burn's flex attention copied K and V every token) | (the browser does not train) |
 //! | wgpu, cuda | Burn's unfused fallback (see below) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
 //!
 //! burn-cubecl 0.21 has a flash-attention kernel, but reaches it only through its autotuner (Burn's
@@ -15,10 +15,11 @@
 //! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key.
 //! `tests/attention.rs` holds the fused paths to Burn's unfused one, gradients included.
 
-#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+#[cfg(feature = "flex")]
 mod cpu;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod flash;
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+mod trained;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
@@ -45,7 +46,7 @@ impl std::fmt::Display for Kernel {
 
 /// The kernel [`causal_attention`] runs on backend `B` for tensors of `dtype`.
 pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
-    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+    #[cfg(feature = "flex")]
     if crate::flex::cpu::<B>(dtype).is_some() {
         return Kernel::Flash;
     }
@@ -63,7 +64,7 @@ pub fn causal_attention<B: Backend>(
     key_bias: Option<Tensor<B, 4>>,
     scale: f64,
 ) -> Tensor<B, 4> {
-    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+    #[cfg(feature = "flex")]
     if let Some(cpu) = crate::flex::cpu::<B>(q.dtype())
         && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
     {

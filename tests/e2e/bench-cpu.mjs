@@ -1,6 +1,7 @@
 // CPU-fallback sampling speed of one or more built sites, measured in turn in the same Chromium:
-//   node tests/e2e/bench-cpu.mjs [--count N] [--rounds R] DIST [DIST...]
-// Each round opens every site once (backend=cpu, a fresh browser) and reads the tokens/s the page
+//   node tests/e2e/bench-cpu.mjs [--count N] [--rounds R] [--model NAME] DIST [DIST...]
+// Each round opens every site once (backend=cpu, a fresh browser; --model picks one its models/index.json
+// lists, so sites whose default models differ still run the same one) and reads the tokens/s the page
 // reports once its gallery is done; the median per site is printed, with each site's wasm size gzipped.
 import { chromium } from "playwright-core";
 import http from "node:http";
@@ -15,6 +16,8 @@ const option = (name, fallback) => {
 };
 const count = option("--count", 4);
 const rounds = option("--rounds", 3);
+const modelAt = args.indexOf("--model");
+const model = modelAt < 0 ? null : args.splice(modelAt, 2)[1];
 const sites = args.map((d) => path.resolve(d));
 if (!sites.length) throw new Error("usage: bench-cpu.mjs [--count N] [--rounds R] DIST [DIST...]");
 
@@ -37,7 +40,7 @@ for (let round = 0; round < rounds; round++) {
     const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
       args: ["--headless=new", "--no-sandbox", "--disable-gpu"] });
     const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${server.address().port}/index.html?backend=cpu&count=${count}`);
+    await page.goto(`http://127.0.0.1:${server.address().port}/index.html?backend=cpu&count=${count}${model ? `&model=${model}` : ""}`);
     await page.waitForFunction(() => window.igptState.galleryDone || window.igptState.errors.length, null, { timeout: 600_000 });
     const s = await page.evaluate(() => window.igptState);
     await browser.close();
@@ -49,6 +52,6 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 for (const [i, dist] of sites.entries()) {
   const wasm = fs.readFileSync(path.join(dist, "igpt_bg.wasm"));
   const gz = zlib.gzipSync(wasm, { level: 9 }).length;
-  console.log(`${dist}: ${median(rates[i]).toFixed(0)} tokens/s (count ${count}; rounds ${rates[i].map((r) => r.toFixed(0)).join(", ")}); wasm ${(wasm.length / 1e6).toFixed(2)} MB, ${(gz / 1e6).toFixed(2)} MB gzipped`);
+  console.log(`${dist}: ${median(rates[i]).toFixed(0)} tokens/s (count ${count}; ${model ? `model ${model}; ` : ""}rounds ${rates[i].map((r) => r.toFixed(0)).join(", ")}); wasm ${(wasm.length / 1e6).toFixed(2)} MB, ${(gz / 1e6).toFixed(2)} MB gzipped`);
 }
 for (const s of servers) s.close();
