@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod error;
 pub mod inspect;
+pub mod matmul;
 pub mod model;
 pub mod palette;
 pub mod pca;
@@ -44,6 +45,7 @@ mod cache_write;
 #[cfg(feature = "flex")]
 mod flex;
 mod par;
+mod placeholder;
 mod simd;
 
 pub use error::{Error, Result};

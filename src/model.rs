@@ -200,48 +200,72 @@ impl ImageGptConfig {
     /// scaled by 1/sqrt(2·n_layer)), with the output head zero-initialised as in the iGPT paper.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ImageGpt<B> {
         let normal = |std: f64| Initializer::Normal { mean: 0.0, std };
-        let d = self.n_embd;
-        let residual_std = 0.02 / (2.0 * self.n_layer as f64).sqrt();
-        let linear = |d_in, d_out, std| {
-            LinearConfig::new(d_in, d_out)
+        let linear = |d_in, d_out, std: Option<f64>| match std {
+            Some(std) => LinearConfig::new(d_in, d_out)
                 .with_initializer(normal(std))
                 .init(device)
-                .zero_bias()
+                .zero_bias(),
+            None => LinearConfig::new(d_in, d_out)
+                .with_bias(false)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
         };
-        let norm = || {
+        let norm = |d| {
             RmsNormConfig::new(d)
                 .with_epsilon(self.layer_norm_epsilon)
                 .init(device)
         };
+        let embedding = |n, d| {
+            EmbeddingConfig::new(n, d)
+                .with_initializer(normal(0.02))
+                .init(device)
+        };
+        self.build(linear, norm, embedding)
+    }
+
+    /// The model's shape with placeholder parameters, never computed: what a loader fills
+    /// ([`crate::placeholder`]).
+    pub(crate) fn skeleton<B: Backend>(&self, device: &B::Device) -> ImageGpt<B> {
+        use crate::placeholder;
+        self.build(
+            |d_in, d_out, std: Option<f64>| placeholder::linear(d_in, d_out, std.is_some(), device),
+            |d| placeholder::norm(d, self.layer_norm_epsilon, device),
+            |n, d| placeholder::embedding(n, d, device),
+        )
+    }
+
+    /// The model from its parts: `linear(d_in, d_out, Some(std))` a projection with a bias and that
+    /// initial spread, `linear(.., None)` the bias-free, zero-initialised output head.
+    fn build<B: Backend>(
+        &self,
+        linear: impl Fn(usize, usize, Option<f64>) -> Linear<B>,
+        norm: impl Fn(usize) -> RmsNorm<B>,
+        embedding: impl Fn(usize, usize) -> Embedding<B>,
+    ) -> ImageGpt<B> {
+        let d = self.n_embd;
+        let residual_std = 0.02 / (2.0 * self.n_layer as f64).sqrt();
         let blocks = (0..self.n_layer)
             .map(|_| Block {
-                ln_1: norm(),
+                ln_1: norm(d),
                 attn: Attention {
-                    c_attn: linear(d, 3 * d, 0.02),
-                    c_proj: linear(d, d, residual_std),
+                    c_attn: linear(d, 3 * d, Some(0.02)),
+                    c_proj: linear(d, d, Some(residual_std)),
                     n_head: self.n_head,
                     scale: self.attention_scale(),
                 },
-                ln_2: norm(),
+                ln_2: norm(d),
                 mlp: Mlp {
-                    c_fc: linear(d, 4 * d, 0.02),
-                    c_proj: linear(4 * d, d, residual_std),
+                    c_fc: linear(d, 4 * d, Some(0.02)),
+                    c_proj: linear(4 * d, d, Some(residual_std)),
                 },
             })
             .collect();
         ImageGpt {
-            wte: EmbeddingConfig::new(self.n_colors + 1, d)
-                .with_initializer(normal(0.02))
-                .init(device),
-            wpe: EmbeddingConfig::new(self.n_positions, d)
-                .with_initializer(normal(0.02))
-                .init(device),
+            wte: embedding(self.n_colors + 1, d),
+            wpe: embedding(self.n_positions, d),
             h: blocks,
-            ln_f: norm(),
-            lm_head: LinearConfig::new(d, self.n_colors)
-                .with_bias(false)
-                .with_initializer(Initializer::Zeros)
-                .init(device),
+            ln_f: norm(d),
+            lm_head: linear(d, self.n_colors, None),
             score: None,
             precision: Precision::F32,
         }

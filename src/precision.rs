@@ -92,11 +92,11 @@ impl Precision {
         layer: &Linear<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
+        let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
         if self.half().is_none() {
-            return layer.forward(x);
+            return crate::matmul::linear(x, weight, bias);
         }
-        let weight = self.round(layer.weight.val());
-        let bias = layer.bias.as_ref().map(|b| self.round(b.val()));
-        self.widen(burn::tensor::module::linear(self.round(x), weight, bias))
+        let (weight, bias) = (self.round(weight), bias.map(|b| self.round(b)));
+        self.widen(crate::matmul::linear(self.round(x), weight, bias))
     }
 }

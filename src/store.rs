@@ -499,11 +499,16 @@ fn load_weights<B: Backend>(
     tensors: &SafeTensors,
     device: &B::Device,
 ) -> std::result::Result<ImageGpt<B>, String> {
-    // Burn initialises parameters lazily, so the random init below is never computed: every
-    // parameter is replaced before first use.
-    let mut model = config.init::<B>(device);
+    // Placeholders, never computed: every parameter is replaced before first use.
+    let mut model = config.skeleton::<B>(device);
     if let Ok(score) = tensors.tensor("score.weight") {
-        model = model.with_classifier(score.shape().first().copied().unwrap_or(0));
+        let n_labels = score.shape().first().copied().unwrap_or(0);
+        model.score = Some(crate::placeholder::linear(
+            config.n_embd,
+            n_labels,
+            false,
+            device,
+        ));
     }
     let mut expected = std::collections::HashSet::new();
     for (name, slot) in slots(&mut model) {

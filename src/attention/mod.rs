@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward (`trained`) |
 //! | flex in wasm | [`flash`] on one thread (it reads the KV cache in place; Burn's flex attention copied K and V every token) | (the browser does not train) |
-//! | wgpu, cuda | Burn's unfused fallback (see below) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//! | wgpu, cuda | Burn's unfused fallback (see below; in the browser the same steps with [`crate::matmul`]) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
 //!
 //! burn-cubecl 0.21 has a flash-attention kernel, but reaches it only through its autotuner (Burn's
 //! `autotune` feature, which this crate does not turn on) and only when no explicit scale or bias is
@@ -70,6 +70,11 @@ pub fn causal_attention<B: Backend>(
     {
         return cpu::attention(cpu, q, k, v, key_bias, scale);
     }
+    // In the browser the other backend is WebGPU: Burn's attention there is this same unfused
+    // composition, but through Burn's matmul, which `crate::matmul` keeps out of the wasm.
+    #[cfg(target_arch = "wasm32")]
+    return crate::matmul::matmul(causal_attention_weights(q, k, key_bias, scale), v);
+    #[cfg(not(target_arch = "wasm32"))]
     unfused_or_backend(q, k, v, key_bias, scale)
 }
 
@@ -104,12 +109,16 @@ pub fn causal_attention_weights<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let scores = crate::matmul::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale);
     let scores = match key_bias {
         Some(bias) => scores + bias.expand([b, h, tq, tk]),
         None => scores,
     };
-    // Bottom-right aligned: query i (of the last tq) sees keys 0..=tk - tq + i.
+    // Bottom-right aligned: query i (of the last tq) sees keys 0..=tk - tq + i, so a single query
+    // (a sampling step) sees them all.
+    if tq == 1 {
+        return burn::tensor::activation::softmax(scores, 3);
+    }
     let future =
         Tensor::<B, 2, burn::tensor::Bool>::tril_mask([tq, tk], (tk - tq) as i64, &scores.device())
             .unsqueeze::<4>()
