@@ -137,6 +137,15 @@ const canvasStats = (page, selector) => page.$$eval(selector, (cs) => cs.map((c)
   return [opaque / (d.length / 4), colours.size];
 }));
 
+await test("the wasm stays within its download budget (1.75 MB gzipped)", async () => {
+  // The budget guards against regressions: Burn's general WebGPU matmul alone would add ~0.5 MB
+  // (src/matmul/webgpu.rs). The issue's goal, 1.6 MB, is not met yet (README, In the browser).
+  const wasm = fs.readFileSync(path.join(dist, "igpt_bg.wasm"));
+  const gzipped = zlib.gzipSync(wasm, { level: 9 }).length;
+  console.log(`     wasm: ${(wasm.length / 1e6).toFixed(2)} MB, ${(gzipped / 1e6).toFixed(3)} MB gzipped`);
+  check(gzipped <= 1.75e6, `the wasm is ${gzipped} bytes gzipped`);
+});
+
 const webgpu = await open(WEBGPU_FLAGS, "count=4");
 await test("the adapter is WebGPU (SwiftShader), not the CPU fallback", async () => {
   await webgpu.page.waitForFunction(() => window.igptState.backend !== null || window.igptState.errors.length, null, { timeout: TIMEOUT });
