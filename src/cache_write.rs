@@ -26,21 +26,16 @@ pub(crate) fn write_rows<B: Backend>(
 
 #[cfg(feature = "flex")]
 mod flex {
-    use std::any::{Any, TypeId};
+    use std::any::TypeId;
 
     use burn::backend::Flex;
     use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_flex::FlexTensor;
 
-    type Pair<B> = (Tensor<B, 4>, Tensor<B, 4>);
+    use crate::cast::cast;
 
-    /// `x` as the type it is (the caller compared the backend's `TypeId`).
-    fn cast<T: 'static, U: 'static>(x: T) -> U {
-        *(Box::new(x) as Box<dyn Any>)
-            .downcast::<U>()
-            .expect("backend type checked")
-    }
+    type Pair<B> = (Tensor<B, 4>, Tensor<B, 4>);
 
     /// Writes in place when `B` is flex, the tensors are f32 and the cache owns its whole buffer;
     /// otherwise hands both back untouched.

@@ -7,7 +7,7 @@
 //! Under autodiff a kernel registers its own backward step, as burn-autodiff's own ops do (a
 //! `Backward` impl, `prepare(..).compute_bound().stateful()`, `grads.register`).
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
@@ -41,11 +41,7 @@ pub(crate) fn cpu<B: Backend>(dtype: DType) -> Option<Cpu> {
 }
 
 /// `x` as the type it is known to be (the caller checked the backend with [`cpu`]).
-pub(crate) fn cast<T: 'static, U: 'static>(x: T) -> U {
-    *(Box::new(x) as Box<dyn Any>)
-        .downcast::<U>()
-        .expect("backend type checked by `cpu`")
-}
+pub(crate) use crate::cast::cast;
 
 /// The backend's tensor inside `t` (on [`Trained`], an autodiff node around a flex tensor).
 pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {

@@ -42,6 +42,7 @@ pub mod train;
 pub mod web;
 
 mod cache_write;
+mod cast;
 #[cfg(feature = "flex")]
 mod flex;
 mod par;

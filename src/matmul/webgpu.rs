@@ -9,7 +9,7 @@
 //! keeps the same kernel and leaves the others out of the build (the site's wasm: 2.26 → 1.70 MB
 //! gzipped; sampling on SwiftShader's WebGPU 11.0 → 11.1 tokens/s). Native builds keep Burn's matmul.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuRuntime;
@@ -23,12 +23,7 @@ use cubek::matmul::routines::BlueprintStrategy;
 use cubek::matmul::routines::simple_unit::SimpleUnitAlgorithm;
 use cubek::std::InputBinding;
 
-/// `x` as the type it is (the caller compared the backend's `TypeId`).
-fn cast<T: 'static, U: 'static>(x: T) -> U {
-    *(Box::new(x) as Box<dyn Any>)
-        .downcast::<U>()
-        .expect("backend type checked")
-}
+use crate::cast::cast;
 
 /// Whether `B` is the WebGPU backend.
 pub(super) fn is_webgpu<B: Backend>() -> bool {
