@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 
 /// The most memory the image decoder may allocate (an 8192x8192 RGBA image is 256 MiB).
+#[cfg(not(target_arch = "wasm32"))]
 const MAX_DECODE_BYTES: u64 = 512 << 20;
 
 /// Pixels in row-major order, `channels` bytes per pixel (1 = grey, 3 = RGB).
@@ -45,6 +46,7 @@ impl Raster {
 
     /// Decodes any format the `image` crate reads (PNG, JPEG, GIF, BMP, WebP) into `channels` channels.
     /// Transparent pixels are laid over black, the datasets' background.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn decode(bytes: &[u8], channels: usize) -> Result<Self> {
         Self::from_dynamic(decode_capped(bytes)?, channels)
     }
@@ -56,13 +58,30 @@ impl Raster {
         Self::decode(&bytes, channels).map_err(|e| Error::format(path, e.to_string()))
     }
 
+    /// RGBA pixels (a decoded file, a canvas) in `channels` channels, transparency laid over black.
+    pub fn from_rgba(width: usize, height: usize, rgba: &[u8], channels: usize) -> Result<Self> {
+        if Some(rgba.len()) != width.checked_mul(height).and_then(|n| n.checked_mul(4)) {
+            return Err(Error::invalid(format!(
+                "{width}x{height} RGBA pixels need 4 bytes each, got {} bytes",
+                rgba.len()
+            )));
+        }
+        // Premultiplying by alpha is compositing over black.
+        let rgb = rgba
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let a = u16::from(p[3]);
+                [0, 1, 2].map(|c| ((u16::from(p[c]) * a + 127) / 255) as u8)
+            })
+            .collect();
+        Ok(Self::new(width, height, 3, rgb)?.with_channels(channels))
+    }
+
     pub fn from_dynamic(img: image::DynamicImage, channels: usize) -> Result<Self> {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let img = if img.color().has_alpha() {
-            over_black(img)
-        } else {
-            img
-        };
+        if img.color().has_alpha() {
+            return Self::from_rgba(w, h, &img.into_rgba8().into_raw(), channels);
+        }
         let pixels = match channels {
             1 => img.into_luma8().into_raw(),
             3 => img.into_rgb8().into_raw(),
@@ -127,6 +146,7 @@ impl Raster {
     }
 
     /// Encodes as PNG.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_png(&self) -> Result<Vec<u8>> {
         let mut out = std::io::Cursor::new(Vec::new());
         self.to_dynamic()
@@ -136,10 +156,36 @@ impl Raster {
     }
 }
 
+/// The width and height an image file declares in its header (PNG, JPEG, GIF, BMP, WebP), refused
+/// when over [`MAX_IMAGE_SIDE`]: checked before any decoder allocates pixels, natively and in the
+/// browser (whose decoder cannot be capped).
+pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32)> {
+    use imagesize::ImageError;
+    let size = imagesize::blob_size(bytes).map_err(|e| {
+        Error::invalid(match e {
+            ImageError::NotSupported => {
+                "cannot decode image: it is not a PNG, JPEG, GIF, BMP or WebP file".to_string()
+            }
+            ImageError::CorruptedImage | ImageError::IoError(_) => {
+                "cannot decode image: the file ends before its header does".to_string()
+            }
+        })
+    })?;
+    let (width, height) = (size.width, size.height);
+    if width > MAX_IMAGE_SIDE as usize || height > MAX_IMAGE_SIDE as usize {
+        return Err(Error::invalid(format!(
+            "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
+        )));
+    }
+    Ok((width as u32, height as u32))
+}
+
 /// Decodes an image as it is (alpha kept). The header's size is checked against [`MAX_IMAGE_SIDE`]
 /// before any pixel is allocated, and the decoder's own allocations are capped, so a small file
 /// declaring a huge image is a clear error.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn decode_capped(bytes: &[u8]) -> Result<image::DynamicImage> {
+    declared_size(bytes)?;
     // Some decoders' messages span lines; the error is one line wherever it is shown.
     let cannot = |e: image::ImageError| {
         let reason = e
@@ -149,40 +195,15 @@ pub fn decode_capped(bytes: &[u8]) -> Result<image::DynamicImage> {
             .join(" ");
         Error::invalid(format!("cannot decode image: {reason}"))
     };
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .expect("reading from memory cannot fail")
-    };
-    let (width, height) = reader().into_dimensions().map_err(cannot)?;
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-        return Err(Error::invalid(format!(
-            "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
-        )));
-    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    let mut reader = reader();
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .expect("reading from memory cannot fail");
     reader.limits(limits);
     reader.decode().map_err(cannot)
-}
-
-/// An image with alpha, composited over black (alpha premultiplied), as RGB.
-fn over_black(img: image::DynamicImage) -> image::DynamicImage {
-    let rgba = img.into_rgba8();
-    let (w, h) = rgba.dimensions();
-    let rgb = rgba
-        .pixels()
-        .flat_map(|p| {
-            let a = u16::from(p[3]);
-            [0, 1, 2].map(|c| ((u16::from(p[c]) * a + 127) / 255) as u8)
-        })
-        .collect();
-    image::DynamicImage::ImageRgb8(
-        image::RgbImage::from_raw(w, h, rgb).expect("three bytes for every pixel"),
-    )
 }
 
 /// Lays images out in a grid, `columns` wide, `gap` pixels apart on a white background. Images must
@@ -259,6 +280,37 @@ mod tests {
         let err = Raster::decode(&png_header(100, 100), 1).unwrap_err();
         assert!(err.to_string().contains("cannot decode image"), "{err}");
         assert!(Raster::decode(&[], 3).is_err());
+    }
+
+    #[test]
+    fn headers_give_a_size_or_say_what_is_wrong() {
+        assert_eq!(declared_size(&png_header(28, 20)).unwrap(), (28, 20));
+        // GIF: the logical screen's width and height, little-endian, after the signature.
+        let gif = [&b"GIF89a"[..], &[0x10, 0x27, 0x10, 0x27], &[0; 16]].concat();
+        let err = declared_size(&gif).unwrap_err().to_string();
+        assert!(err.contains("10000x10000 pixels: the limit"), "{err}");
+        let err = declared_size(b"this is not an image")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot decode image: it is not a PNG"),
+            "{err}"
+        );
+        let err = declared_size(&png_header(28, 20)[..14])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot decode image: the file ends"), "{err}");
+        assert!(declared_size(&[]).is_err());
+    }
+
+    #[test]
+    fn rgba_is_laid_over_black_and_checked() {
+        let rgba = [255, 255, 255, 0, 200, 100, 50, 255, 200, 100, 50, 128];
+        let raster = Raster::from_rgba(3, 1, &rgba, 3).unwrap();
+        assert_eq!(raster.pixels, [0, 0, 0, 200, 100, 50, 100, 50, 25]);
+        assert_eq!(Raster::from_rgba(3, 1, &rgba, 1).unwrap().pixels.len(), 3);
+        assert!(Raster::from_rgba(2, 2, &rgba, 3).is_err());
+        assert!(Raster::from_rgba(usize::MAX, 2, &rgba, 3).is_err());
     }
 
     #[test]

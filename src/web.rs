@@ -321,28 +321,25 @@ impl ImageGpt {
         self.colours.concat()
     }
 
-    /// Token ids of an image file's bytes (PNG, JPEG, GIF, BMP, WebP): resized and quantised to the
-    /// palette, as the model sees it. A file that is not an image gives a clear error.
-    pub fn tokenize(&self, bytes: Vec<u8>) -> Result<Vec<u16>, JsError> {
-        let image = Raster::decode(&bytes, self.tokenizer.palette.channels())?;
-        Ok(self.tokenizer.tokenize(&image))
-    }
-
-    /// Token ids of RGBA pixels (a canvas drawing) of any size.
+    /// Token ids of RGBA pixels of any size (an uploaded file the browser decoded, a canvas drawing):
+    /// transparency laid over black, resized and quantised to the palette, as the model sees it.
     pub fn tokenize_rgba(
         &self,
-        rgba: Vec<u8>,
+        rgba: &[u8],
         width: usize,
         height: usize,
     ) -> Result<Vec<u16>, JsError> {
-        let rgb: Vec<u8> = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        let image =
-            Raster::new(width, height, 3, rgb)?.with_channels(self.tokenizer.palette.channels());
+        let image = Raster::from_rgba(width, height, rgba, self.tokenizer.palette.channels())?;
         Ok(self.tokenizer.tokenize(&image))
     }
+}
+
+/// Checks an image file's header before the browser decodes it: a PNG, JPEG, GIF, BMP or WebP whose
+/// declared size is within the limit (a small file can declare 100 megapixels), else a clear error.
+#[wasm_bindgen]
+pub fn check_image_header(bytes: &[u8]) -> Result<(), JsError> {
+    crate::raster::declared_size(bytes)?;
+    Ok(())
 }
 
 impl ImageGpt {

@@ -6,7 +6,7 @@
 // Messages out: progress {fraction, text}, loaded {backend, card, width, height}, rows {run, first, last,
 //               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
 //               reply {call, ...}, failed {call?, run?, message, retry}
-import init, { ImageGpt, wasm_memory_bytes } from "./igpt.js";
+import init, { ImageGpt, check_image_header, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
 let model = null;
@@ -142,13 +142,31 @@ function inspectPixel({ pixel }) {
   };
 }
 
+// The RGBA pixels of an image file, decoded by the browser's own decoders (the wasm carries none). The
+// header is checked first, in Rust as the CLI does, so a small file declaring a huge image is refused
+// before anything allocates its pixels. Colour profiles are ignored, as the CLI's decoder ignores them.
+async function decodeImage(bytes) {
+  check_image_header(new Uint8Array(bytes));
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([bytes]), { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  } catch (e) {
+    throw new Error(`cannot decode image: ${e.message ?? e}`);
+  }
+  const { width, height } = bitmap;
+  const context = new OffscreenCanvas(width, height).getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return { rgba: context.getImageData(0, 0, width, height).data, width, height };
+}
+
 // The quantised image (tokens, and its RGBA as the model sees it) of an image file or of canvas pixels.
-function tokenize(message) {
-  const ids = message.bytes
-    ? model.tokenize(new Uint8Array(message.bytes))
-    : model.tokenize_rgba(new Uint8Array(message.rgba), message.width, message.height);
-  const rgba = new Uint8Array(model.render(ids));
-  return { ids: Array.from(ids), rgba };
+async function tokenize(message) {
+  const { rgba, width, height } = message.bytes
+    ? await decodeImage(message.bytes)
+    : { rgba: new Uint8Array(message.rgba), width: message.width, height: message.height };
+  const ids = model.tokenize_rgba(rgba, width, height);
+  return { ids: Array.from(ids), rgba: new Uint8Array(model.render(ids)) };
 }
 
 onmessage = async ({ data: message }) => {
@@ -165,7 +183,7 @@ onmessage = async ({ data: message }) => {
         stopRequested = true;
         break;
       case "tokenize":
-        post({ type: "reply", call, ...tokenize(message) });
+        post({ type: "reply", call, ...(await tokenize(message)) });
         break;
       case "inspect":
         post({ type: "reply", call, ...(await inspect(message)) });

@@ -137,13 +137,14 @@ const canvasStats = (page, selector) => page.$$eval(selector, (cs) => cs.map((c)
   return [opaque / (d.length / 4), colours.size];
 }));
 
-await test("the wasm stays within its download budget (1.75 MB gzipped)", async () => {
-  // The budget guards against regressions: Burn's general WebGPU matmul alone would add ~0.5 MB
-  // (src/matmul/webgpu.rs). The issue's goal, 1.6 MB, is not met yet (README, In the browser).
+await test("the wasm stays within its download budget (1.6 MB gzipped)", async () => {
+  // The issue's goal, kept as a guard against regressions: Burn's general WebGPU matmul alone would
+  // add ~0.5 MB (src/matmul/webgpu.rs), the `image` crate's decoders ~0.2 MB (the worker decodes
+  // uploads with the browser's own).
   const wasm = fs.readFileSync(path.join(dist, "igpt_bg.wasm"));
   const gzipped = zlib.gzipSync(wasm, { level: 9 }).length;
   console.log(`     wasm: ${(wasm.length / 1e6).toFixed(2)} MB, ${(gzipped / 1e6).toFixed(3)} MB gzipped`);
-  check(gzipped <= 1.75e6, `the wasm is ${gzipped} bytes gzipped`);
+  check(gzipped <= 1.6e6, `the wasm is ${gzipped} bytes gzipped`);
 });
 
 const webgpu = await open(WEBGPU_FLAGS, "count=4");
@@ -177,11 +178,13 @@ await test("a completion of a bundled image keeps the given rows pixel-exact", a
   check(pixels[0].every((v, i) => v === given[i]), "the given rows differ from the original");
   await webgpu.page.screenshot({ path: path.join(artifacts, "completion-webgpu.png"), fullPage: true });
 });
-await test("uploads: a non-image, an empty file and a 100-megapixel PNG give messages without allocating, a transparent PNG completes, the page keeps working", async () => {
+await test("uploads: a non-image, an empty file, a truncated PNG and a 100-megapixel PNG give messages without allocating, a transparent PNG completes, the page keeps working", async () => {
   const page = webgpu.page;
   const bad = [
     ["not-an-image.png", Buffer.from("this is not an image"), /cannot decode image/],
     ["empty.png", Buffer.alloc(0), /the file is empty/],
+    // A sound header whose pixel data is cut off: the browser's decoder refuses it.
+    ["truncated.png", png(28, 28, 0).subarray(0, 60), /cannot decode image/],
     // 10000x10000 grey, all black: 100 MB of pixels in a 100 kB file.
     ["100-megapixels.png", png(10_000, 10_000, 0), /10000x10000 pixels: the limit is 8192 pixels a side/],
   ];
