@@ -171,7 +171,11 @@ pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32)> {
             }
         })
     })?;
-    let (width, height) = (size.width, size.height);
+    let (width, mut height) = (size.width, size.height);
+    // imagesize reads a BMP's height as unsigned, but a negative one only marks a top-down BMP.
+    if let (Some(b"BM"), Some(h)) = (bytes.get(..2), bytes.get(22..26)) {
+        height = i32::from_le_bytes(h.try_into().expect("four bytes")).unsigned_abs() as usize;
+    }
     if width > MAX_IMAGE_SIDE as usize || height > MAX_IMAGE_SIDE as usize {
         return Err(Error::invalid(format!(
             "the image is {width}x{height} pixels: the limit is {MAX_IMAGE_SIDE} pixels a side"
@@ -301,6 +305,55 @@ mod tests {
             .to_string();
         assert!(err.contains("cannot decode image: the file ends"), "{err}");
         assert!(declared_size(&[]).is_err());
+    }
+
+    #[test]
+    fn a_top_down_bmp_declares_its_height_as_negative() {
+        // BITMAPFILEHEADER (14 bytes), then BITMAPINFOHEADER's size, width and height.
+        let bmp = |height: i32| {
+            [
+                &b"BM"[..],
+                &[0; 12],
+                &40u32.to_le_bytes(),
+                &28i32.to_le_bytes(),
+                &height.to_le_bytes(),
+                &[0; 28],
+            ]
+            .concat()
+        };
+        assert_eq!(declared_size(&bmp(-20)).unwrap(), (28, 20));
+        assert_eq!(declared_size(&bmp(20)).unwrap(), (28, 20));
+        assert!(declared_size(&bmp(-10_000)).is_err());
+
+        // And a whole top-down 2x2 24-bit BMP decodes, its first row on top (rows padded to 4 bytes).
+        let info = [
+            &40u32.to_le_bytes()[..],
+            &2i32.to_le_bytes(),
+            &(-2i32).to_le_bytes(),
+            &1u16.to_le_bytes(),
+            &24u16.to_le_bytes(),
+            &[0; 24],
+        ]
+        .concat();
+        let rows = [
+            [0, 0, 255, 0, 255, 0, 0, 0],
+            [255, 0, 0, 255, 255, 255, 0, 0],
+        ]
+        .concat();
+        let file = [
+            &b"BM"[..],
+            &70u32.to_le_bytes(),
+            &[0; 4],
+            &54u32.to_le_bytes(),
+            &info,
+            &rows,
+        ]
+        .concat();
+        let raster = Raster::decode(&file, 3).unwrap();
+        assert_eq!(
+            raster.pixels,
+            [255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255]
+        );
     }
 
     #[test]
