@@ -229,18 +229,33 @@ await test("no uncaught errors in the console (WebGPU run)", async () => {
 });
 await webgpu.browser.close();
 
-await test("the pkg/ JS package loads a model, samples and completes (README example)", async () => {
+// The native CLI, to compare the page with (cargo builds the binary before these tests run).
+const igptBinary = path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "release/igpt");
+
+await test("the pkg/ JS package loads a model, samples, completes, and tokenizes an image as the CLI does (README example)", async () => {
   const pkg = path.join(root, "pkg");
   check(fs.existsSync(path.join(pkg, "igpt.js")), "pkg/ is not built: run scripts/pkg.sh");
   fs.cpSync(pkg, path.join(dist, "pkg"), { recursive: true });
   fs.copyFileSync(path.join(root, "tests/e2e/pkg.html"), path.join(dist, "pkg-check.html"));
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
   const page = await browser.newPage();
-  await page.goto(`${origin}/pkg-check.html?model=models/${model}`);
+  // An example of the model's own dataset, decoded by the browser: the same token ids as `igpt tokenize`.
+  const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${model}/card.json`), "utf8"));
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const example = examples.find((e) => e.dataset === (card.dataset ?? "").split(":")[0])?.file;
+  check(example, `no bundled example for ${card.dataset}`);
+  await page.goto(`${origin}/pkg-check.html?model=models/${model}&image=examples/${example}`);
   await page.waitForFunction(() => window.result, null, { timeout: TIMEOUT });
   const r = await page.evaluate(() => window.result);
   await browser.close();
   check(!r.error, r.error);
+  const cli = spawnSync(igptBinary, ["tokenize", "--model", path.join(dist, "models", model),
+    path.join(dist, "examples", example), "--json"], { encoding: "utf8" });
+  check(cli.status === 0, `${igptBinary} tokenize failed: ${cli.error ?? cli.stderr}`);
+  const expected = JSON.parse(cli.stdout)[0];
+  check(r.tokens.length === r.pixels && new Set(r.tokens).size > 1, `${r.tokens.length} tokens of ${new Set(r.tokens).size} colours`);
+  const differ = r.tokens.filter((t, i) => t !== expected[i]).length;
+  check(differ === 0, `${example}: ${differ} of ${r.pixels} token ids differ from igpt tokenize's`);
   check(r.samples.length === 2 * r.pixels && r.completions.length === 2 * r.pixels, "wrong token counts");
   const width = Math.sqrt(r.pixels);
   for (let i = 0; i < 2; i++) {
@@ -427,9 +442,7 @@ await test("the default model on WebGPU: its sampling speed over the first rows"
     await browser.close();
   }
 });
-// The inspector against the CLI: `igpt inspect --json` on the same bundled example (cargo builds the
-// binary before these tests run).
-const igptBinary = path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "release/igpt");
+// The inspector against the CLI: `igpt inspect --json` on the same bundled example.
 function cliInspection(model, file) {
   const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", model),
     path.join(dist, "examples", file), "--json", "--device", "flex"], { encoding: "utf8" });
