@@ -13,6 +13,8 @@
 # TRAIN_SECONDS=240 (the training run's budget; its step count comes from the measured throughput,
 # unless STEPS is given) BENCH=1 (0 skips every benchmark: then give STEPS)
 # NAME=fmnist-small (the exported model) REFERENCE=1 (0 skips the PyTorch benchmark)
+# FROM= (a model directory to train on, e.g. the campaign's latest milestone models/fmnist-campaign:
+# `train --model`, a warm restart with a fresh warmup and cosine; PRESET then only sizes the benchmarks)
 # TEST_LIMIT= (score only the first N test images) SAMPLE="--preset igpt-s --colors 512 --positions 1024 --batch 8" (the reference's generate shape).
 # PROBE_TRAIN= (probe the exported model with this many training images, recorded in its card)
 # FINETUNE_SECONDS= (then fine-tune it as a classifier for about this long)
@@ -90,15 +92,17 @@ else
 fi
 
 RUN=$WORK/run
-log "igpt train: $PRESET, $steps steps of $BATCH, $PRECISION ($sizing)"
-"$IGPT" train --preset "$PRESET" --palette models/fmnist-mini --data "$SPLIT:train" \
-    --val "$SPLIT:test" --batch "$BATCH" --steps "$steps" --lr "$LR" \
+if [[ -n ${FROM:-} ]]; then start=(--model "$FROM"); else start=(--preset "$PRESET" --palette models/fmnist-mini); fi
+# Validation on 1,000 held-out training images: the test split chooses nothing.
+log "igpt train: ${FROM:-$PRESET}, $steps steps of $BATCH, $PRECISION ($sizing)"
+"$IGPT" train "${start[@]}" --data "$SPLIT:train" \
+    --holdout 1000 --batch "$BATCH" --steps "$steps" --lr "$LR" \
     --warmup $((steps / 20 + 1)) --eval-every $((steps / 5 + 1)) --eval-images 1000 \
     --checkpoint-every $((steps / 3 + 1)) --device "$DEVICE" --precision "$PRECISION" -o "$RUN" \
     2>&1 | tail -5 | tee -a "$OUT/session.txt"
 
 log "igpt export (f16) and its test bits/token on the test split"
-"$IGPT" export --run "$RUN" -o "$WORK/$NAME" --f16 --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
+"$IGPT" export --run "$RUN" -o "$WORK/$NAME" --f16 --test "$SPLIT:test" --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
     --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
     2>&1 | tail -3 | tee -a "$OUT/session.txt"
 cp "$RUN/log.csv" "$WORK/$NAME/training-log.csv"

@@ -1,23 +1,19 @@
 //! Fine-tuning (the paper's §3.3): a classification head on the average-pooled final features, and the
-//! whole network trained on L_gen + L_clf with the same step as pretraining, stopped early on a held-out
-//! slice of the training images (never on test). The result still generates, and also classifies.
+//! whole network trained on L_gen + L_clf by the same loop as pretraining ([`crate::train::run_loop`]),
+//! stopped early on a held-out slice of the training images (never on test). The result still
+//! generates, and also classifies.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use crate::augment::Augment;
 use crate::classify;
 use crate::error::{Error, Result};
-use crate::model::Workload;
+use crate::model::ImageGpt;
 use crate::precision::Precision;
-use crate::step::{self, Batch, adam};
-use crate::store::{StoredModel, with_stable_ids};
-use crate::train::{Batches, schedule};
+use crate::store::StoredModel;
+use crate::train::{self, Event, Judge, Start, TrainConfig};
 
 /// How a fine-tuning run goes.
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +32,15 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// How the matrix products compute while fitting (the saved weights are f32 either way).
     pub precision: Precision,
+    /// Random horizontal flips of the training images.
+    #[serde(default)]
+    pub flip: bool,
+    /// Random shifts of up to this many pixels each way (see [`crate::augment::Augment`]).
+    #[serde(default)]
+    pub crop: usize,
+    /// Train on L_clf alone, without the generative term (the from-scratch baseline's objective).
+    #[serde(default)]
+    pub classification_only: bool,
 }
 
 /// What the loop reports as it goes.
@@ -95,80 +100,69 @@ pub fn finetune<B: AutodiffBackend>(
             "batch, steps and eval_every must be at least 1",
         ));
     }
-    start.config.check_batch(config.batch, Workload::Training)?;
-    let began = Instant::now();
-    let device = start.model.device();
-    let k = start.config.n_colors;
-    let mut stored = start;
-    config.precision.check_supported::<B>(&device)?;
-    let mut model = with_stable_ids(stored.model.clone()).with_precision(config.precision);
-    let mut optimizer = adam();
-    let mut batches = Batches::new(
-        train,
-        stored.card.image_width,
-        config.seed,
-        Augment::default(),
-    );
-    let mut best: Option<(f64, usize)> = None;
-    let mut stale = 0;
-    let mut step_count = 0;
-    for step in 0..config.steps {
-        let lr = schedule(config.lr, config.warmup, config.steps, step);
-        let (sequences, indices) = batches.batch(step, config.batch);
-        let labels: Vec<usize> = indices.iter().map(|&i| train_labels[i]).collect();
-        let batch = Batch::new(&sequences, Some(&labels), k, &device);
-        let out;
-        (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);
-        step_count = step + 1;
-        if step_count % config.eval_every != 0 && step_count != config.steps {
-            continue;
-        }
-        let generative: f64 = out.losses.generative.into_scalar().elem();
-        let classification: f64 = out
-            .losses
-            .classification
-            .expect("labelled batch, model with a head")
-            .into_scalar()
-            .elem();
-        if !generative.is_finite() || !classification.is_finite() {
-            return Err(Error::invalid(format!(
-                "the loss became non-finite at step {step_count} (try a lower --lr)"
-            )));
-        }
-        let mut flow = on_event(FinetuneEvent::Step {
-            step: step_count,
-            generative,
-            classification,
-        });
-        let accuracy =
-            classify::score(&model.valid(), val, val_labels, config.batch, |_| {})?.accuracy;
-        let improved = best.is_none_or(|(a, _)| accuracy > a);
-        if improved {
-            best = Some((accuracy, step_count));
-            stored.model = model.clone().with_precision(Precision::F32);
-            stale = 0;
-        } else {
-            stale += 1;
-        }
-        let validated = on_event(FinetuneEvent::Validation {
-            step: step_count,
-            accuracy,
-            best: improved,
-        });
-        if validated.is_break() {
-            flow = validated;
-        }
-        if flow.is_break() || stale >= config.patience.max(1) {
-            break;
-        }
-    }
-    let (best_val_accuracy, best_step) =
-        best.ok_or_else(|| Error::invalid("fine-tuning stopped before its first held-out check"))?;
+    let run_config = TrainConfig {
+        data: String::new(),
+        limit: None,
+        holdout: 0,
+        val: None,
+        batch: config.batch,
+        steps: config.steps,
+        lr: config.lr,
+        warmup: config.warmup,
+        grad_clip: config.grad_clip,
+        flip: config.flip,
+        crop: config.crop,
+        seed: config.seed,
+        log_every: config.eval_every,
+        eval_every: config.eval_every,
+        eval_images: val.len(),
+        checkpoint_every: config.steps,
+        keep_every: 0,
+        precision: config.precision,
+        init: None,
+        classification_only: config.classification_only,
+    };
+    let judge = Judge {
+        score: Box::new(|model: &ImageGpt<B::InnerBackend>| {
+            Ok(classify::score(model, val, val_labels, config.batch, |_| {})?.accuracy)
+        }),
+        higher_is_better: true,
+        patience: Some(config.patience),
+        keep_best: true,
+    };
+    let outcome = train::run_loop(
+        None,
+        &run_config,
+        Start::Model(start),
+        (train, Some(train_labels)),
+        Some(judge),
+        |event| match event {
+            Event::Step {
+                step,
+                generative,
+                classification,
+                ..
+            } => on_event(FinetuneEvent::Step {
+                step,
+                generative,
+                classification: classification.unwrap_or(f64::NAN),
+            }),
+            Event::Validation { step, score, best } => on_event(FinetuneEvent::Validation {
+                step,
+                accuracy: score,
+                best,
+            }),
+            Event::Checkpoint { .. } => ControlFlow::Continue(()),
+        },
+    )?;
+    let (best_val_accuracy, best_step) = outcome
+        .best
+        .ok_or_else(|| Error::invalid("fine-tuning stopped before its first held-out check"))?;
     Ok(Finetuned {
-        stored,
+        stored: outcome.stored,
         best_step,
         best_val_accuracy,
-        steps: step_count,
-        seconds: began.elapsed().as_secs_f64(),
+        steps: outcome.state.step,
+        seconds: outcome.state.seconds,
     })
 }

@@ -39,6 +39,28 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
 }
 
+/// Where [`save_milestone`] keeps the model of step `step`.
+pub fn milestone_dir(run: &Path, step: usize) -> PathBuf {
+    run.join("milestones").join(format!("step-{step:06}"))
+}
+
+/// Keeps a copy of the model at this step (a model directory plus the run's state, no optimizer),
+/// written beside its final place and renamed into it, so a kill leaves no half milestone.
+pub fn save_milestone<B: AutodiffBackend>(
+    run: &Path,
+    stored: &StoredModel<B>,
+    state: &RunState,
+) -> Result<()> {
+    let dir = milestone_dir(run, state.step);
+    let fresh = dir.with_extension("new");
+    let _ = std::fs::remove_dir_all(&fresh);
+    stored.save_dir(&fresh, WeightPrecision::F32)?;
+    let state_json = serde_json::to_string_pretty(state).expect("plain data serialises");
+    write_file_atomic(&fresh.join(STATE_FILE), state_json.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&fresh, &dir).map_err(|e| Error::io(&dir, e))
+}
+
 /// Where [`Checkpoint::save`] moves the previous checkpoint for the moment between its renames.
 fn old_checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoint.old")

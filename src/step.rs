@@ -1,6 +1,7 @@
-//! One optimisation step, the same for pretraining, fine-tuning and `igpt bench train`: the loss (the
-//! paper's L_gen, plus L_clf when the batch is labelled), the backward pass, global-norm gradient
-//! clipping and Adam.
+//! One optimisation step, the same for pretraining, fine-tuning and `igpt bench train`, in two halves:
+//! [`gradients`] (the paper's L_gen, plus L_clf when the batch is labelled, and the backward pass) and
+//! [`apply`] (global-norm gradient clipping and Adam). Data-parallel training reduces the gradients of
+//! its replicas between them.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
@@ -25,6 +26,8 @@ pub struct Batch<B: Backend> {
     pub inputs: Tensor<B, 2, Int>,
     pub targets: Tensor<B, 2, Int>,
     pub labels: Option<Tensor<B, 1, Int>>,
+    /// Minimise L_clf alone (the from-scratch baseline); L_gen is still computed and reported.
+    pub classification_only: bool,
 }
 
 impl<B: Backend> Batch<B> {
@@ -45,6 +48,7 @@ impl<B: Backend> Batch<B> {
             inputs,
             targets,
             labels,
+            classification_only: false,
         }
     }
 }
@@ -69,6 +73,7 @@ pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
         _ => None,
     };
     let total = match &classification {
+        Some(c) if batch.classification_only => c.clone(),
         Some(c) => generative.clone() + c.clone(),
         None => generative.clone(),
     };
@@ -95,7 +100,8 @@ pub struct StepOutput<B: Backend> {
     pub grad_norm: Tensor<B, 1>,
 }
 
-/// One step: losses, gradients, clipping to `grad_clip`, and Adam at learning rate `lr`.
+/// One step: [`gradients`], then [`apply`] them. A data-parallel step would reduce the gradients of
+/// its replicas between the two.
 pub fn step<B: AutodiffBackend>(
     model: ImageGpt<B>,
     optimizer: &mut Optim<B>,
@@ -103,16 +109,37 @@ pub fn step<B: AutodiffBackend>(
     lr: f64,
     grad_clip: f64,
 ) -> (ImageGpt<B>, StepOutput<B::InnerBackend>) {
-    let losses = losses(&model, batch);
-    let grads = GradientsParams::from_grads(losses.total.backward(), &model);
-    let (grads, grad_norm) = clip_global_norm(&model, grads, grad_clip);
-    let model = optimizer.step(lr, model, grads);
+    let (grads, losses) = gradients(&model, batch);
+    let (model, grad_norm) = apply(model, optimizer, grads, lr, grad_clip);
+    (model, StepOutput { losses, grad_norm })
+}
+
+/// The first half of a step: the losses of `batch` and their gradients (the backward pass).
+pub fn gradients<B: AutodiffBackend>(
+    model: &ImageGpt<B>,
+    batch: &Batch<B>,
+) -> (GradientsParams, Losses<B::InnerBackend>) {
+    let losses = losses(model, batch);
+    let grads = GradientsParams::from_grads(losses.total.backward(), model);
     let losses = Losses {
         total: losses.total.inner(),
         generative: losses.generative.inner(),
         classification: losses.classification.map(Tensor::inner),
     };
-    (model, StepOutput { losses, grad_norm })
+    (grads, losses)
+}
+
+/// The second half of a step: clip `grads` to a global norm of `grad_clip`, then one Adam update at
+/// learning rate `lr`. Returns the updated model and the norm before clipping.
+pub fn apply<B: AutodiffBackend>(
+    model: ImageGpt<B>,
+    optimizer: &mut Optim<B>,
+    grads: GradientsParams,
+    lr: f64,
+    grad_clip: f64,
+) -> (ImageGpt<B>, Tensor<B::InnerBackend, 1>) {
+    let (grads, grad_norm) = clip_global_norm(&model, grads, grad_clip);
+    (optimizer.step(lr, model, grads), grad_norm)
 }
 
 /// Scales all gradients together so their global L2 norm is at most `max_norm` (as PyTorch's

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::Augment;
 use crate::error::{Error, Result};
 use crate::eval::sequence_nll;
-use crate::model::Workload;
+use crate::model::{ImageGpt, Workload};
 use crate::precision::Precision;
 use crate::run::{self, Checkpoint, LogRow, RunState};
 use crate::step::{self, Batch, adam};
@@ -28,6 +28,10 @@ pub struct TrainConfig {
     pub data: String,
     /// Only the first `limit` training images, if set.
     pub limit: Option<usize>,
+    /// The last `holdout` of those images are not trained on: they are the validation set when `val`
+    /// is not given, so checkpoints are judged without touching the test split.
+    #[serde(default)]
+    pub holdout: usize,
     /// Dataset spec used for validation, if any.
     pub val: Option<String>,
     pub batch: usize,
@@ -49,9 +53,16 @@ pub struct TrainConfig {
     /// Validation images scored at each evaluation.
     pub eval_images: usize,
     pub checkpoint_every: usize,
+    /// Keep a copy of the model (weights and card, no optimizer) every this many steps in
+    /// `RUNDIR/milestones/`, for probing how features change over a run; 0 keeps none.
+    #[serde(default)]
+    pub keep_every: usize,
     /// How the matrix products compute; the weights and optimizer stay f32 (see [`Precision`]).
     #[serde(default)]
     pub precision: Precision,
+    /// Minimise L_clf alone (labelled runs): the from-scratch classifier the paper compares with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub classification_only: bool,
     /// The model directory the run started from (fine-tuning), if not a fresh initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
@@ -99,18 +110,46 @@ pub fn schedule(peak: f64, warmup: usize, steps: usize, step: usize) -> f64 {
 pub enum Event {
     Step {
         step: usize,
+        /// What is minimised (nats).
         loss: f64,
+        /// L_gen (nats per token).
+        generative: f64,
+        /// L_clf (nats), when the run is labelled.
+        classification: Option<f64>,
         lr: f64,
         grad_norm: f64,
         tokens_per_second: f64,
     },
     Validation {
         step: usize,
-        bits_per_token: f64,
+        /// The [`Judge`]'s score: bits/token when pretraining, accuracy when fine-tuning.
+        score: f64,
+        /// Whether it is the best score of the run so far.
+        best: bool,
     },
     Checkpoint {
         step: usize,
     },
+}
+
+/// How a run judges its model at each evaluation, and what it does with the verdict.
+pub struct Judge<'a, B: Backend> {
+    /// Scores the model (on images it does not train on).
+    pub score: Box<dyn FnMut(&ImageGpt<B>) -> Result<f64> + 'a>,
+    /// Accuracy improves upwards, bits/token downwards.
+    pub higher_is_better: bool,
+    /// Stop after this many evaluations in a row without a better score (early stopping).
+    pub patience: Option<usize>,
+    /// Hand back the weights of the best evaluation instead of the last step's.
+    pub keep_best: bool,
+}
+
+/// Where the loop stopped: the model (the best evaluation's, if the judge keeps the best), the run's
+/// state, and the best evaluation as (score, step).
+pub struct Outcome<B: AutodiffBackend> {
+    pub stored: StoredModel<B>,
+    pub state: RunState,
+    pub best: Option<(f64, usize)>,
 }
 
 /// Token sequences in a deterministic order: the order and augmentation of every step are a function
@@ -173,34 +212,75 @@ impl<B: AutodiffBackend> Start<B> {
     }
 }
 
-/// Trains on `train` (token sequences of the model's length), validating on `val`, writing the run
-/// folder `run` (see [`crate::run`]). `on_event` may stop the run early by returning `Break` (e.g.
-/// after a checkpoint). Returns the model and state where it stopped.
+/// Pretrains on `train` (token sequences of the model's length), validating bits/token on `val`,
+/// writing the run folder `run` (see [`crate::run`]). `on_event` may stop the run early by returning
+/// `Break` (e.g. after a checkpoint). Returns the model and state where it stopped.
 pub fn train<B: AutodiffBackend>(
     run: &Path,
     config: &TrainConfig,
     start: Start<B>,
     train: &[Vec<u16>],
     val: &[Vec<u16>],
-    mut on_event: impl FnMut(Event) -> ControlFlow<()>,
+    on_event: impl FnMut(Event) -> ControlFlow<()>,
 ) -> Result<(StoredModel<B>, RunState)> {
+    let n = start.stored().config.n_positions;
+    if val.iter().any(|s| s.len() != n) {
+        return Err(Error::invalid(format!(
+            "training needs sequences of exactly {n} tokens (the model's context)"
+        )));
+    }
+    let subset = &val[..config.eval_images.max(1).min(val.len())];
+    let judge = (!val.is_empty()).then(|| Judge {
+        score: Box::new(|model: &ImageGpt<B::InnerBackend>| {
+            Ok(sequence_nll(model, subset, config.batch, |_| {})?.bits_per_token)
+        }),
+        higher_is_better: false,
+        patience: None,
+        keep_best: false,
+    });
+    let out = run_loop(Some(run), config, start, (train, None), judge, on_event)?;
+    Ok((out.stored, out.state))
+}
+
+/// The one training loop, for pretraining and fine-tuning alike: the schedule, the batches of each
+/// step (with their labels when `labels` is given, which adds L_clf), [`step::step`], reading the
+/// loss back when logging, evaluating with `judge`, and, when `run` is a run folder, the log and
+/// atomic checkpoints that resume exactly.
+pub fn run_loop<B: AutodiffBackend>(
+    run: Option<&Path>,
+    config: &TrainConfig,
+    start: Start<B>,
+    (train, labels): (&[Vec<u16>], Option<&[usize]>),
+    mut judge: Option<Judge<'_, B::InnerBackend>>,
+    mut on_event: impl FnMut(Event) -> ControlFlow<()>,
+) -> Result<Outcome<B>> {
     config.validate()?;
     start
         .stored()
         .config
         .check_batch(config.batch, Workload::Training)?;
     let n = start.stored().config.n_positions;
-    if train.is_empty() || train.iter().chain(val).any(|s| s.len() != n) {
+    if train.is_empty() || train.iter().any(|s| s.len() != n) {
         return Err(Error::invalid(format!(
             "training needs sequences of exactly {n} tokens (the model's context)"
         )));
+    }
+    if run.is_some() && judge.as_ref().is_some_and(|j| j.keep_best) {
+        return Err(Error::invalid(
+            "a run folder checkpoints the latest weights: keep the best only without one",
+        ));
+    }
+    if labels.is_some_and(|l| l.len() != train.len()) {
+        return Err(Error::invalid("one label per training image is needed"));
     }
     let device = start.stored().model.device();
     config.precision.check_supported::<B>(&device)?;
     let (mut stored, mut optimizer, mut state) = match start {
         Start::Resume(c) => (c.stored, c.optimizer, c.state),
         Start::Model(mut stored) => {
-            run::create(run, config)?;
+            if let Some(run) = run {
+                run::create(run, config)?;
+            }
             stored.model = with_stable_ids(stored.model);
             (stored, adam(), RunState::default())
         }
@@ -221,32 +301,47 @@ pub fn train<B: AutodiffBackend>(
     let mut window = (Instant::now(), 0usize); // throughput since the last log line
     let mut session = Instant::now();
     let k = stored.config.n_colors;
+    let mut best: Option<(f64, usize)> = None;
+    let mut stale = 0;
 
     while state.step < config.steps {
         let lr = config.learning_rate(state.step);
-        let (sequences, _) = batches.batch(state.step, config.batch);
-        let batch = Batch::new(&sequences, None, k, &device);
+        let (sequences, indices) = batches.batch(state.step, config.batch);
+        let batch_labels: Option<Vec<usize>> =
+            labels.map(|l| indices.iter().map(|&i| l[i]).collect());
+        let mut batch = Batch::new(&sequences, batch_labels.as_deref(), k, &device);
+        batch.classification_only = config.classification_only;
         let out;
         (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);
         state.step += 1;
         window.1 += config.batch * n;
 
         // Checkpoint steps always read the loss, so a NaN is caught before it could be saved.
-        let checkpointing = state.step % config.checkpoint_every == 0 || state.step == config.steps;
-        let validating =
-            !val.is_empty() && (state.step % config.eval_every == 0 || state.step == config.steps);
+        let last = state.step == config.steps;
+        let keeping = run.is_some() && config.keep_every > 0 && state.step % config.keep_every == 0;
+        let checkpointing =
+            run.is_some() && (keeping || state.step % config.checkpoint_every == 0 || last);
+        let validating = judge.is_some() && (state.step % config.eval_every == 0 || last);
         if !checkpointing && !validating && state.step % config.log_every != 0 {
             continue;
         }
         let loss: f64 = out.losses.total.into_scalar().elem();
+        let generative: f64 = out.losses.generative.into_scalar().elem();
+        let classification: Option<f64> = out.losses.classification.map(|c| c.into_scalar().elem());
         let grad_norm: f64 = out.grad_norm.into_scalar().elem();
         state.seconds += session.elapsed().as_secs_f64();
         session = Instant::now();
         if !loss.is_finite() {
+            let kept = match run {
+                Some(run) => format!(
+                    "; the last good checkpoint (step {last_good_checkpoint}) is kept in {}",
+                    run::checkpoint_dir(run).display()
+                ),
+                None => " (try a lower --lr)".into(),
+            };
             return Err(Error::invalid(format!(
-                "the loss became {loss} at step {}; the last good checkpoint (step {last_good_checkpoint}) is kept in {}",
-                state.step,
-                run::checkpoint_dir(run).display()
+                "the loss became {loss} at step {}{kept}",
+                state.step
             )));
         }
         let tokens_per_second = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
@@ -255,49 +350,80 @@ pub fn train<B: AutodiffBackend>(
         let mut flow = on_event(Event::Step {
             step: state.step,
             loss,
+            generative,
+            classification,
             lr,
             grad_norm,
             tokens_per_second,
         });
-        let mut val_bits = None;
-        if validating {
-            let subset = &val[..config.eval_images.clamp(1, val.len())];
-            let bits = sequence_nll(&model.valid(), subset, config.batch, |_| {})?.bits_per_token;
-            (val_bits, state.last_val_bits) = (Some(bits), Some(bits));
+        let mut val_score = None;
+        if let (true, Some(judge)) = (validating, judge.as_mut()) {
+            let score = (judge.score)(&model.valid())?;
+            (val_score, state.last_val_bits) = (Some(score), Some(score));
+            let improved = best.is_none_or(|(b, _)| {
+                if judge.higher_is_better {
+                    score > b
+                } else {
+                    score < b
+                }
+            });
+            if improved {
+                best = Some((score, state.step));
+                stale = 0;
+                if judge.keep_best {
+                    stored.model = model.clone().with_precision(Precision::F32);
+                }
+            } else {
+                stale += 1;
+            }
             let validated = on_event(Event::Validation {
                 step: state.step,
-                bits_per_token: bits,
+                score,
+                best: improved,
             });
-            if validated.is_break() {
-                flow = validated;
+            if validated.is_break() || judge.patience.is_some_and(|p| stale >= p.max(1)) {
+                flow = ControlFlow::Break(());
             }
         }
-        run::append_log(
-            run,
-            &LogRow {
-                step: state.step,
-                lr,
-                loss,
-                grad_norm,
-                tokens_per_second,
-                val_bits_per_token: val_bits,
-                seconds: state.seconds,
-            },
-        )?;
+        if let Some(run) = run {
+            run::append_log(
+                run,
+                &LogRow {
+                    step: state.step,
+                    lr,
+                    loss,
+                    grad_norm,
+                    tokens_per_second,
+                    val_bits_per_token: val_score,
+                    seconds: state.seconds,
+                },
+            )?;
+        }
         if flow.is_break() {
             break;
         }
-        if checkpointing {
+        if let (true, Some(run)) = (checkpointing, run) {
             stored.model = model.clone().with_precision(Precision::F32);
             state.seconds += session.elapsed().as_secs_f64();
             session = Instant::now();
             Checkpoint::save(run, &stored, &optimizer, &state)?;
             last_good_checkpoint = state.step;
+            if keeping {
+                run::save_milestone(run, &stored, &state)?;
+            }
             if on_event(Event::Checkpoint { step: state.step }).is_break() {
                 break;
             }
         }
     }
-    stored.model = model.with_precision(Precision::F32);
-    Ok((stored, state))
+    state.seconds += session.elapsed().as_secs_f64();
+    let keep_best = judge.as_ref().is_some_and(|j| j.keep_best);
+    if !keep_best {
+        stored.model = model.with_precision(Precision::F32);
+    }
+    Ok(Outcome {
+        stored,
+        state,
+        best,
+    })
 }

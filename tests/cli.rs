@@ -364,6 +364,126 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
     );
 }
 
+/// `--holdout N` trains on all but the last N images and validates on those (the test split chooses
+/// nothing), and `--keep-every` keeps loadable models along the way.
+#[test]
+fn train_validates_on_held_out_training_images_and_keeps_milestones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    stdout_of(&[
+        "palette",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "500",
+        "-o",
+        &path("pal"),
+    ]);
+    let train = |holdout: &str, run: &str| {
+        igpt(&[
+            "train",
+            "--preset",
+            "tiny",
+            "--palette",
+            &path("pal"),
+            "--data",
+            "fashion-mnist:train",
+            "--limit",
+            "72",
+            "--holdout",
+            holdout,
+            "--eval-images",
+            "8",
+            "--eval-every",
+            "2",
+            "--keep-every",
+            "2",
+            "--steps",
+            "4",
+            "--batch",
+            "4",
+            "-o",
+            &path(run),
+        ])
+    };
+    let refused = train("72", "none-left");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--holdout 72 leaves no training images"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = train("8", "run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on 64 images"));
+
+    // The last validation figure is the model's bits/token on images 64..72 of the training split:
+    // eval over the first 72 images minus eval over the first 64 (every image has 784 tokens).
+    let log = std::fs::read_to_string(dir.path().join("run/log.csv")).unwrap();
+    let val_rows: Vec<(String, f64)> = log
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split(',').collect();
+            let val = fields[6];
+            (!val.is_empty()).then(|| (fields[0].to_string(), val.parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        val_rows.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["2", "4"]
+    );
+    let milestone = path("run/milestones/step-000004");
+    let bits_of_first = |n: &str| {
+        json(&stdout_of(&[
+            "eval",
+            "--model",
+            &milestone,
+            "--data",
+            "fashion-mnist:train",
+            "--limit",
+            n,
+            "--json",
+        ]))["bits_per_token"]
+            .as_f64()
+            .unwrap()
+    };
+    let held_out = (bits_of_first("72") * 72.0 - bits_of_first("64") * 64.0) / 8.0;
+    assert!(
+        (held_out - val_rows[1].1).abs() < 1e-4,
+        "{held_out} vs {}",
+        val_rows[1].1
+    );
+    assert!(
+        dir.path()
+            .join("run/milestones/step-000002/model.safetensors")
+            .exists()
+    );
+
+    // The run never saw the test split, so export asks which images to measure.
+    let export = igpt(&["export", "--run", &path("run"), "-o", &path("model")]);
+    assert!(!export.status.success());
+    assert!(String::from_utf8_lossy(&export.stderr).contains("--test"));
+    stdout_of(&[
+        "export",
+        "--run",
+        &path("run"),
+        "--test",
+        "fashion-mnist:test",
+        "--limit",
+        "8",
+        "-o",
+        &path("model"),
+    ]);
+    let card = json(&std::fs::read_to_string(dir.path().join("model/card.json")).unwrap());
+    assert_eq!(card["training"]["config"]["holdout"], 8);
+    assert_eq!(card["baselines"]["test_images"], 8);
+}
+
 #[test]
 fn probe_finetune_and_classify_end_to_end() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 use common::{stripes, train_config as config};
 use igpt::augment::Augment;
 use igpt::classify;
@@ -369,6 +369,9 @@ fn finetune_config(steps: usize) -> FinetuneConfig {
         patience: 3,
         seed: 1,
         precision: Precision::F32,
+        flip: false,
+        crop: 0,
+        classification_only: false,
     }
 }
 
@@ -420,9 +423,33 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
     let batch_labels: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
     let batch = Batch::new(&batch_seqs, Some(&batch_labels), 16, &Default::default());
     let lr = train::schedule(3e-3, 2, 1, 0);
-    let (by_hand, out) = step::step(head_start, &mut step::adam(), &batch, lr, 1.0);
+    let (by_hand, out) = step::step(head_start.clone(), &mut step::adam(), &batch, lr, 1.0);
     assert!(out.losses.classification.is_some());
     assert_eq!(weights(&tuned.stored.model), weights(&by_hand));
+
+    // The from-scratch baseline's objective: L_clf alone, through the same loop and step.
+    let mut start = tiny::<A>(6);
+    start.model = start.model.with_classifier(2).materialised();
+    let tuned_clf = finetune::finetune(
+        start,
+        (&seqs, &labels),
+        (&seqs[..4], &labels[..4]),
+        &FinetuneConfig {
+            eval_every: 1,
+            classification_only: true,
+            ..finetune_config(1)
+        },
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let mut clf_batch = Batch::new(&batch_seqs, Some(&batch_labels), 16, &Default::default());
+    clf_batch.classification_only = true;
+    let (clf_by_hand, clf_out) = step::step(head_start, &mut step::adam(), &clf_batch, lr, 1.0);
+    let total: f64 = clf_out.losses.total.into_scalar().elem();
+    let classification: f64 = clf_out.losses.classification.unwrap().into_scalar().elem();
+    assert_eq!(total, classification);
+    assert_eq!(weights(&tuned_clf.stored.model), weights(&clf_by_hand));
+    assert_ne!(weights(&clf_by_hand), weights(&by_hand));
 }
 
 #[test]

@@ -70,6 +70,7 @@ pub fn train_config(steps: usize) -> TrainConfig {
     TrainConfig {
         data: "synthetic:stripes".into(),
         limit: None,
+        holdout: 0,
         val: None,
         batch: 8,
         steps,
@@ -83,6 +84,8 @@ pub fn train_config(steps: usize) -> TrainConfig {
         eval_every: 1000,
         eval_images: 8,
         checkpoint_every: 5,
+        keep_every: 0,
+        classification_only: false,
         precision: Precision::F32,
         init: None,
     }

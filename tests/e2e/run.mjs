@@ -264,15 +264,25 @@ await test("the pkg/ JS package loads a model, samples, completes, and tokenizes
   }
 });
 
-await test("a missing model gives a clear message in the page, never a blank page", async () => {
+await test("an unlisted or path-like ?model= gives a clear message and loads nothing, never a blank page", async () => {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
-  const page = await browser.newPage();
-  // With no model listed in models/index.json the page must say so; a model that is not there, likewise.
-  await page.goto(`${origin}/index.html${index.length === 0 ? "" : "?model=no-such-model"}`);
-  await page.waitForFunction(() => window.igptState?.errors.length > 0, null, { timeout: 60_000 });
-  const text = await page.textContent("#status");
+  // With no model listed in models/index.json the page must say so; a model that is not listed, or a
+  // path that would reach another directory of the origin (a real model's, here), likewise.
+  const names = index.length === 0 ? [null] : ["no-such-model", `../models/${index[0].path}`];
+  for (const name of names) {
+    const page = await browser.newPage();
+    const modelFiles = [];
+    page.on("request", (r) => {
+      if (/\.(safetensors|json)$/.test(new URL(r.url()).pathname) && !r.url().endsWith("/index.json")) modelFiles.push(r.url());
+    });
+    await page.goto(`${origin}/index.html${name === null ? "" : `?model=${encodeURIComponent(name)}`}`);
+    await page.waitForFunction(() => window.igptState?.errors.length > 0, null, { timeout: 60_000 });
+    const text = await page.textContent("#status");
+    await page.close();
+    check(name === null ? /No model is bundled/.test(text) : text.includes(`Could not load the model "${name}": this site lists only`), text);
+    check(modelFiles.length === 0, `${name}: requested ${modelFiles.join(", ")}`);
+  }
   await browser.close();
-  check(/No model is bundled|Could not load the model "no-such-model"/.test(text), text);
 });
 
 const cpu = await open(["--disable-gpu"], "count=4");

@@ -177,6 +177,7 @@ impl BackendJob for BenchTrainArgs {
                 inputs: targets.clone(),
                 targets,
                 labels: None,
+                classification_only: false,
             };
             // Training's own step, clipping included (the default --grad-clip).
             let out;

@@ -64,6 +64,16 @@ pub struct FinetuneArgs {
     /// Matrix products in bf16 or f16 while fitting (mixed precision, as `igpt train --precision`).
     #[arg(long, value_enum, default_value_t)]
     precision: Precision,
+    /// Random horizontal flips of the training images (label-preserving for clothes and photos).
+    #[arg(long)]
+    flip: bool,
+    /// Random shifts of up to N pixels each way (the image padded by repeating its edge).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    crop: usize,
+    /// The baseline the paper compares with: the same architecture with fresh random weights (seeded
+    /// by --seed), trained on the classification loss alone with the same steps and data.
+    #[arg(long, conflicts_with = "record")]
+    from_scratch: bool,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
@@ -117,6 +127,10 @@ impl BackendJob for FinetuneArgs {
                     .unwrap_or_else(|| format!("class {i}"))
             })
             .collect();
+        if self.from_scratch {
+            Autodiff::<B>::seed(&device, self.seed);
+            stored.model = stored.config.init(&device);
+        }
         stored.model = stored.model.with_classifier(n_classes);
         stored.labels = labels;
 
@@ -142,6 +156,9 @@ impl BackendJob for FinetuneArgs {
             patience: self.patience,
             seed: self.seed,
             precision: self.precision,
+            flip: self.flip,
+            crop: self.crop,
+            classification_only: self.from_scratch,
         };
         eprintln!(
             "fine-tuning {} on {} images ({} held out) of {}, {} classes, up to {} steps of {}",
@@ -223,6 +240,7 @@ impl BackendJob for FinetuneArgs {
             .insert("test_data".into(), self.data.test.to_string().into());
         let finetune = json!({
                 "from": self.model.display().to_string(),
+                "from_scratch": self.from_scratch,
                 "train_data": self.data.train.to_string(),
                 "train_images": fit_ids.len(),
                 "held_out_images": val_ids.len(),

@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// Use only the first N training images.
     #[arg(long)]
     limit: Option<usize>,
+    /// Keep the last N training images out of training and validate on them (instead of --val):
+    /// the test split then chooses nothing.
+    #[arg(long, default_value_t = 0, value_name = "N", conflicts_with = "val")]
+    holdout: usize,
     #[arg(long, default_value_t = 10)]
     log_every: usize,
     #[arg(long, default_value_t = 500)]
@@ -82,6 +86,9 @@ pub struct TrainArgs {
     eval_images: usize,
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
+    /// Also keep the model every N steps in RUNDIR/milestones/step-N (for probing a run as it goes).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_every: usize,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
     /// Matrix products in bf16 or f16 (mixed precision: weights, optimizer, norms and loss stay f32).
@@ -164,7 +171,7 @@ impl BackendJob for TrainArgs {
             bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
         };
         let tokenizer = start.stored().tokenizer();
-        let (config, train_ids) = if resume {
+        let (config, mut train_ids) = if resume {
             let config = run::read_config(&self.output)?;
             let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
             (config, ids)
@@ -176,7 +183,7 @@ impl BackendJob for TrainArgs {
                 );
             }
             let ids = tokenize_all(&self.data, &tokenizer, self.limit)?;
-            let config = self.config(ids.len())?;
+            let config = self.config(ids.len().saturating_sub(self.holdout))?;
             if let Some(dir) = &self.model {
                 history::save_parent(&self.output, dir)?;
             }
@@ -184,7 +191,7 @@ impl BackendJob for TrainArgs {
         };
         let val_ids = match &config.val {
             Some(spec) => tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?,
-            None => Vec::new(),
+            None => split_holdout(&mut train_ids, config.holdout)?,
         };
         eprintln!(
             "training {:.2}M parameters on {} images of {} for {} steps of {} (lr {}, {} warmup)",
@@ -225,8 +232,8 @@ impl BackendJob for TrainArgs {
                         loss / std::f64::consts::LN_2
                     ));
                     }
-                    Event::Validation { bits_per_token, .. } => {
-                        val_note = format!(" | val {bits_per_token:.4} bits/token");
+                    Event::Validation { score, .. } => {
+                        val_note = format!(" | val {score:.4} bits/token");
                     }
                     Event::Checkpoint { .. } => {}
                 }
@@ -258,6 +265,7 @@ impl TrainArgs {
         let config = TrainConfig {
             data: self.data.to_string(),
             limit: self.limit,
+            holdout: self.holdout,
             val: self.val.as_ref().map(ToString::to_string),
             batch: self.batch,
             steps,
@@ -271,12 +279,25 @@ impl TrainArgs {
             eval_every: self.eval_every,
             eval_images: self.eval_images,
             checkpoint_every: self.checkpoint_every,
+            keep_every: self.keep_every,
             precision: self.precision,
+            classification_only: false,
             init: self.model.as_ref().map(|dir| dir.display().to_string()),
         };
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Takes the last `holdout` images off `train` and returns them (the run's validation images).
+fn split_holdout(train: &mut Vec<Vec<u16>>, holdout: usize) -> anyhow::Result<Vec<Vec<u16>>> {
+    if holdout >= train.len() {
+        bail!(
+            "--holdout {holdout} leaves no training images (the data has {})",
+            train.len()
+        );
+    }
+    Ok(train.split_off(train.len() - holdout))
 }
 
 impl BackendJob for ExportArgs {
@@ -304,7 +325,9 @@ impl BackendJob for ExportArgs {
         let test: DataSpec = match (&self.test, &config.val) {
             (Some(spec), _) => spec.clone(),
             (None, Some(val)) => val.parse()?,
-            (None, None) => bail!("the run had no validation set: give --test SPEC"),
+            (None, None) => bail!(
+                "the run validated on held-out training images (or on none): give --test SPEC"
+            ),
         };
         let ids = tokenize_all(&test, &written.tokenizer(), self.limit)?;
         let bar = progress(ids.len(), "measuring");
@@ -320,7 +343,8 @@ impl BackendJob for ExportArgs {
         // The bars this model had to clear, on the same test images.
         let train_data: DataSpec = config.data.parse()?;
         let tokenizer = written.tokenizer();
-        let train_ids = tokenize_all(&train_data, &tokenizer, config.limit)?;
+        let mut train_ids = tokenize_all(&train_data, &tokenizer, config.limit)?;
+        train_ids.truncate(train_ids.len().saturating_sub(config.holdout));
         let b =
             igpt::baselines::baselines(&train_ids, &ids, tokenizer.width, tokenizer.palette.len())?;
         card.extra.insert(
