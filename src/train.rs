@@ -132,10 +132,12 @@ pub enum Event {
     },
 }
 
+/// Scores a model on images it does not train on.
+pub type Scorer<'a, B> = Box<dyn FnMut(&ImageGpt<B>) -> Result<f64> + 'a>;
+
 /// How a run judges its model at each evaluation, and what it does with the verdict.
 pub struct Judge<'a, B: Backend> {
-    /// Scores the model (on images it does not train on).
-    pub score: Box<dyn FnMut(&ImageGpt<B>) -> Result<f64> + 'a>,
+    pub score: Scorer<'a, B>,
     /// Accuracy improves upwards, bits/token downwards.
     pub higher_is_better: bool,
     /// Stop after this many evaluations in a row without a better score (early stopping).

@@ -124,8 +124,15 @@ async function modelEntry() {
   const models = await response.json();
   const name = params.get("model") || models[0]?.path;
   if (!name) throw new Error("No model is bundled with this site yet: export one into models/ (see README).");
+  // Only listed models load: their files are checked against the index's hashes, and a link cannot
+  // point the page at another directory of the same origin (?model=../elsewhere).
+  const entry = models.find((m) => m.path === name);
+  if (!entry) {
+    const listed = models.map((m) => m.path).join(", ");
+    throw new Error(`Could not load the model "${name}": this site lists only ${listed} (models/index.json)`);
+  }
   showModelPicker(models, name);
-  return { name, files: models.find((m) => m.path === name)?.files };
+  return { name, files: entry.files };
 }
 
 /// Starts a worker with the model on WebGPU or the CPU; the weights come from the cache when they can.
@@ -149,7 +156,7 @@ async function loadModel() {
   // The config is small: read it first, to know whether the GPU can hold the model before downloading.
   const base = `models/${name.replace(/\/?$/, "/")}`;
   const configBytes = await verifiedBytes(base + "config.json", files?.["config.json"], () => {});
-  if (!configBytes) throw new Error(`Could not load the model "${name}": ${base}config.json: not found`);
+  if (!configBytes) throw new Error(`Could not load the model "${name}": models/index.json lists no config.json for it`);
   const config = JSON.parse(new TextDecoder().decode(configBytes));
   const { adapter, why } = await webgpuAdapter(config);
   state.cpuReason = why;

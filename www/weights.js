@@ -59,14 +59,11 @@ async function download(url, expected, onProgress) {
 
 /// The bytes of `url`, verified against `expected` ({size, sha256}, from models/index.json) when given:
 /// from the cache when a copy with that hash is there, else downloaded (reporting bytes so far) and
-/// cached, older versions of the same file dropped. A file with no entry (optional files such as
-/// card.json) is downloaded unchecked and may be missing (undefined).
+/// cached, older versions of the same file dropped. A file with no entry is not fetched at all
+/// (undefined, as if missing): the page uses no byte that the index does not vouch for.
 export async function verifiedBytes(url, expected, onProgress) {
   const absolute = new URL(url, location.href);
-  if (!expected) {
-    const response = await fetch(absolute, { cache: "no-store" });
-    return response.ok ? new Uint8Array(await response.arrayBuffer()) : undefined;
-  }
+  if (!expected) return undefined;
   const key = `${absolute.pathname}?sha256=${expected.sha256}`;
   const cache = await openCache();
   const hit = await cache?.match(key);
