@@ -1,45 +1,10 @@
 //! Mean negative log-likelihood of token sequences: the number the paper reports (as bits per token).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
-
-/// The model's inputs (SOS, then every token but the last) and targets (every token) for sequences
-/// of one length: both `[batch, len]`.
-pub fn inputs_and_targets<'a, B: Backend>(
-    sequences: impl Iterator<Item = &'a [u16]> + Clone,
-    n_colors: usize,
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let b = sequences.clone().count();
-    let len = sequences.clone().next().map_or(0, <[u16]>::len);
-    let sos = n_colors as i64;
-    let inputs: Vec<i64> = sequences
-        .clone()
-        .flat_map(|s| std::iter::once(sos).chain(s[..len - 1].iter().map(|&id| id as i64)))
-        .collect();
-    let targets: Vec<i64> = sequences
-        .flat_map(|s| s.iter().map(|&id| id as i64))
-        .collect();
-    (
-        Tensor::from_data(TensorData::new(inputs, [b, len]), device),
-        Tensor::from_data(TensorData::new(targets, [b, len]), device),
-    )
-}
-
-/// Log-probability the logits (`[batch, len, K]`) give each target token: `[batch, len]`.
-pub fn target_log_probs<B: Backend>(
-    logits: Tensor<B, 3>,
-    targets: Tensor<B, 2, Int>,
-) -> Tensor<B, 2> {
-    let [b, len, _] = logits.dims();
-    log_softmax(logits, 2)
-        .gather(2, targets.reshape([b, len, 1]))
-        .reshape([b, len])
-}
+use crate::pixels::tokens::{check_ids, inputs_and_targets, target_log_probs};
 
 /// Mean NLL over every token of every sequence.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -49,16 +14,6 @@ pub struct Nll {
     /// Sequences (images) scored.
     pub count: usize,
     pub tokens: usize,
-}
-
-/// Token-id sequences from JSON text: an array of arrays of ids (0..65535, without SOS), as
-/// `igpt tokenize` prints them. Whether they fit a model is [`sequence_nll`]'s check.
-pub fn parse_ids(text: &str) -> Result<Vec<Vec<u16>>> {
-    serde_json::from_str(text).map_err(|e| {
-        Error::invalid(format!(
-            "expected a JSON array of arrays of token ids (0..65535): {e}"
-        ))
-    })
 }
 
 /// Scores `sequences` (palette ids, without SOS) in batches of up to `batch_size`; `on_batch` hears how
@@ -77,11 +32,7 @@ pub fn sequence_nll<B: Backend>(
                 seq.len()
             )));
         }
-        if let Some(bad) = seq.iter().find(|&&id| id as usize >= k) {
-            return Err(Error::invalid(format!(
-                "sequence {i} holds id {bad}, outside the model's {k} colours"
-            )));
-        }
+        check_ids(&format!("sequence {i}"), seq, k)?;
     }
     if sequences.is_empty() {
         return Err(Error::invalid("nothing to evaluate: no sequences"));
@@ -99,20 +50,10 @@ pub fn sequence_nll<B: Backend>(
             .map_or(start + 1, |i| i + 1);
         let batch = &sequences[start..end];
         let b = batch.len();
-        let inputs: Vec<i64> = batch
-            .iter()
-            .flat_map(|s| std::iter::once(k as i64).chain(s[..len - 1].iter().map(|&id| id as i64)))
-            .collect();
-        let targets: Vec<i64> = batch
-            .iter()
-            .flat_map(|s| s.iter().map(|&id| id as i64))
-            .collect();
-        let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [b, len]), &device);
-        let targets =
-            Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, len, 1]), &device);
-        let log_probs = log_softmax(model.forward(inputs), 2); // [b, len, K]
+        let (inputs, targets) =
+            inputs_and_targets::<B>(batch.iter().map(Vec::as_slice), k, &device);
         // Summed on the host in f64: an f32 sum over ~10⁵ tokens drifts in the fifth digit.
-        let picked = log_probs.gather(2, targets).into_data();
+        let picked = target_log_probs(model.forward(inputs), targets).into_data();
         let picked = picked
             .as_slice::<f32>()
             .map_err(|e| Error::invalid(format!("reading log-probabilities back: {e:?}")))?;

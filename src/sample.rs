@@ -7,6 +7,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, KvCache, Workload};
+use crate::pixels::tokens::{check_ids, start_token};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,10 +152,8 @@ impl<B: Backend> Generation<B> {
                 "a prefix of {len} tokens leaves nothing to generate (the model has {total} positions)"
             )));
         }
-        if let Some(bad) = prefixes.iter().flatten().find(|&&id| id as usize >= k) {
-            return Err(Error::invalid(format!(
-                "prefix holds id {bad}, outside the model's {k} colours"
-            )));
+        for prefix in &prefixes {
+            check_ids("a prefix", prefix, k)?;
         }
         let device = model.device();
         if let Some(seed) = seed {
@@ -163,7 +162,7 @@ impl<B: Backend> Generation<B> {
         // SOS followed by the prefix: one forward over it yields the first new token.
         let input: Vec<i64> = prefixes
             .iter()
-            .flat_map(|p| std::iter::once(k as i64).chain(p.iter().map(|&id| id as i64)))
+            .flat_map(|p| std::iter::once(start_token(k)).chain(p.iter().map(|&id| id as i64)))
             .collect();
         let input = Tensor::from_data(TensorData::new(input, [batch, len + 1]), &device);
         Ok(Self {

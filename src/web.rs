@@ -9,9 +9,9 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
-use crate::inspect::{Inspected, floats};
+use crate::analysis::inspect::{Inspected, floats};
 use crate::model::ImageGpt as Model;
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};
 use crate::store::ModelFiles;
 
@@ -338,7 +338,7 @@ impl ImageGpt {
 /// declared size is within the limit (a small file can declare 100 megapixels), else a clear error.
 #[wasm_bindgen]
 pub fn check_image_header(bytes: &[u8]) -> Result<(), JsError> {
-    crate::raster::declared_size(bytes)?;
+    crate::pixels::raster::declared_size(bytes)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use igpt::activation::{composed, quick_gelu};
+use igpt::model::activation::{composed, quick_gelu};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;

@@ -5,8 +5,8 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
-use igpt::attention::flash::{self, Strided};
-use igpt::attention::{
+use igpt::model::attention::flash::{self, Strided};
+use igpt::model::attention::{
     self, Kernel, causal_attention, causal_attention_weights, unfused_or_backend,
 };
 

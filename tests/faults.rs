@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{B, fixture_dir};
-use igpt::{run, store};
+use igpt::{store, train::run};
 
 /// Long enough that the eight kills below land before the run could finish (each checkpoint write
 /// pauses 0.3 s under fault injection, one every 4 steps).

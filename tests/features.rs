@@ -5,7 +5,7 @@ mod common;
 use burn::tensor::Tensor;
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::ImageGptConfig;
-use igpt::features::{self, FeatureCache};
+use igpt::analysis::features::{self, FeatureCache};
 use igpt::store;
 
 fn fixture_sequences() -> Vec<Vec<u16>> {

@@ -510,8 +510,9 @@ fn fuzz_token_id_json() {
         (json_edits(3), mutations(3)),
         |(json, bytes)| {
             let edited = apply(&edit_json(&text, &json), &bytes);
-            if let Some(ids) = clean(igpt::eval::parse_ids(&String::from_utf8_lossy(&edited)))?
-                && ids.len() <= 8
+            if let Some(ids) = clean(igpt::pixels::tokens::parse_ids(&String::from_utf8_lossy(
+                &edited,
+            )))? && ids.len() <= 8
             {
                 clean(igpt::eval::sequence_nll(&model, &ids, 4, |_| {}))?;
             }

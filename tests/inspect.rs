@@ -1,4 +1,4 @@
-//! The inspector's numbers (`igpt::inspect`) on the HF fixture (2 layers, 4 heads, 8×8): the traced
+//! The inspector's numbers (`igpt::analysis::inspect`) on the HF fixture (2 layers, 4 heads, 8×8): the traced
 //! pass gives the fused pass's logits, its attention probabilities are HF's (`output_attentions`,
 //! `attentions.json`), and the per-pixel surprise agrees with `eval`.
 
@@ -6,8 +6,8 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, expected, fixture_dir, max_abs_diff};
+use igpt::analysis::inspect::Inspected;
 use igpt::eval::sequence_nll;
-use igpt::inspect::Inspected;
 use igpt::store;
 
 fn fixture() -> store::StoredModel<B> {
@@ -132,7 +132,10 @@ fn bad_pixels_and_images_are_errors() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("past the model's 16 colours"), "{e}");
+    assert!(
+        e.contains("holds id 16, past the model's 16 colours"),
+        "{e}"
+    );
 }
 
 #[test]

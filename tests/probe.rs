@@ -1,6 +1,6 @@
 //! Linear probes: near-perfect on a linearly separable set, near chance when the labels carry nothing.
 
-use igpt::probe::{Labelled, ProbeConfig, probe};
+use igpt::analysis::probe::{Labelled, ProbeConfig, probe};
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
 
 const CLASSES: usize = 4;

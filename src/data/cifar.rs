@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Dataset, Split, numbered_classes};
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 const SIDE: usize = 32;
 const PLANE: usize = SIDE * SIDE;

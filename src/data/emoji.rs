@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 /// Where Debian's `fonts-noto-color-emoji` puts the font.
 pub const NOTO_COLOR_EMOJI: &str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf";
@@ -136,7 +136,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// A glyph's bitmap (PNG bytes) laid over white, centred in a white square, area-averaged to
 /// `size` x `size` RGB. Decoded with the same size caps as any image.
 pub fn square_on_white(png: &[u8], size: usize) -> Result<Raster> {
-    let rgba = crate::raster::decode_capped(png)?.into_rgba8();
+    let rgba = crate::pixels::raster::decode_capped(png)?.into_rgba8();
     if rgba.width() == 0 || rgba.height() == 0 {
         return Err(Error::invalid("an empty bitmap"));
     }

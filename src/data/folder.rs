@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif"];
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Dataset, Split, numbered_classes, read_maybe_gzipped};
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 pub(super) fn load(dir: &Path, split: Split) -> Result<Dataset> {
     let prefix = match split {

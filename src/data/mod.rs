@@ -1,5 +1,6 @@
 //! Datasets of labelled images, named by a spec such as `fashion-mnist:test` or `cifar:DIR:train`.
 
+pub mod augment;
 mod cifar;
 mod emoji;
 mod folder;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 /// Where Debian's `dataset-fashion-mnist` package puts the files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

@@ -1,5 +1,5 @@
 // End-to-end tests of the built site (dist/) in Debian's Chromium, driven by playwright-core.
-// WebGPU runs on SwiftShader (DESIGN §4 flags). Screenshots go to $E2E_ARTIFACTS (default target/e2e).
+// WebGPU runs on SwiftShader (flags in BASE_FLAGS below). Screenshots go to $E2E_ARTIFACTS (default target/e2e).
 // Usage: node tests/e2e/run.mjs [DIST]
 import { chromium } from "playwright-core";
 import http from "node:http";
@@ -139,7 +139,7 @@ const canvasStats = (page, selector) => page.$$eval(selector, (cs) => cs.map((c)
 
 await test("the wasm stays within its download budget (1.6 MB gzipped)", async () => {
   // The issue's goal, kept as a guard against regressions: Burn's general WebGPU matmul alone would
-  // add ~0.5 MB (src/matmul/webgpu.rs), the `image` crate's decoders ~0.2 MB (the worker decodes
+  // add ~0.5 MB (src/kernels/matmul/webgpu.rs), the `image` crate's decoders ~0.2 MB (the worker decodes
   // uploads with the browser's own).
   const wasm = fs.readFileSync(path.join(dist, "igpt_bg.wasm"));
   const gzipped = zlib.gzipSync(wasm, { level: 9 }).length;

@@ -1,12 +1,12 @@
 //! `igpt baselines`: the bits/token a model must beat on a dataset, from simple models fitted on its
-//! training split (see `igpt::baselines`).
+//! training split (see `igpt::analysis::baselines`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use igpt::ModelCard;
-use igpt::baselines::{Baselines, baselines};
+use igpt::analysis::baselines::{Baselines, baselines};
 use igpt::data::{DataSpec, Split};
 use igpt::store;
 

@@ -7,10 +7,10 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use clap::{Args, Subcommand};
-use igpt::attention;
+use igpt::model::attention;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
-use igpt::step::{self, Batch};
 use igpt::store;
+use igpt::train::step::{self, Batch};
 use igpt::{ImageGptConfig, Precision};
 
 use crate::backend::{BackendJob, DeviceKind};

@@ -65,7 +65,7 @@ impl BackendJob for EvalArgs {
 fn read_ids(path: &Path) -> anyhow::Result<Vec<Vec<u16>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    igpt::eval::parse_ids(&text).with_context(|| path.display().to_string())
+    igpt::pixels::tokens::parse_ids(&text).with_context(|| path.display().to_string())
 }
 
 fn print_nll(nll: &Nll, json: bool) -> anyhow::Result<()> {

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use igpt::run;
 use igpt::store;
 use igpt::train::TrainConfig;
+use igpt::train::run;
 use serde_json::{Value, json};
 
 const PARENT_FILE: &str = "started_from.json";

@@ -1,4 +1,4 @@
-//! `igpt inspect`: what the model makes of one image (see `igpt::inspect`): how surprising each pixel
+//! `igpt inspect`: what the model makes of one image (see `igpt::analysis::inspect`): how surprising each pixel
 //! is, what it expected at one pixel, and where that pixel looked. The web page's inspector shows the
 //! same numbers.
 
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use igpt::inspect::{Inspected, Report};
-use igpt::raster::tile;
+use igpt::analysis::inspect::{Inspected, Report};
+use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};
 

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
-use igpt::palette::FitOptions;
+use igpt::pixels::palette::FitOptions;
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::{ImageGptConfig, Palette, Raster, Tokenizer};
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::model::Workload;
-use igpt::raster::tile;
+use igpt::pixels::raster::tile;
 use igpt::sample::{SamplingConfig, generate};
 use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};

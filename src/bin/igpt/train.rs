@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
-use igpt::run::{self, Checkpoint};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
+use igpt::train::run::{self, Checkpoint};
 use igpt::train::{self, Event, Start, TrainConfig};
 use igpt::{ImageGptConfig, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -345,8 +345,12 @@ impl BackendJob for ExportArgs {
         let tokenizer = written.tokenizer();
         let mut train_ids = tokenize_all(&train_data, &tokenizer, config.limit)?;
         train_ids.truncate(train_ids.len().saturating_sub(config.holdout));
-        let b =
-            igpt::baselines::baselines(&train_ids, &ids, tokenizer.width, tokenizer.palette.len())?;
+        let b = igpt::analysis::baselines::baselines(
+            &train_ids,
+            &ids,
+            tokenizer.width,
+            tokenizer.palette.len(),
+        )?;
         card.extra.insert(
             "baselines".into(),
             baselines::card_entry(&b, &train_data, &test, ids.len()),

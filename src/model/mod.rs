@@ -1,4 +1,9 @@
-//! The transformer: exactly HF's `ImageGPTForCausalImageModeling`, so real checkpoints load (DESIGN §3).
+//! The transformer: exactly HF's `ImageGPTForCausalImageModeling`, so real checkpoints load (README: A model is a directory).
+
+pub mod activation;
+pub mod attention;
+pub(crate) mod placeholder;
+pub mod precision;
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
@@ -6,10 +11,10 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNor
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
-use crate::activation::quick_gelu;
-use crate::attention::{causal_attention, causal_attention_weights};
 use crate::error::{Error, Result};
-use crate::precision::Precision;
+use crate::model::activation::quick_gelu;
+use crate::model::attention::{causal_attention, causal_attention_weights};
+use crate::model::precision::Precision;
 
 /// Shape of an iGPT model. The palette and image decide `n_colors` and `n_positions`; a preset the rest.
 #[derive(Config, Debug, PartialEq)]
@@ -224,9 +229,9 @@ impl ImageGptConfig {
     }
 
     /// The model's shape with placeholder parameters, never computed: what a loader fills
-    /// ([`crate::placeholder`]).
+    /// ([`crate::model::placeholder`]).
     pub(crate) fn skeleton<B: Backend>(&self, device: &B::Device) -> ImageGpt<B> {
-        use crate::placeholder;
+        use crate::model::placeholder;
         self.build(
             |d_in, d_out, std: Option<f64>| placeholder::linear(d_in, d_out, std.is_some(), device),
             |d| placeholder::norm(d, self.layer_norm_epsilon, device),
@@ -514,7 +519,7 @@ impl<B: Backend> ImageGpt<B> {
         self.wpe.weight.val()
     }
 
-    /// Every layer's output, without the output head (features, see [`crate::features`]).
+    /// Every layer's output, without the output head (features, see [`crate::analysis::features`]).
     pub fn forward_layers(&self, ids: Tensor<B, 2, Int>) -> Layers<B> {
         self.run(ids, None, None, true, None)
     }
@@ -693,8 +698,8 @@ impl<B: Backend> LayerCache<B> {
         let placeholder = || Tensor::empty([0, 0, 0, 0], &k.device());
         let key = std::mem::replace(&mut self.key, placeholder());
         let value = std::mem::replace(&mut self.value, placeholder());
-        self.key = crate::cache_write::write_rows(key, k, start);
-        self.value = crate::cache_write::write_rows(value, v, start);
+        self.key = crate::kernels::cache_write::write_rows(key, k, start);
+        self.value = crate::kernels::cache_write::write_rows(value, v, start);
         self.len = end;
         (
             self.key.clone().slice([0..b, 0..h, 0..end, 0..hd]),

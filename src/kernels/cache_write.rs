@@ -33,7 +33,7 @@ mod flex {
     use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_flex::FlexTensor;
 
-    use crate::cast::cast;
+    use crate::kernels::cast::cast;
 
     type Pair<B> = (Tensor<B, 4>, Tensor<B, 4>);
 

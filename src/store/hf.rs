@@ -1,5 +1,5 @@
-//! A model on disk: HF's directory layout (`model.safetensors`, `config.json`, `preprocessor_config.json`)
-//! plus our `card.json`. One name map serves loading and saving, natively and in the browser.
+//! HuggingFace's side of a model directory: `config.json`'s fields, the checkpoint's tensor names and
+//! Conv1D (in × out) layout, and the safetensors bytes in f32, f16 or bf16.
 
 use std::collections::BTreeMap;
 
@@ -11,65 +11,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, ImageGptConfig};
-use crate::palette::{Palette, Tokenizer};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
-pub const CARD_FILE: &str = "card.json";
-
-/// What we know about a model beyond its weights: where it came from and how well it does.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ModelCard {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The dataset spec it was trained on, e.g. `fashion-mnist:train`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<String>,
-    pub image_height: usize,
-    pub image_width: usize,
-    /// 1 (grey) or 3 (RGB): the palette's channels.
-    pub channels: usize,
-    /// Measured numbers, e.g. `test_bits_per_token`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metrics: BTreeMap<String, f64>,
-    /// Anything else (training run details, notes), kept as written so it survives a load and save.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
 
 /// The fields of HF's `config.json` that define an ImageGPT model.
 #[derive(Serialize, Deserialize)]
-struct HfConfig {
-    vocab_size: usize,
-    n_positions: usize,
-    n_embd: usize,
-    n_layer: usize,
-    n_head: usize,
+pub(super) struct HfConfig {
+    pub(super) vocab_size: usize,
+    pub(super) n_positions: usize,
+    pub(super) n_embd: usize,
+    pub(super) n_layer: usize,
+    pub(super) n_head: usize,
     #[serde(default)]
-    n_inner: Option<usize>,
+    pub(super) n_inner: Option<usize>,
     #[serde(default = "quick_gelu")]
-    activation_function: String,
+    pub(super) activation_function: String,
     #[serde(default = "default_epsilon")]
-    layer_norm_epsilon: f64,
+    pub(super) layer_norm_epsilon: f64,
     #[serde(default = "yes")]
-    scale_attn_weights: bool,
+    pub(super) scale_attn_weights: bool,
     #[serde(default)]
-    scale_attn_by_inverse_layer_idx: bool,
+    pub(super) scale_attn_by_inverse_layer_idx: bool,
     #[serde(default)]
-    reorder_and_upcast_attn: bool,
+    pub(super) reorder_and_upcast_attn: bool,
     /// Ours: absent from HF checkpoints, which therefore load with HF's own (floored) attention scale.
     #[serde(default)]
-    igpt_exact_attention_scale: bool,
+    pub(super) igpt_exact_attention_scale: bool,
     /// Class names by id (HF writes `{"0": "LABEL_0", "1": "LABEL_1"}` even without a head, so only a
     /// `score.weight` in the weights says there is one).
     #[serde(default)]
-    id2label: BTreeMap<String, String>,
+    pub(super) id2label: BTreeMap<String, String>,
 }
 
 impl HfConfig {
     /// The names of `n` classes: `id2label`'s when it names them all, else HF's `LABEL_i`.
-    fn labels(&self, n: usize) -> Vec<String> {
+    pub(super) fn labels(&self, n: usize) -> Vec<String> {
         (0..n)
             .map(|i| {
                 self.id2label
@@ -92,7 +70,7 @@ fn yes() -> bool {
 }
 
 impl HfConfig {
-    fn to_config(&self) -> std::result::Result<ImageGptConfig, String> {
+    pub(super) fn to_config(&self) -> std::result::Result<ImageGptConfig, String> {
         if self.activation_function != "quick_gelu" {
             return Err(format!(
                 "activation {:?} is not ImageGPT's quick_gelu",
@@ -120,7 +98,7 @@ impl HfConfig {
 
     /// The full `config.json` HF's `save_pretrained` would write, so `from_pretrained` loads our models.
     #[cfg(not(target_arch = "wasm32"))]
-    fn write(config: &ImageGptConfig, labels: &[String]) -> String {
+    pub(super) fn write(config: &ImageGptConfig, labels: &[String]) -> String {
         let mut json = serde_json::json!({
             "architectures": ["ImageGPTForCausalImageModeling"],
             "model_type": "imagegpt",
@@ -169,236 +147,11 @@ impl HfConfig {
     }
 }
 
-/// The raw files of a model directory (read from disk natively, fetched over HTTP in the browser).
-pub struct ModelFiles {
-    pub weights: Vec<u8>,
-    pub config: String,
-    pub preprocessor: String,
-    /// Absent for plain HF checkpoints: the image size is then inferred from a square context.
-    pub card: Option<String>,
-}
-
-/// A loaded model with everything needed to turn images into tokens and back.
-pub struct StoredModel<B: Backend> {
-    pub model: ImageGpt<B>,
-    pub config: ImageGptConfig,
-    pub palette: Palette,
-    pub card: ModelCard,
-    /// Class names, one per output of the model's classification head (empty without one).
-    pub labels: Vec<String>,
-}
-
 /// Storage precision of the weights file. Models always compute in f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightPrecision {
     F32,
     F16,
-}
-
-impl ModelFiles {
-    /// Parses and checks the files, then builds the model on `device`.
-    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<StoredModel<B>> {
-        let hf: HfConfig = serde_json::from_str(&self.config)
-            .map_err(|e| Error::format(CONFIG_FILE, e.to_string()))?;
-        let config = hf.to_config().map_err(|e| Error::format(CONFIG_FILE, e))?;
-        let (palette, _) = Palette::from_preprocessor_json(&self.preprocessor)
-            .map_err(|e| Error::format(PREPROCESSOR_FILE, e.to_string()))?;
-        if palette.len() != config.n_colors {
-            return Err(Error::format(
-                PREPROCESSOR_FILE,
-                format!(
-                    "the palette has {} colours but the model predicts {}",
-                    palette.len(),
-                    config.n_colors
-                ),
-            ));
-        }
-        let card = match &self.card {
-            Some(text) => {
-                let card: ModelCard = serde_json::from_str(text)
-                    .map_err(|e| Error::format(CARD_FILE, e.to_string()))?;
-                if card.image_height * card.image_width != config.n_positions
-                    || card.channels != palette.channels()
-                {
-                    return Err(Error::format(
-                        CARD_FILE,
-                        format!(
-                            "a {}x{}x{} image does not fit a model of {} positions with a {}-channel palette",
-                            card.image_height,
-                            card.image_width,
-                            card.channels,
-                            config.n_positions,
-                            palette.channels()
-                        ),
-                    ));
-                }
-                card
-            }
-            None => {
-                let side = (config.n_positions as f64).sqrt().round() as usize;
-                if side * side != config.n_positions {
-                    return Err(Error::invalid(format!(
-                        "no {CARD_FILE}, and {} positions are not a square image: add a card with the image size",
-                        config.n_positions
-                    )));
-                }
-                ModelCard {
-                    image_height: side,
-                    image_width: side,
-                    channels: palette.channels(),
-                    ..Default::default()
-                }
-            }
-        };
-        let tensors = SafeTensors::deserialize(&self.weights)
-            .map_err(|e| Error::format(WEIGHTS_FILE, format!("not a safetensors file: {e}")))?;
-        check_parameter_count(&config, &tensors)?;
-        let model = load_weights(&config, &tensors, device)
-            .map_err(|reason| Error::format(WEIGHTS_FILE, reason))?;
-        Ok(StoredModel {
-            labels: hf.labels(model.n_labels()),
-            model,
-            config,
-            palette,
-            card,
-        })
-    }
-
-    /// Reads a model directory's files.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_dir(dir: &std::path::Path) -> Result<Self> {
-        use crate::error::read_file;
-        let text = |name: &str| -> Result<String> {
-            let path = dir.join(name);
-            String::from_utf8(read_file(&path)?).map_err(|_| Error::format(path, "not UTF-8 text"))
-        };
-        let card_path = dir.join(CARD_FILE);
-        Ok(Self {
-            weights: read_file(&dir.join(WEIGHTS_FILE))?,
-            config: text(CONFIG_FILE)?,
-            preprocessor: text(PREPROCESSOR_FILE)?,
-            card: if card_path.exists() {
-                Some(text(CARD_FILE)?)
-            } else {
-                None
-            },
-        })
-    }
-}
-
-/// Loads a model directory (ours or a plain HF checkpoint). Errors name the file at fault.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn load_dir<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Result<StoredModel<B>> {
-    ModelFiles::read_dir(dir)?
-        .load(device)
-        .map_err(|e| match e {
-            Error::Format { path, reason } => Error::Format {
-                path: dir.join(path),
-                reason,
-            },
-            other => other,
-        })
-}
-
-impl<B: Backend> StoredModel<B> {
-    /// The palette at this model's image size.
-    pub fn tokenizer(&self) -> Tokenizer {
-        Tokenizer {
-            palette: self.palette.clone(),
-            height: self.card.image_height,
-            width: self.card.image_width,
-        }
-    }
-}
-
-/// The palette and image size of a model directory (without loading weights) or of a palette directory
-/// written by `igpt palette`. The size comes from `card.json`, else a square `config.json` context,
-/// else the preprocessor's declared size.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
-    let read_text = |name: &str| -> Result<Option<String>> {
-        let path = dir.join(name);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = crate::error::read_file(&path)?;
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| Error::format(path, "not UTF-8 text"))
-    };
-    let preprocessor_path = dir.join(PREPROCESSOR_FILE);
-    let preprocessor = read_text(PREPROCESSOR_FILE)?.ok_or_else(|| {
-        Error::format(
-            &preprocessor_path,
-            "not found: not a model or palette directory",
-        )
-    })?;
-    let (palette, declared) = Palette::from_preprocessor_json(&preprocessor)
-        .map_err(|e| Error::format(&preprocessor_path, e.to_string()))?;
-    let size = if let Some(card) = read_text(CARD_FILE)? {
-        let card: ModelCard = serde_json::from_str(&card)
-            .map_err(|e| Error::format(dir.join(CARD_FILE), e.to_string()))?;
-        Some((card.image_height, card.image_width))
-    } else if let Some(config) = read_text(CONFIG_FILE)? {
-        let config: HfConfig = serde_json::from_str(&config)
-            .map_err(|e| Error::format(dir.join(CONFIG_FILE), e.to_string()))?;
-        let side = (config.n_positions as f64).sqrt().round() as usize;
-        (side * side == config.n_positions).then_some((side, side))
-    } else {
-        declared
-    };
-    let (height, width) = size.ok_or_else(|| {
-        Error::format(
-            dir,
-            "cannot tell the image size (no card.json, config.json or declared size)",
-        )
-    })?;
-    Ok(Tokenizer {
-        palette,
-        height,
-        width,
-    })
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl ModelCard {
-    /// Reads `card.json` in `dir` as it is now, or `absent()` when there is none (a plain HF
-    /// checkpoint). Commands that add a record to a card read it just before saving, so a record
-    /// another command wrote meanwhile is kept.
-    pub fn read_or(dir: &std::path::Path, absent: impl FnOnce() -> Self) -> Result<Self> {
-        let path = dir.join(CARD_FILE);
-        if !path.exists() {
-            return Ok(absent());
-        }
-        serde_json::from_slice(&crate::error::read_file(&path)?)
-            .map_err(|e| Error::format(path, e.to_string()))
-    }
-
-    /// Writes `card.json` in `dir`, replacing it atomically (export, probe and fine-tune results).
-    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
-        let card = serde_json::to_string_pretty(self).expect("plain data serialises");
-        crate::error::write_file_atomic(&dir.join(CARD_FILE), card.as_bytes())
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl<B: Backend> StoredModel<B> {
-    /// Writes the model directory (created if needed); each file is replaced atomically.
-    pub fn save_dir(&self, dir: &std::path::Path, precision: WeightPrecision) -> Result<()> {
-        use crate::error::write_file_atomic;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let weights = weights_to_safetensors(&self.model, precision)?;
-        write_file_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-        write_file_atomic(
-            &dir.join(CONFIG_FILE),
-            HfConfig::write(&self.config, &self.labels).as_bytes(),
-        )?;
-        let preprocessor = self
-            .palette
-            .to_preprocessor_json(self.card.image_height, self.card.image_width);
-        write_file_atomic(&dir.join(PREPROCESSOR_FILE), preprocessor.as_bytes())?;
-        self.card.save(dir)
-    }
 }
 
 /// A parameter of the model as the checkpoint names and lays it out.
@@ -468,7 +221,7 @@ fn slots<B: Backend>(model: &mut ImageGpt<B>) -> Vec<(String, Slot<'_, B>)> {
 
 /// Compares the parameters the config declares with those the weights file holds, before the model is
 /// built: a config that overstates the sizes must be an error, not an allocation the machine cannot make.
-fn check_parameter_count(config: &ImageGptConfig, tensors: &SafeTensors) -> Result<()> {
+pub(super) fn check_parameter_count(config: &ImageGptConfig, tensors: &SafeTensors) -> Result<()> {
     let held: u64 = tensors
         .iter()
         .filter(|(name, _)| !is_known_buffer(name) && *name != "score.weight")
@@ -494,7 +247,7 @@ fn is_known_buffer(name: &str) -> bool {
     name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
 }
 
-fn load_weights<B: Backend>(
+pub(super) fn load_weights<B: Backend>(
     config: &ImageGptConfig,
     tensors: &SafeTensors,
     device: &B::Device,
@@ -503,7 +256,7 @@ fn load_weights<B: Backend>(
     let mut model = config.skeleton::<B>(device);
     if let Ok(score) = tensors.tensor("score.weight") {
         let n_labels = score.shape().first().copied().unwrap_or(0);
-        model.score = Some(crate::placeholder::linear(
+        model.score = Some(crate::model::placeholder::linear(
             config.n_embd,
             n_labels,
             false,

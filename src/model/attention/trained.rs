@@ -16,7 +16,7 @@ use burn::tensor::ops::FloatTensor;
 
 use super::cpu::{Inputs, strided, view};
 use super::flash;
-use crate::flex::{Trained, cast, primitive, tensor};
+use crate::kernels::flex::{Trained, cast, primitive, tensor};
 
 /// [`super::cpu::attention`] on `Autodiff<Flex>` (the caller checked that `B` is).
 pub(super) fn attention<B: Backend>(

@@ -9,8 +9,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::eval::{inputs_and_targets, target_log_probs};
 use crate::model::ImageGpt;
+use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
 
 /// The optimizer every run uses.
 pub type Optim<B> = OptimizerAdaptor<Adam, ImageGpt<B>, B>;

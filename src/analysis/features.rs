@@ -10,8 +10,8 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, read_file, write_file_atomic};
-use crate::eval::inputs_and_targets;
 use crate::model::ImageGpt;
+use crate::pixels::tokens::inputs_and_targets;
 use crate::store;
 
 /// Pooled features of `count` images: `layers[l]` holds `count` rows of `width` values.

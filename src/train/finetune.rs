@@ -8,12 +8,13 @@ use std::ops::ControlFlow;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use crate::classify;
+use super::config::TrainConfig;
+use super::run_loop::{self, Event, Judge, Start};
+use crate::analysis::classify;
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
-use crate::precision::Precision;
+use crate::model::precision::Precision;
 use crate::store::StoredModel;
-use crate::train::{self, Event, Judge, Start, TrainConfig};
 
 /// How a fine-tuning run goes.
 #[derive(Clone, Debug, Serialize)]
@@ -35,7 +36,7 @@ pub struct FinetuneConfig {
     /// Random horizontal flips of the training images.
     #[serde(default)]
     pub flip: bool,
-    /// Random shifts of up to this many pixels each way (see [`crate::augment::Augment`]).
+    /// Random shifts of up to this many pixels each way (see [`crate::data::augment::Augment`]).
     #[serde(default)]
     pub crop: usize,
     /// Train on L_clf alone, without the generative term (the from-scratch baseline's objective).
@@ -130,7 +131,7 @@ pub fn finetune<B: AutodiffBackend>(
         patience: Some(config.patience),
         keep_best: true,
     };
-    let outcome = train::run_loop(
+    let outcome = run_loop::run_loop(
         None,
         &run_config,
         Start::Model(start),

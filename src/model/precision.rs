@@ -94,9 +94,9 @@ impl Precision {
     ) -> Tensor<B, D> {
         let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
         if self.half().is_none() {
-            return crate::matmul::linear(x, weight, bias);
+            return crate::kernels::matmul::linear(x, weight, bias);
         }
         let (weight, bias) = (self.round(weight), bias.map(|b| self.round(b)));
-        self.widen(crate::matmul::linear(self.round(x), weight, bias))
+        self.widen(crate::kernels::matmul::linear(self.round(x), weight, bias))
     }
 }

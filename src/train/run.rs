@@ -8,10 +8,10 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
+use super::step::{Optim, adam};
 use crate::error::{Error, Result, read_file, write_file_atomic};
-use crate::step::{Optim, adam};
 use crate::store::{self, StoredModel, WeightPrecision};
-use crate::train::TrainConfig;
 
 const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const STATE_FILE: &str = "state.json";

@@ -7,7 +7,7 @@
 //! diagonal are skipped in both passes. Work is spread with rayon over sequences (and query blocks in
 //! the forward pass); the block products use the `gemm` crate (runtime-dispatched SIMD, the kernel
 //! burn-flex's matmul uses) and the softmax's element-wise steps are compiled per SIMD level
-//! ([`super::simd`]).
+//! ([`crate::kernels::simd`]).
 //!
 //! Inputs are strided views ([`Strided`]), so q, k and v are read where the model left them (thirds
 //! of the fused qkv projection, or the KV cache) without copies. Outputs and gradients are
@@ -16,8 +16,8 @@
 //! mask is aligned bottom-right, so a cached step's query sees every earlier key). The optional
 //! additive `key_bias` (`[batch, keys]`, HF's padding mask) is a constant: it gets no gradient.
 
-use crate::par::*;
-use crate::simd;
+use crate::kernels::par::*;
+use crate::kernels::simd;
 
 /// Queries per block: the rows of one block product.
 const QUERY_TILE: usize = 64;

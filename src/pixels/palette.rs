@@ -4,7 +4,7 @@ use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::raster::Raster;
+use crate::pixels::raster::Raster;
 
 /// K colour centres, each `channels` values in [-1, 1] (pixel / 127.5 - 1, as HF's processor normalises).
 #[derive(Clone, Debug, PartialEq)]

@@ -23,7 +23,7 @@ use cubek::matmul::routines::BlueprintStrategy;
 use cubek::matmul::routines::simple_unit::SimpleUnitAlgorithm;
 use cubek::std::InputBinding;
 
-use crate::cast::cast;
+use crate::kernels::cast::cast;
 
 /// Whether `B` is the WebGPU backend.
 pub(super) fn is_webgpu<B: Backend>() -> bool {

@@ -6,8 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
-use crate::eval::{inputs_and_targets, target_log_probs};
 use crate::model::ImageGpt;
+use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
 
 /// How well a model classifies and models a labelled set, from one pass over it.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

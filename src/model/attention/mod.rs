@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward (`trained`) |
 //! | flex in wasm | [`flash`] on one thread (it reads the KV cache in place; Burn's flex attention copied K and V every token) | (the browser does not train) |
-//! | wgpu, cuda | Burn's unfused fallback (see below; in the browser the same steps with [`crate::matmul`]) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//! | wgpu, cuda | Burn's unfused fallback (see below; in the browser the same steps with [`crate::kernels::matmul`]) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
 //!
 //! burn-cubecl 0.21 has a flash-attention kernel, but reaches it only through its autotuner (Burn's
 //! `autotune` feature, which this crate does not turn on) and only when no explicit scale or bias is
@@ -47,7 +47,7 @@ impl std::fmt::Display for Kernel {
 /// The kernel [`causal_attention`] runs on backend `B` for tensors of `dtype`.
 pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
     #[cfg(feature = "flex")]
-    if crate::flex::cpu::<B>(dtype).is_some() {
+    if crate::kernels::flex::cpu::<B>(dtype).is_some() {
         return Kernel::Flash;
     }
     let _ = dtype;
@@ -65,15 +65,15 @@ pub fn causal_attention<B: Backend>(
     scale: f64,
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if let Some(cpu) = crate::flex::cpu::<B>(q.dtype())
+    if let Some(cpu) = crate::kernels::flex::cpu::<B>(q.dtype())
         && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
     {
         return cpu::attention(cpu, q, k, v, key_bias, scale);
     }
     // In the browser the other backend is WebGPU: Burn's attention there is this same unfused
-    // composition, but through Burn's matmul, which `crate::matmul` keeps out of the wasm.
+    // composition, but through Burn's matmul, which `crate::kernels::matmul` keeps out of the wasm.
     #[cfg(target_arch = "wasm32")]
-    return crate::matmul::matmul(causal_attention_weights(q, k, key_bias, scale), v);
+    return crate::kernels::matmul::matmul(causal_attention_weights(q, k, key_bias, scale), v);
     #[cfg(not(target_arch = "wasm32"))]
     unfused_or_backend(q, k, v, key_bias, scale)
 }
@@ -109,7 +109,7 @@ pub fn causal_attention_weights<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
-    let scores = crate::matmul::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale);
+    let scores = crate::kernels::matmul::matmul(q, k.swap_dims(2, 3)).mul_scalar(scale);
     let scores = match key_bias {
         Some(bias) => scores + bias.expand([b, h, tq, tk]),
         None => scores,

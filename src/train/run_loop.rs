@@ -1,5 +1,4 @@
-//! Training: Adam (β = 0.9, 0.95, no weight decay), linear warmup then cosine decay to 0, global-norm
-//! gradient clipping, periodic validation, and atomic checkpoints that resume exactly.
+//! The one loop that pretraining and fine-tuning share: batches, steps, checks, checkpoints.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -8,103 +7,17 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use rand::seq::SliceRandom;
-use rand::{SeedableRng, rngs::ChaCha8Rng};
-use serde::{Deserialize, Serialize};
 
-use crate::augment::Augment;
+use super::batches::Batches;
+use super::config::TrainConfig;
+use super::run::{self, Checkpoint, LogRow, RunState};
+use super::step::{self, Batch, adam};
+use crate::data::augment::Augment;
 use crate::error::{Error, Result};
 use crate::eval::sequence_nll;
+use crate::model::precision::Precision;
 use crate::model::{ImageGpt, Workload};
-use crate::precision::Precision;
-use crate::run::{self, Checkpoint, LogRow, RunState};
-use crate::step::{self, Batch, adam};
 use crate::store::{StoredModel, with_stable_ids};
-
-/// Everything that defines a run; saved as `RUNDIR/train.json` so `--resume` continues the same run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct TrainConfig {
-    /// Dataset spec of the training images (recorded in the model card).
-    pub data: String,
-    /// Only the first `limit` training images, if set.
-    pub limit: Option<usize>,
-    /// The last `holdout` of those images are not trained on: they are the validation set when `val`
-    /// is not given, so checkpoints are judged without touching the test split.
-    #[serde(default)]
-    pub holdout: usize,
-    /// Dataset spec used for validation, if any.
-    pub val: Option<String>,
-    pub batch: usize,
-    pub steps: usize,
-    /// Peak learning rate, reached after `warmup` steps.
-    pub lr: f64,
-    pub warmup: usize,
-    /// Largest global gradient norm; larger gradients are scaled down to it.
-    pub grad_clip: f64,
-    /// Random horizontal flips (label-preserving for natural images).
-    pub flip: bool,
-    /// Random crops: shifts of up to this many pixels each way, the edge repeated (see [`Augment`]).
-    #[serde(default)]
-    pub crop: usize,
-    pub seed: u64,
-    /// Steps between reading the loss back (each read is a device sync).
-    pub log_every: usize,
-    pub eval_every: usize,
-    /// Validation images scored at each evaluation.
-    pub eval_images: usize,
-    pub checkpoint_every: usize,
-    /// Keep a copy of the model (weights and card, no optimizer) every this many steps in
-    /// `RUNDIR/milestones/`, for probing how features change over a run; 0 keeps none.
-    #[serde(default)]
-    pub keep_every: usize,
-    /// How the matrix products compute; the weights and optimizer stay f32 (see [`Precision`]).
-    #[serde(default)]
-    pub precision: Precision,
-    /// Minimise L_clf alone (labelled runs): the from-scratch classifier the paper compares with.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub classification_only: bool,
-    /// The model directory the run started from (fine-tuning), if not a fresh initialisation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init: Option<String>,
-}
-
-impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("batch", self.batch),
-            ("steps", self.steps),
-            ("log_every", self.log_every),
-            ("eval_every", self.eval_every),
-            ("checkpoint_every", self.checkpoint_every),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::invalid(format!("{name} must be at least 1")));
-        }
-        let positive = |v: f64| v > 0.0 && v.is_finite();
-        if !positive(self.lr) || !positive(self.grad_clip) {
-            return Err(Error::invalid(
-                "learning rate and gradient clip must be positive",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Linear warmup from lr/warmup to lr, then cosine decay to 0 at the last step (the paper's schedule).
-    pub fn learning_rate(&self, step: usize) -> f64 {
-        schedule(self.lr, self.warmup, self.steps, step)
-    }
-}
-
-/// The learning rate at `step` of `steps`: linear warmup over `warmup` steps to `peak`, then cosine
-/// decay to 0 at the last step.
-pub fn schedule(peak: f64, warmup: usize, steps: usize, step: usize) -> f64 {
-    if step < warmup {
-        return peak * (step + 1) as f64 / warmup as f64;
-    }
-    let span = steps.saturating_sub(warmup).max(1) as f64;
-    let progress = ((step - warmup) as f64 / span).min(1.0);
-    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-}
 
 /// What the loop reports as it goes (the CLI draws progress from it).
 pub enum Event {
@@ -154,51 +67,6 @@ pub struct Outcome<B: AutodiffBackend> {
     pub best: Option<(f64, usize)>,
 }
 
-/// Token sequences in a deterministic order: the order and augmentation of every step are a function
-/// of (seed, step) alone, so a resumed run sees exactly the batches the uninterrupted one would have.
-pub struct Batches<'a> {
-    sequences: &'a [Vec<u16>],
-    width: usize,
-    seed: u64,
-    augment: Augment,
-    epoch: Option<(usize, Vec<usize>)>,
-}
-
-impl<'a> Batches<'a> {
-    pub fn new(sequences: &'a [Vec<u16>], width: usize, seed: u64, augment: Augment) -> Self {
-        Self {
-            sequences,
-            width,
-            seed,
-            augment,
-            epoch: None,
-        }
-    }
-
-    /// The sequences of step `step` (a shuffled pass over the data per epoch), and which of the
-    /// data they are (to look up labels).
-    pub fn batch(&mut self, step: usize, size: usize) -> (Vec<Vec<u16>>, Vec<usize>) {
-        let n = self.sequences.len();
-        (step * size..(step + 1) * size)
-            .map(|g| {
-                let (epoch, pos) = (g / n, g % n);
-                if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let mut order: Vec<usize> = (0..n).collect();
-                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                        self.seed ^ (epoch as u64) << 32,
-                    ));
-                    self.epoch = Some((epoch, order));
-                }
-                let index = self.epoch.as_ref().expect("set above").1[pos];
-                let mut seq = self.sequences[index].clone();
-                self.augment
-                    .apply(&mut seq, self.width, self.seed, g as u64);
-                (seq, index)
-            })
-            .unzip()
-    }
-}
-
 /// Where a run begins: a model (fresh or another's weights), or a run's own checkpoint.
 pub enum Start<B: AutodiffBackend> {
     Model(StoredModel<B>),
@@ -215,7 +83,7 @@ impl<B: AutodiffBackend> Start<B> {
 }
 
 /// Pretrains on `train` (token sequences of the model's length), validating bits/token on `val`,
-/// writing the run folder `run` (see [`crate::run`]). `on_event` may stop the run early by returning
+/// writing the run folder `run` (see [`crate::train::run`]). `on_event` may stop the run early by returning
 /// `Break` (e.g. after a checkpoint). Returns the model and state where it stopped.
 pub fn train<B: AutodiffBackend>(
     run: &Path,

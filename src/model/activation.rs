@@ -1,6 +1,6 @@
 //! HF's quick-GELU, `x·σ(1.702x)`, the MLP's activation.
 //!
-//! On flex it is one fused pass each way (forward only in the browser) with a vectorised exponential ([`crate::simd`]),
+//! On flex it is one fused pass each way (forward only in the browser) with a vectorised exponential ([`crate::kernels::simd`]),
 //! its own backward step under autodiff: Burn composes it from a scale, a sigmoid (a scalar `expf` per
 //! element on flex) and a product, each with its own pass and saved tensor: 12% of a `128x8x1` CPU
 //! training step (perf). Elsewhere it is that composition.
@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
-    if let Some(cpu) = crate::flex::cpu::<B>(x.dtype()) {
+    if let Some(cpu) = crate::kernels::flex::cpu::<B>(x.dtype()) {
         return fused::quick_gelu(cpu, x);
     }
     composed(x)
@@ -29,9 +29,9 @@ mod fused {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorData};
 
-    use crate::flex::{Cpu, cast, primitive, tensor};
-    use crate::par::*;
-    use crate::simd;
+    use crate::kernels::flex::{Cpu, cast, primitive, tensor};
+    use crate::kernels::par::*;
+    use crate::kernels::simd;
 
     /// Elements per parallel task: big enough to amortise the task, small enough to share out.
     const CHUNK: usize = 1 << 14;
@@ -42,8 +42,10 @@ mod fused {
     ) -> Tensor<B, D> {
         #[cfg(not(target_arch = "wasm32"))]
         if cpu == Cpu::Trained {
-            let x = primitive::<crate::flex::Trained, D>(cast(x));
-            return cast(tensor::<crate::flex::Trained, D>(trained::tracked(x)));
+            let x = primitive::<crate::kernels::flex::Trained, D>(cast(x));
+            return cast(tensor::<crate::kernels::flex::Trained, D>(
+                trained::tracked(x),
+            ));
         }
         let _ = cpu;
         let x = primitive::<Flex, D>(cast(x)).to_contiguous();
@@ -72,9 +74,9 @@ mod fused {
         use burn::tensor::TensorData;
 
         use super::{CHUNK, forward};
-        use crate::flex::Trained;
-        use crate::par::*;
-        use crate::simd;
+        use crate::kernels::flex::Trained;
+        use crate::kernels::par::*;
+        use crate::kernels::simd;
 
         #[derive(Debug)]
         struct QuickGeluBackward;

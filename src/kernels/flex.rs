@@ -41,7 +41,7 @@ pub(crate) fn cpu<B: Backend>(dtype: DType) -> Option<Cpu> {
 }
 
 /// `x` as the type it is known to be (the caller checked the backend with [`cpu`]).
-pub(crate) use crate::cast::cast;
+pub(crate) use crate::kernels::cast::cast;
 
 /// The backend's tensor inside `t` (on [`Trained`], an autodiff node around a flex tensor).
 pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {

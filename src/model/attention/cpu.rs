@@ -1,4 +1,4 @@
-//! The flash kernel behind Burn's types (see `crate::flex`): plain `Flex` tensors for inference (here,
+//! The flash kernel behind Burn's types (see `crate::kernels::flex`): plain `Flex` tensors for inference (here,
 //! natively and in the browser), and a custom autodiff operation for `Autodiff<Flex>` ([`super::trained`]).
 //!
 //! q, k and v are read in place through their strides; the output and the gradients come back as
@@ -11,9 +11,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::flash::{self, Dims, Strided, Strides};
-use crate::flex::{Cpu, cast, primitive, tensor};
+use crate::kernels::flex::{Cpu, cast, primitive, tensor};
 
-/// Runs the kernel on `cpu` (what `crate::flex::cpu` said `B` is).
+/// Runs the kernel on `cpu` (what `crate::kernels::flex::cpu` said `B` is).
 pub(super) fn attention<B: Backend>(
     cpu: Cpu,
     q: Tensor<B, 4>,

@@ -2,7 +2,7 @@
 //!
 //! `ImageGptConfig::init` would do (Burn computes parameters lazily, and the loader replaces every one
 //! before use), but Burn's initializers include an orthogonal one built on matmul, so going through
-//! them brings all of Burn's WebGPU matmul kernels into the browser build (see `crate::matmul`).
+//! them brings all of Burn's WebGPU matmul kernels into the browser build (see `crate::kernels::matmul`).
 
 use burn::module::{Param, ParamId};
 use burn::nn::{Embedding, Linear, RmsNorm};

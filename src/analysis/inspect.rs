@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, Trace};
-use crate::pca::principal_scores;
+use crate::pixels::tokens::{check_ids, shifted_input};
 
 /// One colour of a next-pixel distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -105,15 +106,8 @@ impl Inspected {
                 ids.len()
             )));
         }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= model.n_colors()) {
-            return Err(Error::invalid(format!(
-                "colour id {bad} is past the model's {} colours",
-                model.n_colors()
-            )));
-        }
-        let inputs: Vec<i64> = std::iter::once(model.n_colors() as i64)
-            .chain(ids[..n - 1].iter().map(|&id| id as i64))
-            .collect();
+        check_ids("the image", ids, model.n_colors())?;
+        let inputs: Vec<i64> = shifted_input(ids, model.n_colors()).collect();
         let inputs =
             Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, n]), &model.device());
         let Trace {

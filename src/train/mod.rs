@@ -1,0 +1,15 @@
+//! Training: Adam (β = 0.9, 0.95, no weight decay), linear warmup then cosine decay to 0, global-norm
+//! gradient clipping, periodic validation, and atomic checkpoints that resume exactly. One loop
+//! (`run_loop`) serves pretraining and fine-tuning; its step has two halves (`step`: gradients, then
+//! clip + Adam), between which a data-parallel step would reduce.
+
+pub mod batches;
+pub mod config;
+pub mod finetune;
+pub mod run;
+pub mod run_loop;
+pub mod step;
+
+pub use batches::Batches;
+pub use config::{TrainConfig, schedule};
+pub use run_loop::{Event, Judge, Outcome, Scorer, Start, run_loop, train};
