@@ -1,6 +1,6 @@
 """HF transformers (PyTorch) on the CPU, for the CPU rows of README's performance section.
 
-The same training step and `generate` call as shared/bench/hf_reference_bench.py, with dev = 'cpu',
+The same training step and `generate` call as bench/hf_reference_bench.py, with dev = 'cpu',
 fp32, and the shapes igpt's CPU benchmarks use. Run beside `igpt bench train|sample` on one machine:
     python bench/hf_cpu_bench.py    (needs torch and transformers)
 """

@@ -6,7 +6,7 @@
 # Prepare on the build machine (the GPU machine builds nothing):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda
 #   mkdir -p .device && xz -T2 -c "$CARGO_TARGET_DIR/release/igpt" > .device/igpt.xz
-#   cp /usr/share/datasets/fashion-mnist/*.gz ../shared/bench/hf_reference_bench.py .device/
+#   cp /usr/share/datasets/fashion-mnist/*.gz bench/hf_reference_bench.py .device/
 # then run `CUDA_PATH=/usr/local/cuda bash scripts/gpu-session.sh` there, carrying `.device`.
 #
 # Settings (environment, with defaults): DEVICE=cuda PRESET=small BATCH=64 PRECISION=bf16 LR=1e-3
@@ -74,7 +74,7 @@ reference() {
         grep -v -E "^bench\(" "$KIT/hf_reference_bench.py" > "$script"
         grep -E "^bench\(.*($REFERENCE_SHAPES)" "$KIT/hf_reference_bench.py" >> "$script"
     fi
-    log "PyTorch reference (shared/bench/hf_reference_bench.py${REFERENCE_SHAPES:+, shapes matching $REFERENCE_SHAPES})"
+    log "PyTorch reference (bench/hf_reference_bench.py${REFERENCE_SHAPES:+, shapes matching $REFERENCE_SHAPES})"
     timeout "${1:-240}" python3 "$script" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
 }
 # With no later stages the reference runs here; otherwise after them, in the time that is left.
