@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test (HF parity, backends, datasets, training,
 # sampling, CLI), the CUDA build (no GPU needed), the static site, and the browser tests.
+# `scripts/test.sh --full` also reproduces every shipped card's whole-test-split figure (minutes more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+full=false
+[ "${1:-}" = --full ] && full=true
 bash scripts/setup.sh
 
 step() { printf '\n== %s\n' "$*"; }
@@ -18,6 +21,10 @@ CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}" cargo check --release --feat
 
 step "cargo test --release"
 cargo test --release
+if $full; then
+  step "every shipped card's whole-split figure (--full)"
+  cargo test --release --test shipped_model -- --ignored
+fi
 
 step "static site: trunk build --release (the wasm32 build of the library)"
 trunk build --release

@@ -218,14 +218,21 @@ fn canonical(value: rmpv::Value) -> rmpv::Value {
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(path: &Path, bytes: u64) -> Option<Self> {
+    /// Mounts a tmpfs of `bytes` at `path`, or says why it could not (it needs root).
+    fn mount(path: &Path, bytes: u64) -> Result<Self, String> {
         std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
             .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self(path.to_path_buf()))
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mounting a tmpfs failed (it needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self(path.to_path_buf()))
     }
 
     fn remount_read_only(&self) {
@@ -279,9 +286,9 @@ fn a_full_disk_or_a_read_only_directory_keeps_the_last_checkpoint() {
     let checkpoint = dir_bytes(&run::checkpoint_dir(&sizing));
     // Room for the run and one checkpoint, not for a second beside it.
     let size = dir_bytes(&sizing) + checkpoint / 2;
-    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), size) else {
-        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
-        return;
+    let disk = match Tmpfs::mount(&dir.path().join("disk"), size) {
+        Ok(disk) => disk,
+        Err(reason) => return common::cannot_run(&reason),
     };
     let run_dir = disk.0.join("run");
     let out = output(&fresh_args(&run_dir, 8, 4));

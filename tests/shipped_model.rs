@@ -1,6 +1,7 @@
-//! The shipped models (`models/`): every one listed in index.json loads, and on the first images of its
-//! card's test split it beats the 3-neighbour context baseline recorded in its card and stays near its
-//! card's full-test number.
+//! The shipped models (`models/`): every one listed in index.json loads and scores, on its card's
+//! pinned check subset, exactly what its card recorded there; every card's baselines are derived
+//! again from the data; and (`--ignored`, run by `scripts/test.sh --full` and before a model ships)
+//! every card's whole-split figure is reproduced.
 
 mod common;
 
@@ -9,44 +10,123 @@ use std::path::PathBuf;
 use common::B;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
-use igpt::store;
+use igpt::store::{self, StoredModel};
 
-#[test]
-fn every_listed_model_loads_and_scores_near_its_card() {
+/// Each listed model, loaded, with its directory.
+fn listed_models() -> Vec<(PathBuf, StoredModel<B>)> {
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let index: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
     assert!(!index.is_empty(), "models/index.json lists no model");
-    for entry in index {
-        let dir = models.join(entry["path"].as_str().expect("each entry has a path"));
-        let stored = store::load_dir::<B>(&dir, &Default::default()).unwrap();
-        let card_bits = stored.card.metrics["test_bits_per_token"];
-        let baselines = &stored.card.extra["baselines"];
-        let context_bits = baselines["context3"]
+    index
+        .iter()
+        .map(|entry| {
+            let dir = models.join(entry["path"].as_str().expect("each entry has a path"));
+            let stored = store::load_dir::<B>(&dir, &Default::default()).unwrap();
+            (dir, stored)
+        })
+        .collect()
+}
+
+/// The first `limit` images of `spec` (all when `None`) as the model's tokens.
+fn tokens(stored: &StoredModel<B>, spec: &str, limit: Option<usize>) -> Vec<Vec<u16>> {
+    let data = spec.parse::<DataSpec>().unwrap().load().unwrap();
+    let tokenizer = stored.tokenizer();
+    let count = limit.unwrap_or(data.images.len()).min(data.images.len());
+    data.images[..count]
+        .iter()
+        .map(|im| tokenizer.tokenize(im))
+        .collect()
+}
+
+/// The pinned check (`igpt eval --data SPEC --limit N --record`) tells one checkpoint from another:
+/// 1e-4 bits, where the emoji model's previous checkpoint was 0.05 away and `fmnist-256x8` 0.05 from
+/// `fmnist-256x2`. It also beats the card's context baseline on those images' whole split.
+#[test]
+fn every_listed_model_scores_its_pinned_check_exactly() {
+    for (dir, stored) in listed_models() {
+        let check = stored
+            .card
+            .extra
+            .get("check")
+            .unwrap_or_else(|| panic!("{}: no pinned check in card.json", dir.display()));
+        let spec = check["data"].as_str().expect("the check names its data");
+        let images = check["images"]
+            .as_u64()
+            .expect("the check counts its images") as usize;
+        let pinned = check["bits_per_token"]
             .as_f64()
-            .expect("the card's context baseline");
-        let test = baselines["test_data"]
-            .as_str()
-            .expect("the card names its test split")
-            .parse::<DataSpec>()
-            .unwrap()
-            .load()
-            .unwrap();
-        let tokenizer = stored.tokenizer();
-        // About 150k tokens each: 191 Fashion-MNIST images, 146 emoji.
-        let count = (150_000 / (tokenizer.width * tokenizer.height)).min(test.images.len());
-        let ids: Vec<_> = test.images[..count]
-            .iter()
-            .map(|im| tokenizer.tokenize(im))
-            .collect();
-        let nll = sequence_nll(&stored.model, &ids, 50, |_| {}).unwrap();
-        // A slice of the test split varies around its full mean by a few hundredths of a bit.
-        assert!(
-            nll.bits_per_token < context_bits && (nll.bits_per_token - card_bits).abs() < 0.1,
-            "{}: {} bits/token on {count} test images, card says {card_bits}, context model {context_bits}",
-            dir.display(),
-            nll.bits_per_token
+            .expect("the check's figure");
+        let ids = tokens(&stored, spec, Some(images));
+        assert_eq!(
+            ids.len(),
+            images,
+            "{}: the check's data is shorter",
+            dir.display()
         );
+        let measured = sequence_nll(&stored.model, &ids, 32, |_| {})
+            .unwrap()
+            .bits_per_token;
+        let context = stored.card.extra["baselines"]["context3"].as_f64().unwrap();
+        assert!(
+            (measured - pinned).abs() < 1e-4 && measured < context,
+            "{}: {measured} bits/token on the first {images} images of {spec}; the card pinned {pinned} (context model {context})",
+            dir.display()
+        );
+    }
+}
+
+/// The bars each card says its model clears are derived again, from the card's own data and the
+/// model's palette: the 3-neighbour context model, the per-position and global unigrams.
+#[test]
+fn every_card_s_baselines_are_derived_again() {
+    for (dir, stored) in listed_models() {
+        let recorded = &stored.card.extra["baselines"];
+        let train = tokens(&stored, recorded["train_data"].as_str().unwrap(), None);
+        let test = tokens(&stored, recorded["test_data"].as_str().unwrap(), None);
+        assert_eq!(recorded["test_images"].as_u64(), Some(test.len() as u64));
+        let tokenizer = stored.tokenizer();
+        let derived = igpt::analysis::baselines::baselines(
+            &train,
+            &test,
+            tokenizer.width,
+            tokenizer.palette.len(),
+        )
+        .unwrap();
+        let derived = serde_json::to_value(derived).unwrap();
+        for key in ["context3", "per_position", "global_unigram", "uniform"] {
+            let (want, got) = (
+                recorded[key].as_f64().unwrap(),
+                derived[key].as_f64().unwrap(),
+            );
+            assert!(
+                (want - got).abs() < 1e-9,
+                "{}: {key} is {got} from the data, {want} in the card",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// Every card's headline figure, bits/token on all of its test split (minutes on 2 cores: run with
+/// `scripts/test.sh --full`, and before a model ships).
+#[test]
+#[ignore]
+fn every_card_s_whole_test_split_figure_is_reproduced() {
+    for (dir, stored) in listed_models() {
+        let spec = stored.card.extra["test_data"].as_str().unwrap().to_string();
+        let ids = tokens(&stored, &spec, None);
+        let measured = sequence_nll(&stored.model, &ids, 32, |_| {})
+            .unwrap()
+            .bits_per_token;
+        let card = stored.card.metrics["test_bits_per_token"];
+        assert_eq!(stored.card.metrics["test_images"] as usize, ids.len());
+        assert!(
+            (measured - card).abs() < 1e-4,
+            "{}: {measured} bits/token on all of {spec}, the card says {card}",
+            dir.display()
+        );
+        eprintln!("{}: {measured:.6} (card {card:.6})", dir.display());
     }
 }
 

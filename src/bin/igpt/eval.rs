@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::eval::{Nll, sequence_nll};
-use igpt::store;
+use igpt::{ModelCard, store};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::{load_data, progress, tokenize_images};
@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// Print {"nll_nats", "bits_per_token", "count", "tokens"} as JSON.
     #[arg(long)]
     json: bool,
+    /// Pin the figure in the model's card as its quick check (`check`: data, images, bits/token),
+    /// which tests/shipped_model.rs repeats to 1e-4 on every shipped model.
+    #[arg(long, requires_all = ["data", "limit"])]
+    record: bool,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
@@ -58,6 +62,18 @@ impl BackendJob for EvalArgs {
         }
         let nll = sequence_nll(&stored.model, &sequences, self.batch, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
+        if let (true, Some(spec)) = (self.record, &self.data) {
+            let mut card = ModelCard::read_or(&self.model, || stored.card.clone())?;
+            card.extra.insert(
+                "check".into(),
+                serde_json::json!({
+                    "data": spec.to_string(),
+                    "images": nll.count,
+                    "bits_per_token": nll.bits_per_token,
+                }),
+            );
+            card.save(&self.model)?;
+        }
         print_nll(&nll, self.json)
     }
 }
