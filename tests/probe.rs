@@ -1,6 +1,6 @@
 //! Linear probes: near-perfect on a linearly separable set, near chance when the labels carry nothing.
 
-use igpt::analysis::probe::{Labelled, ProbeConfig, probe};
+use igpt::analysis::probe::{Labelled, LayerResult, ProbeConfig, ProbeReport, probe};
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
 
 const CLASSES: usize = 4;
@@ -77,4 +77,30 @@ fn mismatched_rows_are_refused() {
     let train = Labelled::new(&x, &y, DIM).unwrap();
     let narrow = Labelled::new(&x[..50 * 6], &y, 6).unwrap();
     assert!(probe(train, narrow, &ProbeConfig::default()).is_err());
+}
+
+/// The report's best layer is chosen on the held-out slice of train, never on test: here layer 2 has
+/// the best test accuracy and layer 1 the best held-out one, and layer 1 is reported (ties go to the
+/// earlier layer, as for the random-weights net's layers 0 and 1).
+#[test]
+fn the_best_layer_is_chosen_on_held_out_train_not_on_test() {
+    let row = |layer, accuracy, val_accuracy| LayerResult {
+        layer,
+        accuracy,
+        val_accuracy,
+        l2: 1e-5,
+    };
+    let layers = [row(0, 0.80, 0.79), row(1, 0.82, 0.84), row(2, 0.90, 0.83)];
+    let random = [row(0, 0.70, 0.75), row(1, 0.72, 0.75), row(2, 0.60, 0.70)];
+    let report = ProbeReport::new(
+        &layers,
+        &random,
+        row(0, 0.835, 0.83),
+        ("fashion-mnist:train", 1000),
+        ("fashion-mnist:test", 500),
+    );
+    assert_eq!((report.best_layer, report.best_accuracy), (1, 0.82));
+    assert_eq!(report.random_init_best, 0.70);
+    assert_eq!(report.raw_pixels, 0.835);
+    assert_eq!(report.layers, layers);
 }

@@ -8,7 +8,10 @@ use ndarray::{Array1, Array2};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
 
+use crate::analysis::features::Features;
+use crate::data::Dataset as Images;
 use crate::error::{Error, Result};
+use crate::pixels::palette::Tokenizer;
 
 /// Labelled feature rows: `features` holds `labels.len()` rows of `dim` values.
 #[derive(Clone, Copy)]
@@ -220,4 +223,99 @@ impl Standardiser {
             (data.row(rows[r])[j] as f64 - self.mean[j]) * self.inv_std[j]
         })
     }
+}
+
+/// One probed layer.
+#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct LayerResult {
+    pub layer: usize,
+    pub accuracy: f64,
+    /// On the held-out slice of train: what picks the best layer.
+    pub val_accuracy: f64,
+    pub l2: f64,
+}
+
+/// Everything `igpt probe` measured (the `--json` line; also stored in the card with `--record`).
+#[derive(serde::Serialize, Debug)]
+pub struct ProbeReport {
+    pub layers: Vec<LayerResult>,
+    /// The layer whose probe did best on the held-out slice of train (not chosen on test).
+    pub best_layer: usize,
+    pub best_accuracy: f64,
+    pub raw_pixels: f64,
+    /// The random-weights model's best layer (chosen the same way), its test accuracy.
+    pub random_init_best: f64,
+    pub random_init_layers: Vec<LayerResult>,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub train_data: String,
+    pub test_data: String,
+}
+
+impl ProbeReport {
+    /// The report of probes on a model's `layers`, the same net with random weights
+    /// (`random_layers`, the same layers) and the raw pixels; the best layer of each is chosen on the
+    /// held-out slice of train, never on test. `train` and `test` are (spec, images).
+    pub fn new(
+        layers: &[LayerResult],
+        random_layers: &[LayerResult],
+        raw_pixels: LayerResult,
+        (train_data, train_images): (&str, usize),
+        (test_data, test_images): (&str, usize),
+    ) -> Self {
+        let best = best_by_validation(layers);
+        Self {
+            layers: layers.to_vec(),
+            best_layer: best.layer,
+            best_accuracy: best.accuracy,
+            raw_pixels: raw_pixels.accuracy,
+            random_init_best: best_by_validation(random_layers).accuracy,
+            random_init_layers: random_layers.to_vec(),
+            train_images,
+            test_images,
+            train_data: train_data.to_string(),
+            test_data: test_data.to_string(),
+        }
+    }
+}
+
+/// The raw-pixel baseline's "features": every pixel value of the image as the model sees it (its size
+/// and channels), before the palette.
+pub fn raw_pixels(data: &Images, tokenizer: &Tokenizer) -> Features {
+    let (w, h, c) = (tokenizer.width, tokenizer.height, tokenizer.channels());
+    let values = data
+        .images
+        .iter()
+        .flat_map(|im| im.with_channels(c).resized(w, h).pixels)
+        .map(f32::from)
+        .collect();
+    Features {
+        layers: vec![values],
+        count: data.len(),
+        width: w * h * c,
+    }
+}
+
+/// A probe's result as the report's row for `layer`.
+pub fn layer_result(layer: usize, r: ProbeResult) -> LayerResult {
+    LayerResult {
+        layer,
+        accuracy: r.accuracy,
+        val_accuracy: r.val_accuracy,
+        l2: r.l2,
+    }
+}
+
+/// The layer whose probe scored best on the held-out slice (the earlier layer on a tie).
+pub fn best_by_validation(layers: &[LayerResult]) -> LayerResult {
+    *layers
+        .iter()
+        .reduce(|a, b| {
+            if b.val_accuracy > a.val_accuracy {
+                b
+            } else {
+                a
+            }
+        })
+        .expect("at least one layer is probed")
 }

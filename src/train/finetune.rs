@@ -6,6 +6,8 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::backend::AutodiffBackend;
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde::Serialize;
 
 use super::config::TrainConfig;
@@ -166,4 +168,23 @@ pub fn finetune<B: AutodiffBackend>(
         steps: outcome.state.step,
         seconds: outcome.state.seconds,
     })
+}
+
+/// Labelled token sequences: (sequences, labels).
+pub type LabelledIds = (Vec<Vec<u16>>, Vec<usize>);
+
+/// Splits labelled images into (fit, held out): a seeded random `fraction` of them (at least one) is
+/// held out to choose when to stop.
+pub fn hold_out(
+    ids: &[Vec<u16>],
+    labels: &[usize],
+    fraction: f64,
+    seed: u64,
+) -> (LabelledIds, LabelledIds) {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let held = ((ids.len() as f64 * fraction).round() as usize).clamp(1, ids.len().max(1));
+    let (fit, val) = order.split_at(ids.len().saturating_sub(held));
+    let pick = |rows: &[usize]| rows.iter().map(|&i| (ids[i].clone(), labels[i])).unzip();
+    (pick(fit), pick(val))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
-use crate::probe::ProbeReport;
+use igpt::analysis::probe::{LayerResult, ProbeReport};
 
 /// Test accuracy by layer for the model and its random-weights twin, with the raw-pixel probe as a
 /// horizontal line and the best layer (chosen on held-out train) circled.
@@ -44,7 +44,7 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
             .x_labels(last + 1)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()?;
-        let points = |layers: &[crate::probe::LayerResult]| -> Vec<(f64, f64)> {
+        let points = |layers: &[LayerResult]| -> Vec<(f64, f64)> {
             layers
                 .iter()
                 .map(|l| (l.layer as f64, percent(l.accuracy)))

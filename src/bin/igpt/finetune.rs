@@ -14,8 +14,6 @@ use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde_json::json;
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -135,17 +133,8 @@ impl BackendJob for FinetuneArgs {
         stored.labels = labels;
 
         let ids = tokenize_images(&train.images, &tokenizer, "tokenizing train");
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
-        let held = ((ids.len() as f64 * self.val_fraction).round() as usize).max(1);
-        let (fit, val) = order.split_at(ids.len() - held);
-        let pick = |rows: &[usize]| -> (Vec<Vec<u16>>, Vec<usize>) {
-            rows.iter()
-                .map(|&i| (ids[i].clone(), train.labels[i]))
-                .unzip()
-        };
-        let (fit_ids, fit_labels) = pick(fit);
-        let (val_ids, val_labels) = pick(val);
+        let ((fit_ids, fit_labels), (val_ids, val_labels)) =
+            finetune::hold_out(&ids, &train.labels, self.val_fraction, self.seed);
         let config = FinetuneConfig {
             batch: self.batch,
             steps: self.steps,

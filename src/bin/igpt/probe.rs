@@ -8,12 +8,11 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::analysis::features::{self, FeatureCache, Features};
-use igpt::analysis::probe::{Labelled, ProbeConfig, ProbeResult, probe};
-use igpt::data::{DataSpec, Dataset};
+use igpt::analysis::probe::{Labelled, ProbeConfig, ProbeReport, layer_result, probe, raw_pixels};
+use igpt::data::DataSpec;
 use igpt::store;
-use igpt::{ImageGpt, ModelCard, Tokenizer};
+use igpt::{ImageGpt, ModelCard};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::chart;
@@ -54,33 +53,6 @@ fn default_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map_or_else(|| home.join(".cache"), PathBuf::from)
         .join("igpt/features")
-}
-
-/// One probed layer.
-#[derive(Serialize, Clone, Copy)]
-pub struct LayerResult {
-    pub layer: usize,
-    pub accuracy: f64,
-    /// On the held-out slice of train: what picks the best layer.
-    pub val_accuracy: f64,
-    pub l2: f64,
-}
-
-/// Everything `igpt probe` measured (the `--json` line; also stored in the card with `--record`).
-#[derive(Serialize)]
-pub struct ProbeReport {
-    pub layers: Vec<LayerResult>,
-    /// The layer whose probe did best on the held-out slice of train (not chosen on test).
-    pub best_layer: usize,
-    pub best_accuracy: f64,
-    pub raw_pixels: f64,
-    /// The random-weights model's best layer (chosen the same way), its test accuracy.
-    pub random_init_best: f64,
-    pub random_init_layers: Vec<LayerResult>,
-    pub train_images: usize,
-    pub test_images: usize,
-    pub train_data: String,
-    pub test_data: String,
 }
 
 impl BackendJob for ProbeArgs {
@@ -149,19 +121,13 @@ impl BackendJob for ProbeArgs {
         bar.finish_and_clear();
         let (model_layers, rest) = results.split_at(layers.len());
         let (random_layers, pixels) = rest.split_at(layers.len());
-        let best = best_by_validation(model_layers);
-        let report = ProbeReport {
-            layers: model_layers.to_vec(),
-            best_layer: best.layer,
-            best_accuracy: best.accuracy,
-            raw_pixels: pixels[0].accuracy,
-            random_init_best: best_by_validation(random_layers).accuracy,
-            random_init_layers: random_layers.to_vec(),
-            train_images: train.len(),
-            test_images: test.len(),
-            train_data: self.data.train.to_string(),
-            test_data: self.data.test.to_string(),
-        };
+        let report = ProbeReport::new(
+            model_layers,
+            random_layers,
+            pixels[0],
+            (&self.data.train.to_string(), train.len()),
+            (&self.data.test.to_string(), test.len()),
+        );
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -234,46 +200,6 @@ fn cached_features<B: Backend>(
     );
     FeatureCache::write(path, &features)?;
     Ok(features)
-}
-
-/// The raw-pixel baseline's "features": every pixel value of the image as the model sees it (its size
-/// and channels), before the palette.
-fn raw_pixels(data: &Dataset, tokenizer: &Tokenizer) -> Features {
-    let (w, h, c) = (tokenizer.width, tokenizer.height, tokenizer.channels());
-    let values = data
-        .images
-        .iter()
-        .flat_map(|im| im.with_channels(c).resized(w, h).pixels)
-        .map(f32::from)
-        .collect();
-    Features {
-        layers: vec![values],
-        count: data.len(),
-        width: w * h * c,
-    }
-}
-
-fn layer_result(layer: usize, r: ProbeResult) -> LayerResult {
-    LayerResult {
-        layer,
-        accuracy: r.accuracy,
-        val_accuracy: r.val_accuracy,
-        l2: r.l2,
-    }
-}
-
-/// The layer whose probe scored best on the held-out slice (the earlier layer on a tie).
-fn best_by_validation(layers: &[LayerResult]) -> LayerResult {
-    *layers
-        .iter()
-        .reduce(|a, b| {
-            if b.val_accuracy > a.val_accuracy {
-                b
-            } else {
-                a
-            }
-        })
-        .expect("at least one layer is probed")
 }
 
 fn print_table(report: &ProbeReport) {
