@@ -1,5 +1,6 @@
-//! The flash kernel behind Burn's types (see `crate::kernels::flex`): plain `Flex` tensors for inference (here,
-//! natively and in the browser), and a custom autodiff operation for `Autodiff<Flex>` ([`super::trained`]).
+//! The flash kernel behind Burn's types (see `crate::kernels::flex`): plain `Flex` tensors for inference
+//! (natively and in the browser), and the strided inputs that the autodiff operation for
+//! `Autodiff<Flex>` ([`super::trained`]) reads too.
 //!
 //! q, k and v are read in place through their strides; the output and the gradients come back as
 //! `[batch, heads, seq, head_dim]` views of token-major buffers, so the model's merge of the heads
@@ -11,22 +12,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::flash::{self, Dims, Strided, Strides};
-use crate::kernels::flex::{Cpu, cast, primitive, tensor};
+use crate::kernels::flex::{cast, primitive, tensor};
 
-/// Runs the kernel on `cpu` (what `crate::kernels::flex::cpu` said `B` is).
+/// Runs the kernel on plain `Flex` tensors (inference; `B` is `Flex`, as
+/// `crate::kernels::flex::cpu` found).
 pub(super) fn attention<B: Backend>(
-    cpu: Cpu,
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     key_bias: Option<Tensor<B, 4>>,
     scale: f64,
 ) -> Tensor<B, 4> {
-    #[cfg(not(target_arch = "wasm32"))]
-    if cpu == Cpu::Trained {
-        return super::trained::attention(q, k, v, key_bias, scale);
-    }
-    let _ = cpu;
     let [q, k, v] = [q, k, v].map(|t| primitive::<Flex, 4>(cast(t)));
     let bias = key_bias.map(|b| primitive::<Flex, 4>(cast(b)));
     let inputs = Inputs::new(q, k, v, bias);

@@ -68,7 +68,12 @@ pub fn causal_attention<B: Backend>(
     if let Some(cpu) = crate::kernels::flex::cpu::<B>(q.dtype())
         && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
     {
-        return cpu::attention(cpu, q, k, v, key_bias, scale);
+        #[cfg(not(target_arch = "wasm32"))]
+        if cpu == crate::kernels::flex::Cpu::Trained {
+            return trained::attention(q, k, v, key_bias, scale);
+        }
+        let _ = cpu;
+        return cpu::attention(q, k, v, key_bias, scale);
     }
     // In the browser the other backend is WebGPU: Burn's attention there is this same unfused
     // composition, but through Burn's matmul, which `crate::kernels::matmul` keeps out of the wasm.
