@@ -27,6 +27,19 @@ fn stdout_of(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A 16-grey palette fitted on 500 Fashion-MNIST training images, written to `dir`.
+fn fit_small_palette(dir: &str) {
+    stdout_of(&[
+        "palette",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "500",
+        "-o",
+        dir,
+    ]);
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -236,15 +249,7 @@ fn bad_input_is_one_clear_line_and_a_failing_exit() {
 fn train_export_and_eval_agree_on_the_recorded_number() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    stdout_of(&[
-        "palette",
-        "--data",
-        "fashion-mnist:train",
-        "--limit",
-        "500",
-        "-o",
-        &path("pal"),
-    ]);
+    fit_small_palette(&path("pal"));
     stdout_of(&[
         "train",
         "--preset",
@@ -370,15 +375,7 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
 fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    stdout_of(&[
-        "palette",
-        "--data",
-        "fashion-mnist:train",
-        "--limit",
-        "500",
-        "-o",
-        &path("pal"),
-    ]);
+    fit_small_palette(&path("pal"));
     let train = |holdout: &str, run: &str| {
         igpt(&[
             "train",

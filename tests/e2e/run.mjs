@@ -46,16 +46,39 @@ const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "applic
 // served with one byte changed, a path in `breakOff` stops after half its bytes.
 const hits = new Map();
 const faults = { corrupt: new Set(), breakOff: new Set() };
+// The site's own response headers (dist/_headers, as Netlify and Cloudflare Pages read it: a path
+// pattern, then indented "Name: value" lines); this server sends the "/*" block with every file, so
+// every test runs under them, the worker's CSP included.
+const siteHeaders = {};
+{
+  let block = null;
+  for (const line of fs.readFileSync(path.join(dist, "_headers"), "utf8").split("\n")) {
+    if (/^\S/.test(line) && !line.startsWith("#")) block = line.trim();
+    else if (block === "/*" && /^\s+\S+:/.test(line)) {
+      const at = line.indexOf(":");
+      siteHeaders[line.slice(0, at).trim().toLowerCase()] = line.slice(at + 1).trim();
+    }
+  }
+}
+// A module worker the CSP test starts: it fetches another origin (this same server, named
+// "localhost") without CORS, which its connect-src 'self' must refuse.
+let probeWorker = "";
 const server = http.createServer((req, res) => {
   const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
   hits.set(url, (hits.get(url) ?? 0) + 1);
+  if (url === "/csp-probe-worker.js") {
+    res.writeHead(200, { ...siteHeaders, "content-type": "text/javascript" }).end(probeWorker);
+    return;
+  }
   const file = path.join(dist, url.endsWith("/") ? url + "index.html" : url);
   if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
     res.writeHead(404).end("not found");
     return;
   }
   const size = fs.statSync(file).size;
-  res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream",
+  // pkg-check.html stands for another site embedding the package (with an inline script): not ours.
+  const own = url === "/pkg-check.html" ? {} : siteHeaders;
+  res.writeHead(200, { ...own, "content-type": TYPES[path.extname(file)] ?? "application/octet-stream",
     "content-length": size });
   if (faults.corrupt.has(url)) {
     const bytes = fs.readFileSync(file);
@@ -283,6 +306,26 @@ await test("an unlisted or path-like ?model= gives a clear message and loads not
     check(modelFiles.length === 0, `${name}: requested ${modelFiles.join(", ")}`);
   }
   await browser.close();
+});
+
+await test("the site's _headers give the worker its own CSP: it cannot reach another origin", async () => {
+  const csp = siteHeaders["content-security-policy"] ?? "";
+  check(/connect-src 'self'/.test(csp) && /script-src 'self' 'wasm-unsafe-eval'/.test(csp), `dist/_headers: ${csp}`);
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
+  const page = await browser.newPage();
+  const response = await page.goto(`${origin}/worker.js`);
+  check(response.headers()["content-security-policy"] === csp, "worker.js is served without the CSP");
+  const other = origin.replace("127.0.0.1", "localhost");
+  probeWorker = `fetch("${other}/models/index.json", { mode: "no-cors" })
+    .then(() => postMessage("fetched"), () => postMessage("blocked"));`;
+  await page.goto(`${origin}/index.html?model=no-such-model`);
+  const outcome = await page.evaluate(() => new Promise((resolve) => {
+    const worker = new Worker("csp-probe-worker.js", { type: "module" });
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => resolve(`error: ${e.message}`);
+  }));
+  await browser.close();
+  check(outcome === "blocked", `a worker under the site's CSP reached ${other}: ${outcome}`);
 });
 
 const cpu = await open(["--disable-gpu"], "count=4");
