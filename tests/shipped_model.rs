@@ -82,7 +82,15 @@ fn every_listed_model_scores_its_pinned_check_exactly() {
 fn every_card_s_baselines_are_derived_again() {
     for (dir, stored) in listed_models() {
         let recorded = &stored.card.extra["baselines"];
-        let train = tokens(&stored, recorded["train_data"].as_str().unwrap(), None);
+        // Fitted on what the model trained on: the split, less a run's --limit and --holdout.
+        let config = stored.card.extra.get("training").map(|t| &t["config"]);
+        let setting = |key: &str| config.and_then(|c| c[key].as_u64()).map(|n| n as usize);
+        let mut train = tokens(
+            &stored,
+            recorded["train_data"].as_str().unwrap(),
+            setting("limit"),
+        );
+        train.truncate(train.len() - setting("holdout").unwrap_or(0));
         let test = tokens(&stored, recorded["test_data"].as_str().unwrap(), None);
         assert_eq!(recorded["test_images"].as_u64(), Some(test.len() as u64));
         let tokenizer = stored.tokenizer();
