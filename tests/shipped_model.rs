@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use common::B;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
-use igpt::store::{self, StoredModel};
+use igpt::store::{self, BaselinesRecord, ModelCard, StoredModel};
+use igpt::train::TrainConfig;
+use igpt::train::finetune::FinetuneConfig;
 
 /// Each listed model, loaded, with its directory.
 fn listed_models() -> Vec<(PathBuf, StoredModel<B>)> {
@@ -39,6 +41,58 @@ fn tokens(stored: &StoredModel<B>, spec: &str, limit: Option<usize>) -> Vec<Vec<
         .collect()
 }
 
+/// The baselines a listed model's card records (each must record them).
+fn baselines(dir: &std::path::Path, stored: &StoredModel<B>) -> BaselinesRecord {
+    stored
+        .card
+        .baselines
+        .clone()
+        .unwrap_or_else(|| panic!("{}: no baselines in card.json", dir.display()))
+}
+
+/// Every card in `models/`, listed or not, is a typed card (an unknown field is an error) that
+/// reads and writes back unchanged, and
+/// the settings it keeps as JSON are the settings igpt reads: a run's and a fine-tuning's.
+#[test]
+fn every_card_in_models_parses() {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut cards = 0;
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join(store::CARD_FILE).exists() {
+            continue;
+        }
+        let card = ModelCard::read_or(&dir, || unreachable!()).unwrap();
+        // Nothing is lost or added by reading and writing it again.
+        let text = std::fs::read_to_string(dir.join(store::CARD_FILE)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&card).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            "{}: the typed card differs from the file",
+            dir.display()
+        );
+        let mut stage = card.training.as_ref();
+        while let Some(training) = stage {
+            serde_json::from_value::<TrainConfig>(training.config.clone())
+                .unwrap_or_else(|e| panic!("{}: training settings: {e}", dir.display()));
+            stage = training
+                .started_from
+                .as_ref()
+                .and_then(|s| s.record.as_deref());
+        }
+        let finetunes = card
+            .finetune
+            .iter()
+            .chain(card.finetuned.iter().map(|f| &f.finetune));
+        for finetune in finetunes {
+            serde_json::from_value::<FinetuneConfig>(finetune.config.clone())
+                .unwrap_or_else(|e| panic!("{}: fine-tuning settings: {e}", dir.display()));
+        }
+        cards += 1;
+    }
+    assert!(cards >= 5, "only {cards} cards in models/");
+}
+
 /// The pinned check (`igpt eval --data SPEC --limit N --record`) tells one checkpoint from another:
 /// 1e-4 bits, where the emoji model's previous checkpoint was 0.05 away and `fmnist-256x8` 0.05 from
 /// `fmnist-256x2`. It also beats the card's context baseline on those images' whole split.
@@ -47,16 +101,10 @@ fn every_listed_model_scores_its_pinned_check_exactly() {
     for (dir, stored) in listed_models() {
         let check = stored
             .card
-            .extra
-            .get("check")
+            .check
+            .clone()
             .unwrap_or_else(|| panic!("{}: no pinned check in card.json", dir.display()));
-        let spec = check["data"].as_str().expect("the check names its data");
-        let images = check["images"]
-            .as_u64()
-            .expect("the check counts its images") as usize;
-        let pinned = check["bits_per_token"]
-            .as_f64()
-            .expect("the check's figure");
+        let (spec, images, pinned) = (check.data.as_str(), check.images, check.bits_per_token);
         let ids = tokens(&stored, spec, Some(images));
         assert_eq!(
             ids.len(),
@@ -67,7 +115,7 @@ fn every_listed_model_scores_its_pinned_check_exactly() {
         let measured = sequence_nll(&stored.model, &ids, 32, |_| {})
             .unwrap()
             .bits_per_token;
-        let context = stored.card.extra["baselines"]["context3"].as_f64().unwrap();
+        let context = baselines(&dir, &stored).bits.context3;
         assert!(
             (measured - pinned).abs() < 1e-4 && measured < context,
             "{}: {measured} bits/token on the first {images} images of {spec}; the card pinned {pinned} (context model {context})",
@@ -81,18 +129,19 @@ fn every_listed_model_scores_its_pinned_check_exactly() {
 #[test]
 fn every_card_s_baselines_are_derived_again() {
     for (dir, stored) in listed_models() {
-        let recorded = &stored.card.extra["baselines"];
+        let recorded = baselines(&dir, &stored);
         // Fitted on what the model trained on: the split, less a run's --limit and --holdout.
-        let config = stored.card.extra.get("training").map(|t| &t["config"]);
-        let setting = |key: &str| config.and_then(|c| c[key].as_u64()).map(|n| n as usize);
+        let config: Option<TrainConfig> = stored.card.training.as_ref().map(|t| {
+            serde_json::from_value(t.config.clone()).expect("the card's training settings parse")
+        });
         let mut train = tokens(
             &stored,
-            recorded["train_data"].as_str().unwrap(),
-            setting("limit"),
+            &recorded.train_data,
+            config.as_ref().and_then(|c| c.limit),
         );
-        train.truncate(train.len() - setting("holdout").unwrap_or(0));
-        let test = tokens(&stored, recorded["test_data"].as_str().unwrap(), None);
-        assert_eq!(recorded["test_images"].as_u64(), Some(test.len() as u64));
+        train.truncate(train.len() - config.map_or(0, |c| c.holdout));
+        let test = tokens(&stored, &recorded.test_data, None);
+        assert_eq!(recorded.test_images, test.len());
         let tokenizer = stored.tokenizer();
         let derived = igpt::analysis::baselines::baselines(
             &train,
@@ -101,12 +150,17 @@ fn every_card_s_baselines_are_derived_again() {
             tokenizer.palette.len(),
         )
         .unwrap();
-        let derived = serde_json::to_value(derived).unwrap();
-        for key in ["context3", "per_position", "global_unigram", "uniform"] {
-            let (want, got) = (
-                recorded[key].as_f64().unwrap(),
-                derived[key].as_f64().unwrap(),
-            );
+        let recorded = recorded.bits;
+        for (key, want, got) in [
+            ("context3", recorded.context3, derived.context3),
+            ("per_position", recorded.per_position, derived.per_position),
+            (
+                "global_unigram",
+                recorded.global_unigram,
+                derived.global_unigram,
+            ),
+            ("uniform", recorded.uniform, derived.uniform),
+        ] {
             assert!(
                 (want - got).abs() < 1e-9,
                 "{}: {key} is {got} from the data, {want} in the card",
@@ -122,7 +176,11 @@ fn every_card_s_baselines_are_derived_again() {
 #[ignore]
 fn every_card_s_whole_test_split_figure_is_reproduced() {
     for (dir, stored) in listed_models() {
-        let spec = stored.card.extra["test_data"].as_str().unwrap().to_string();
+        let spec = stored
+            .card
+            .test_data
+            .clone()
+            .expect("the card names its test data");
         let ids = tokens(&stored, &spec, None);
         let measured = sequence_nll(&stored.model, &ids, 32, |_| {})
             .unwrap()

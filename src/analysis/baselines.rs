@@ -5,28 +5,11 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use crate::error::{Error, Result};
+pub use crate::store::Baselines;
 
 /// The context model's back-off strengths tried; the one scoring best on a slice of train is used.
 const STRENGTHS: [f64; 7] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
-
-/// Bits per token of each baseline on the test tokens.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Baselines {
-    /// log2 K.
-    pub uniform: f64,
-    /// One distribution over colours for every pixel (add-0.5 smoothing).
-    pub global_unigram: f64,
-    /// One distribution per position (add-0.5 smoothing).
-    pub per_position: f64,
-    /// P(x | left, up, up-left) = (c(ctx, x) + a p_pos(x)) / (c(ctx) + a), out-of-image neighbours a
-    /// symbol of their own.
-    pub context3: f64,
-    /// The back-off strength `a`, chosen on every tenth training image with counts from the others.
-    pub context_strength: f64,
-}
 
 /// Fits every baseline on `train` and scores it on `test`: sequences of `width`-wide images in raster
 /// order, ids below `k`.

@@ -12,6 +12,8 @@ use crate::analysis::features::Features;
 use crate::data::Dataset as Images;
 use crate::error::{Error, Result};
 use crate::pixels::palette::Tokenizer;
+// The report is what a card records (and the page reads), so its types live with the card.
+pub use crate::store::{LayerResult, ProbeReport};
 
 /// Labelled feature rows: `features` holds `labels.len()` rows of `dim` values.
 #[derive(Clone, Copy)]
@@ -223,33 +225,6 @@ impl Standardiser {
             (data.row(rows[r])[j] as f64 - self.mean[j]) * self.inv_std[j]
         })
     }
-}
-
-/// One probed layer.
-#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq)]
-pub struct LayerResult {
-    pub layer: usize,
-    pub accuracy: f64,
-    /// On the held-out slice of train: what picks the best layer.
-    pub val_accuracy: f64,
-    pub l2: f64,
-}
-
-/// Everything `igpt probe` measured (the `--json` line; also stored in the card with `--record`).
-#[derive(serde::Serialize, Debug)]
-pub struct ProbeReport {
-    pub layers: Vec<LayerResult>,
-    /// The layer whose probe did best on the held-out slice of train (not chosen on test).
-    pub best_layer: usize,
-    pub best_accuracy: f64,
-    pub raw_pixels: f64,
-    /// The random-weights model's best layer (chosen the same way), its test accuracy.
-    pub random_init_best: f64,
-    pub random_init_layers: Vec<LayerResult>,
-    pub train_images: usize,
-    pub test_images: usize,
-    pub train_data: String,
-    pub test_data: String,
 }
 
 impl ProbeReport {

@@ -1,8 +1,12 @@
-//! The model card (`card.json`): what we know about a model beyond its weights.
+//! The model card (`card.json`): what we know about a model beyond its weights, in typed sections
+//! that the CLI writes and the page reads. A card with a field this version does not know is an
+//! error, not silently dropped on the next save.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::pixels::palette::Tokenizer;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::{Error, Result};
@@ -11,6 +15,7 @@ pub const CARD_FILE: &str = "card.json";
 
 /// What we know about a model beyond its weights: where it came from and how well it does.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelCard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -24,9 +29,188 @@ pub struct ModelCard {
     /// Measured numbers, e.g. `test_bits_per_token`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
-    /// Anything else (training run details, notes), kept as written so it survives a load and save.
+    /// The dataset spec the `test_*` metrics were measured on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<String>,
+    /// Free text from whoever exported it (`igpt export --note`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// How it was trained (`igpt export`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+    /// What simple models score on the same test images (`igpt export`, `igpt baselines --record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baselines: Option<BaselinesRecord>,
+    /// A small pinned score that tests reproduce (`igpt eval --record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckRecord>,
+    /// Linear probes on every layer (`igpt probe --record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+    /// How this model was fine-tuned (a fine-tuned model's own card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneRecord>,
+    /// What fine-tuning this model gave (`igpt finetune --record`, in the parent's card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetuned: Option<FinetunedRecord>,
+}
+
+/// One stage of training: the run's own numbers and, when it started from another model, that
+/// model's record, so the whole history stays with the weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrainingRecord {
+    pub steps: u64,
+    pub seconds: f64,
+    /// The backend and device it ran on, when the run recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The run's settings as its `train.json` holds them (`igpt::train::TrainConfig`, kept as JSON
+    /// here because the page, which has no training code, reads cards too).
+    pub config: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<StartedFrom>,
+    /// Over the whole history, when all of it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_seconds: Option<f64>,
+    /// Set at export: the model's parameter count and how its weights are stored (`f16`, `f32`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+}
+
+/// The model a run started from, with its training record when one is known (not for a
+/// HuggingFace checkpoint).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StartedFrom {
+    pub model: String,
     #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub record: Option<Box<TrainingRecord>>,
+}
+
+impl TrainingRecord {
+    /// Steps and seconds over the whole history, when every stage of it is known.
+    pub fn totals(&self) -> Option<(u64, f64)> {
+        let own = (self.steps, self.seconds);
+        if self.started_from.is_none() {
+            return Some(own);
+        }
+        self.total_steps.zip(self.total_seconds)
+    }
+}
+
+/// Bits per token of each baseline on the test tokens (`igpt::analysis::baselines`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Baselines {
+    /// log2 K.
+    pub uniform: f64,
+    /// One distribution over colours for every pixel (add-0.5 smoothing).
+    pub global_unigram: f64,
+    /// One distribution per position (add-0.5 smoothing).
+    pub per_position: f64,
+    /// P(x | left, up, up-left) = (c(ctx, x) + a p_pos(x)) / (c(ctx) + a), out-of-image neighbours a
+    /// symbol of their own.
+    pub context3: f64,
+    /// The back-off strength `a`, chosen on every tenth training image with counts from the others.
+    pub context_strength: f64,
+}
+
+/// The baselines as a card records them: with the data they were fitted and scored on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BaselinesRecord {
+    #[serde(flatten)]
+    pub bits: Baselines,
+    pub train_data: String,
+    pub test_data: String,
+    pub test_images: usize,
+}
+
+/// Bits per token on the first `images` of `data`: small enough for a test to reproduce.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRecord {
+    pub data: String,
+    pub images: usize,
+    pub bits_per_token: f64,
+}
+
+/// One probed layer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LayerResult {
+    pub layer: usize,
+    pub accuracy: f64,
+    /// On the held-out slice of train: what picks the best layer.
+    pub val_accuracy: f64,
+    pub l2: f64,
+}
+
+/// Everything `igpt probe` measured (the `--json` line; also stored in the card with `--record`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeReport {
+    pub layers: Vec<LayerResult>,
+    /// The layer whose probe did best on the held-out slice of train (not chosen on test).
+    pub best_layer: usize,
+    pub best_accuracy: f64,
+    pub raw_pixels: f64,
+    /// The random-weights model's best layer (chosen the same way), its test accuracy.
+    pub random_init_best: f64,
+    pub random_init_layers: Vec<LayerResult>,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub train_data: String,
+    pub test_data: String,
+}
+
+/// How a model was fine-tuned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneRecord {
+    /// The model directory it started from.
+    pub from: String,
+    /// The paper's baseline: the same architecture from fresh weights, on L_clf alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_scratch: bool,
+    pub train_data: String,
+    pub train_images: usize,
+    pub held_out_images: usize,
+    /// The settings (`igpt::train::finetune::FinetuneConfig`), as JSON for the same reason as
+    /// [`TrainingRecord::config`].
+    pub config: serde_json::Value,
+    pub best_step: usize,
+    pub best_held_out_accuracy: f64,
+    pub steps: usize,
+    pub seconds: f64,
+    pub device: String,
+    pub weights: String,
+}
+
+/// A fine-tuned model's test scores, recorded in the card of the model it started from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FinetunedRecord {
+    /// Where the fine-tuned model was written.
+    pub output: String,
+    pub test_accuracy: f64,
+    pub test_bits_per_token: f64,
+    pub test_images: usize,
+    pub test_data: String,
+    pub finetune: FinetuneRecord,
+}
+
+impl ModelCard {
+    /// A card that says only what images the model reads: their size and channels.
+    pub fn for_images(tokenizer: &Tokenizer) -> Self {
+        ModelCard {
+            image_height: tokenizer.height,
+            image_width: tokenizer.width,
+            channels: tokenizer.channels(),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -4,7 +4,10 @@
 mod card;
 mod hf;
 
-pub use card::{CARD_FILE, ModelCard};
+pub use card::{
+    Baselines, BaselinesRecord, CARD_FILE, CheckRecord, FinetuneRecord, FinetunedRecord,
+    LayerResult, ModelCard, ProbeReport, StartedFrom, TrainingRecord,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use hf::weights_to_safetensors;
 pub use hf::{CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, WeightPrecision, with_stable_ids};
@@ -142,6 +145,27 @@ pub fn load_dir<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Result
 }
 
 impl<B: Backend> StoredModel<B> {
+    /// A new model of the `preset` shape with random weights (seeded by `seed`) for the images
+    /// `tokenizer` makes: what `igpt init` writes and `igpt train --preset` starts from.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn fresh(
+        preset: &str,
+        tokenizer: Tokenizer,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let n_positions = tokenizer.height * tokenizer.width;
+        let config = ImageGptConfig::preset(preset, tokenizer.palette.len(), n_positions)?;
+        B::seed(device, seed);
+        Ok(StoredModel {
+            labels: Vec::new(),
+            model: config.init(device),
+            config,
+            card: ModelCard::for_images(&tokenizer),
+            palette: tokenizer.palette,
+        })
+    }
+
     /// The palette at this model's image size.
     pub fn tokenizer(&self) -> Tokenizer {
         Tokenizer {

@@ -8,18 +8,19 @@ use std::ops::ControlFlow;
 use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::run_loop::{self, Event, Judge, Start};
-use crate::analysis::classify;
+use crate::analysis::classify::{self, Scores};
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
 use crate::model::precision::Precision;
-use crate::store::StoredModel;
+use crate::store::{FinetuneRecord, FinetunedRecord, ModelCard, StoredModel};
 
-/// How a fine-tuning run goes.
-#[derive(Clone, Debug, Serialize)]
+/// How a fine-tuning run goes (recorded in the fine-tuned model's card; a card from before a
+/// setting existed reads it as its default).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneConfig {
     pub batch: usize,
     /// Steps at most (early stopping may end sooner).
@@ -34,6 +35,7 @@ pub struct FinetuneConfig {
     pub patience: usize,
     pub seed: u64,
     /// How the matrix products compute while fitting (the saved weights are f32 either way).
+    #[serde(default)]
     pub precision: Precision,
     /// Random horizontal flips of the training images.
     #[serde(default)]
@@ -168,6 +170,70 @@ pub fn finetune<B: AutodiffBackend>(
         steps: outcome.state.step,
         seconds: outcome.state.seconds,
     })
+}
+
+/// One name per class of a labelled set: `classes` as the dataset names them, `class N` beyond them,
+/// as many as the largest label needs. Fine-tuning needs at least two.
+pub fn class_names(labels: &[usize], classes: &[String]) -> Result<Vec<String>> {
+    let count = labels.iter().max().map_or(0, |&l| l + 1).max(classes.len());
+    if count < 2 {
+        return Err(Error::invalid(
+            "fine-tuning needs labelled training images of at least 2 classes",
+        ));
+    }
+    Ok((0..count)
+        .map(|i| {
+            classes
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {i}"))
+        })
+        .collect())
+}
+
+/// How the fine-tuned model was made and how it scored on test, for the cards.
+pub struct Outcome<'a> {
+    pub record: FinetuneRecord,
+    pub scores: Scores,
+    pub test_data: &'a str,
+}
+
+impl Outcome<'_> {
+    /// The fine-tuned model's card: its parent's `card` (name, data, training history), without the
+    /// parent's probes and scores, with its own test scores and how it was fine-tuned.
+    pub fn card(&self, mut card: ModelCard, name: String) -> ModelCard {
+        card.name = Some(name);
+        card.probe = None;
+        card.finetuned = None;
+        card.check = None; // the parent's pinned score; `igpt eval --record` pins this model's
+        let metrics = [
+            ("test_accuracy", self.scores.accuracy),
+            ("test_bits_per_token", self.scores.bits_per_token),
+            // In nats too, as export writes it, so no parent figure in nats contradicts these bits.
+            (
+                "test_nll_nats",
+                self.scores.bits_per_token * std::f64::consts::LN_2,
+            ),
+            ("test_images", self.scores.count as f64),
+        ];
+        card.metrics = metrics.map(|(k, v)| (k.to_string(), v)).into();
+        card.test_data = Some(self.test_data.to_string());
+        card.finetune = Some(self.record.clone());
+        card
+    }
+
+    /// What the parent's card records of it (`igpt finetune --record`), the fine-tuned model
+    /// being written to `output`.
+    pub fn parent_entry(&self, output: &str) -> FinetunedRecord {
+        FinetunedRecord {
+            output: output.to_string(),
+            test_accuracy: self.scores.accuracy,
+            test_bits_per_token: self.scores.bits_per_token,
+            test_images: self.scores.count,
+            test_data: self.test_data.to_string(),
+            finetune: self.record.clone(),
+        }
+    }
 }
 
 /// Labelled token sequences: (sequences, labels).

@@ -8,7 +8,7 @@ use clap::Args;
 use igpt::ModelCard;
 use igpt::analysis::baselines::{Baselines, baselines};
 use igpt::data::{DataSpec, Split};
-use igpt::store;
+use igpt::store::{self, BaselinesRecord};
 
 use crate::tokenize_all;
 
@@ -36,16 +36,17 @@ pub struct BaselinesArgs {
 
 /// The card's `baselines` entry: the numbers and the splits they come from.
 pub(crate) fn card_entry(
-    b: &Baselines,
+    bits: Baselines,
     train: &DataSpec,
     test: &DataSpec,
     test_images: usize,
-) -> serde_json::Value {
-    let mut entry = serde_json::to_value(b).expect("plain numbers serialise");
-    entry["train_data"] = train.to_string().into();
-    entry["test_data"] = test.to_string().into();
-    entry["test_images"] = test_images.into();
-    entry
+) -> BaselinesRecord {
+    BaselinesRecord {
+        bits,
+        train_data: train.to_string(),
+        test_data: test.to_string(),
+        test_images,
+    }
 }
 
 pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
@@ -61,16 +62,8 @@ pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
     let b = baselines(&train, &test, tokenizer.width, tokenizer.palette.len())?;
     let (train_images, test_images) = (train.len(), test.len());
     if let Some(dir) = &args.record {
-        let mut card = ModelCard::read_or(dir, || ModelCard {
-            image_height: tokenizer.height,
-            image_width: tokenizer.width,
-            channels: tokenizer.channels(),
-            ..Default::default()
-        })?;
-        card.extra.insert(
-            "baselines".into(),
-            card_entry(&b, &train_spec, &args.data, test_images),
-        );
+        let mut card = ModelCard::read_or(dir, || ModelCard::for_images(&tokenizer))?;
+        card.baselines = Some(card_entry(b.clone(), &train_spec, &args.data, test_images));
         card.save(dir)?;
     }
     if args.json {

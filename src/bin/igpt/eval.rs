@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::eval::{Nll, sequence_nll};
-use igpt::{ModelCard, store};
+use igpt::store::{self, CheckRecord, ModelCard};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::{load_data, progress, tokenize_images};
@@ -64,14 +64,11 @@ impl BackendJob for EvalArgs {
         bar.finish_and_clear();
         if let (true, Some(spec)) = (self.record, &self.data) {
             let mut card = ModelCard::read_or(&self.model, || stored.card.clone())?;
-            card.extra.insert(
-                "check".into(),
-                serde_json::json!({
-                    "data": spec.to_string(),
-                    "images": nll.count,
-                    "bits_per_token": nll.bits_per_token,
-                }),
-            );
+            card.check = Some(CheckRecord {
+                data: spec.to_string(),
+                images: nll.count,
+                bits_per_token: nll.bits_per_token,
+            });
             card.save(&self.model)?;
         }
         print_nll(&nll, self.json)

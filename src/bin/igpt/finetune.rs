@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::Raster;
 use igpt::analysis::classify;
-use igpt::store::{self, StoredModel, WeightPrecision};
+use igpt::store::{self, FinetuneRecord, StoredModel, WeightPrecision};
 use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -105,26 +105,11 @@ impl BackendJob for FinetuneArgs {
         let loaded_card = stored.card.clone();
         let tokenizer = stored.tokenizer();
         let (train, test) = self.data.load()?;
-        let classes = train.classes.clone();
-        let n_classes = train
-            .labels
-            .iter()
-            .max()
-            .map_or(0, |&l| l + 1)
-            .max(classes.len());
-        if n_classes < 2 || test.is_empty() {
-            bail!(
-                "fine-tuning needs labelled training images of at least 2 classes and test images"
-            );
+        if test.is_empty() {
+            bail!("fine-tuning needs test images to score the result on");
         }
-        let labels: Vec<String> = (0..n_classes)
-            .map(|i| {
-                classes
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("class {i}"))
-            })
-            .collect();
+        let labels = finetune::class_names(&train.labels, &train.classes)?;
+        let n_classes = labels.len();
         if self.from_scratch {
             Autodiff::<B>::seed(&device, self.seed);
             stored.model = stored.config.init(&device);
@@ -199,12 +184,11 @@ impl BackendJob for FinetuneArgs {
         } else {
             WeightPrecision::F32
         };
-        let mut out = done.stored;
-        out.card.name = Some(
-            self.output
-                .file_name()
-                .map_or("igpt".into(), |n| n.to_string_lossy().into_owned()),
-        );
+        let out = done.stored;
+        let name = self
+            .output
+            .file_name()
+            .map_or("igpt".into(), |n| n.to_string_lossy().into_owned());
         out.save_dir(&self.output, precision)?;
         let written = store::load_dir::<B>(&self.output, &device)?;
         let test_ids = tokenize_images(&test.images, &tokenizer, "tokenizing test");
@@ -213,49 +197,28 @@ impl BackendJob for FinetuneArgs {
             bar.inc(n as u64)
         })?;
         bar.finish_and_clear();
-        let card = &mut out.card;
-        card.extra.remove("probe"); // the parent's probes, not this model's
-        card.metrics.insert("test_accuracy".into(), scores.accuracy);
-        card.metrics
-            .insert("test_bits_per_token".into(), scores.bits_per_token);
-        // The parent's figure in nats would disagree with these bits: restate it for this model.
-        card.metrics.insert(
-            "test_nll_nats".into(),
-            scores.bits_per_token * std::f64::consts::LN_2,
-        );
-        card.metrics
-            .insert("test_images".into(), scores.count as f64);
-        card.extra
-            .insert("test_data".into(), self.data.test.to_string().into());
-        let finetune = json!({
-                "from": self.model.display().to_string(),
-                "from_scratch": self.from_scratch,
-                "train_data": self.data.train.to_string(),
-                "train_images": fit_ids.len(),
-                "held_out_images": val_ids.len(),
-                "config": config,
-                "best_step": done.best_step,
-                "best_held_out_accuracy": done.best_val_accuracy,
-                "steps": done.steps,
-                "seconds": done.seconds,
-                "device": format!("{} {:?}", B::name(&device), device),
-                "weights": if self.f16 { "f16" } else { "f32" },
-        });
-        card.extra.insert("finetune".into(), finetune.clone());
-        out.card.save(&self.output)?;
+        let outcome = finetune::Outcome {
+            record: FinetuneRecord {
+                from: self.model.display().to_string(),
+                from_scratch: self.from_scratch,
+                train_data: self.data.train.to_string(),
+                train_images: fit_ids.len(),
+                held_out_images: val_ids.len(),
+                config: serde_json::to_value(&config)?,
+                best_step: done.best_step,
+                best_held_out_accuracy: done.best_val_accuracy,
+                steps: done.steps,
+                seconds: done.seconds,
+                device: format!("{} {:?}", B::name(&device), device),
+                weights: if self.f16 { "f16" } else { "f32" }.into(),
+            },
+            scores,
+            test_data: &self.data.test.to_string(),
+        };
+        outcome.card(out.card, name).save(&self.output)?;
         if self.record {
             let mut parent_card = ModelCard::read_or(&self.model, || loaded_card)?;
-            parent_card.extra.insert(
-                "finetuned".into(),
-                json!({
-                    "output": self.output.display().to_string(),
-                    "test_accuracy": scores.accuracy,
-                    "test_bits_per_token": scores.bits_per_token,
-                    "test_images": scores.count,
-                    "test_data": self.data.test.to_string(),
-                    "finetune": finetune,
-                }),
-            );
+            parent_card.finetuned = Some(outcome.parent_entry(&self.output.display().to_string()));
             parent_card.save(&self.model)?;
         }
         println!(

@@ -5,8 +5,8 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::pixels::palette::FitOptions;
-use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
-use igpt::{ImageGptConfig, Palette, Raster, Tokenizer};
+use igpt::store::{self, StoredModel, WeightPrecision};
+use igpt::{Palette, Raster, Tokenizer};
 use std::path::PathBuf;
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -165,23 +165,9 @@ impl BackendJob for InitArgs {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self;
         let tokenizer = store::read_tokenizer(&args.palette)?;
-        let n_positions = tokenizer.height * tokenizer.width;
-        let config = ImageGptConfig::preset(&args.preset, tokenizer.palette.len(), n_positions)?;
-        B::seed(&device, args.seed);
-        let card = ModelCard {
-            name: Some(format!("{}-init", args.preset)),
-            image_height: tokenizer.height,
-            image_width: tokenizer.width,
-            channels: tokenizer.palette.channels(),
-            ..Default::default()
-        };
-        let stored = StoredModel::<B> {
-            labels: Vec::new(),
-            model: config.init(&device),
-            config: config.clone(),
-            palette: tokenizer.palette,
-            card,
-        };
+        let mut stored = StoredModel::<B>::fresh(&args.preset, tokenizer, args.seed, &device)?;
+        stored.card.name = Some(format!("{}-init", args.preset));
+        let (config, tokenizer) = (&stored.config, stored.tokenizer());
         let precision = if args.f16 {
             WeightPrecision::F16
         } else {

@@ -144,8 +144,7 @@ impl BackendJob for ProbeArgs {
         if self.record {
             chart::probe_svg(&self.model.join("probe.svg"), &title, &report)?;
             let mut card = ModelCard::read_or(&self.model, || stored.card.clone())?;
-            card.extra
-                .insert("probe".into(), serde_json::to_value(&report)?);
+            card.probe = Some(report);
             card.save(&self.model)?;
         }
         Ok(())

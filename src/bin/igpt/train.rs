@@ -7,12 +7,12 @@ use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use igpt::Precision;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::{self, Event, Start, TrainConfig};
-use igpt::{ImageGptConfig, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -139,34 +139,11 @@ impl BackendJob for TrainArgs {
             let mut parent: StoredModel<A<B>> = store::load_dir(dir, &device)?;
             // The parent's measurements, notes and history are not the new model's (its history
             // goes into started_from.json); keep only what the image geometry says.
-            parent.card = ModelCard {
-                image_height: parent.card.image_height,
-                image_width: parent.card.image_width,
-                channels: parent.card.channels,
-                ..Default::default()
-            };
+            parent.card = ModelCard::for_images(&parent.tokenizer());
             Start::Model(parent)
         } else if let (Some(preset), Some(palette)) = (&self.preset, &self.palette) {
             let tokenizer = store::read_tokenizer(palette)?;
-            let config = ImageGptConfig::preset(
-                preset,
-                tokenizer.palette.len(),
-                tokenizer.height * tokenizer.width,
-            )?;
-            A::<B>::seed(&device, self.seed);
-            let card = ModelCard {
-                image_height: tokenizer.height,
-                image_width: tokenizer.width,
-                channels: tokenizer.channels(),
-                ..Default::default()
-            };
-            Start::Model(StoredModel {
-                labels: Vec::new(),
-                model: config.init(&device),
-                config,
-                palette: tokenizer.palette,
-                card,
-            })
+            Start::Model(StoredModel::fresh(preset, tokenizer, self.seed, &device)?)
         } else {
             bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
         };
@@ -338,8 +315,7 @@ impl BackendJob for ExportArgs {
             .insert("test_bits_per_token".into(), nll.bits_per_token);
         card.metrics.insert("test_nll_nats".into(), nll.nll_nats);
         card.metrics.insert("test_images".into(), nll.count as f64);
-        card.extra
-            .insert("test_data".into(), test.to_string().into());
+        card.test_data = Some(test.to_string());
         // The bars this model had to clear, on the same test images.
         let train_data: DataSpec = config.data.parse()?;
         let tokenizer = written.tokenizer();
@@ -351,16 +327,11 @@ impl BackendJob for ExportArgs {
             tokenizer.width,
             tokenizer.palette.len(),
         )?;
-        card.extra.insert(
-            "baselines".into(),
-            baselines::card_entry(&b, &train_data, &test, ids.len()),
-        );
-        training["parameters"] = stored.config.num_params().into();
-        training["weights"] = if self.f16 { "f16" } else { "f32" }.into();
-        card.extra.insert("training".into(), training);
-        if let Some(note) = &self.note {
-            card.extra.insert("note".into(), note.clone().into());
-        }
+        card.baselines = Some(baselines::card_entry(b, &train_data, &test, ids.len()));
+        training.parameters = Some(stored.config.num_params());
+        training.weights = Some(if self.f16 { "f16" } else { "f32" }.into());
+        card.training = Some(training);
+        card.note.clone_from(&self.note);
         stored.card.save(&self.output)?;
         println!(
             "wrote {}: {:.4} bits/token on {} images of {test}",
