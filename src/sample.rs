@@ -7,7 +7,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::{ImageGpt, KvCache, Workload};
-use crate::pixels::tokens::{check_ids, start_token};
+use crate::pixels::tokens::{check_ids, continuation_input};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,12 +159,7 @@ impl<B: Backend> Generation<B> {
         if let Some(seed) = seed {
             B::seed(&device, seed);
         }
-        // SOS followed by the prefix: one forward over it yields the first new token.
-        let input: Vec<i64> = prefixes
-            .iter()
-            .flat_map(|p| std::iter::once(start_token(k)).chain(p.iter().map(|&id| id as i64)))
-            .collect();
-        let input = Tensor::from_data(TensorData::new(input, [batch, len + 1]), &device);
+        let input = continuation_input(&prefixes, k, &device);
         Ok(Self {
             config,
             decoding,

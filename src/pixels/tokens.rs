@@ -25,13 +25,29 @@ pub fn check_ids(what: &str, ids: &[u16], n_colors: usize) -> Result<()> {
     }
 }
 
+/// SOS, then every token of `ids`.
+fn with_start(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
+    std::iter::once(start_token(n_colors)).chain(ids.iter().map(|&id| id as i64))
+}
+
 /// The model's input for one sequence: SOS, then every token but the last.
 pub fn shifted_input(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
-    std::iter::once(start_token(n_colors)).chain(
-        ids[..ids.len().saturating_sub(1)]
-            .iter()
-            .map(|&id| id as i64),
-    )
+    with_start(&ids[..ids.len().saturating_sub(1)], n_colors)
+}
+
+/// The input that continues prefixes of one length: SOS, then the whole prefix, `[batch, len + 1]`.
+/// One forward over it yields each prefix's next token.
+pub fn continuation_input<B: Backend>(
+    prefixes: &[Vec<u16>],
+    n_colors: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let len = prefixes.first().map_or(0, Vec::len);
+    let input: Vec<i64> = prefixes
+        .iter()
+        .flat_map(|p| with_start(p, n_colors))
+        .collect();
+    Tensor::from_data(TensorData::new(input, [prefixes.len(), len + 1]), device)
 }
 
 /// The model's inputs (SOS, then every token but the last) and targets (every token) for sequences
