@@ -8,7 +8,7 @@
 
 pub mod analysis;
 pub mod error;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod model;
 pub mod pixels;
 pub mod sample;
@@ -25,7 +25,7 @@ pub mod web;
 
 pub use error::{Error, Result};
 pub use model::precision::Precision;
-pub use model::{ImageGpt, ImageGptConfig, KvCache, Trace};
+pub use model::{ForwardOptions, ForwardPass, ImageGpt, ImageGptConfig, KvCache};
 pub use pixels::palette::{Palette, Tokenizer};
 pub use pixels::raster::Raster;
 pub use store::{ModelCard, ModelFiles, StoredModel, WeightPrecision};

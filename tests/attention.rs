@@ -7,7 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use igpt::model::attention::flash::{self, Strided};
 use igpt::model::attention::{
-    self, Kernel, causal_attention, causal_attention_weights, unfused_or_backend,
+    self, AttentionKernel, Kernel, Qkv, causal_attention, causal_attention_weights,
+    unfused_or_backend,
 };
 
 type B = burn::backend::Flex;
@@ -90,11 +91,8 @@ fn case(shape: (usize, usize, usize, usize, usize), padded: bool, seed: u64) -> 
     }
 }
 
-type Attention<BB> =
-    fn(Tensor<BB, 4>, Tensor<BB, 4>, Tensor<BB, 4>, Option<Tensor<BB, 4>>, f64) -> Tensor<BB, 4>;
-
 /// Output and the gradients of Σ w ∘ output for q, k, v, computed by `attend` under autodiff.
-fn output_and_grads(c: &Case, attend: Attention<A>) -> [Vec<f32>; 4] {
+fn output_and_grads(c: &Case, attend: AttentionKernel<A>) -> [Vec<f32>; 4] {
     let device = Default::default();
     let input = |d: &TensorData| Tensor::<A, 4>::from_data(d.clone(), &device).require_grad();
     let (q, k, v) = (input(&c.q), input(&c.k), input(&c.v));
@@ -102,7 +100,13 @@ fn output_and_grads(c: &Case, attend: Attention<A>) -> [Vec<f32>; 4] {
         .bias
         .clone()
         .map(|d| Tensor::<A, 4>::from_data(d, &device));
-    let out = attend(q.clone(), k.clone(), v.clone(), bias, c.scale);
+    let out = attend(Qkv {
+        q: q.clone(),
+        k: k.clone(),
+        v: v.clone(),
+        key_bias: bias,
+        scale: c.scale,
+    });
     let loss = (out.clone() * Tensor::from_data(c.w.clone(), &device)).sum();
     let grads = loss.backward();
     let grad = |t: &Tensor<A, 4>| floats(t.grad(&grads).unwrap());
@@ -146,9 +150,16 @@ fn inference_output_matches_the_unfused_reference() {
             let c = case(shape, padded, 100 + i as u64);
             let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
             let bias = c.bias.as_ref().map(t);
-            let got = causal_attention(t(&c.q), t(&c.k), t(&c.v), bias.clone(), c.scale);
+            let x = |key_bias| Qkv {
+                q: t(&c.q),
+                k: t(&c.k),
+                v: t(&c.v),
+                key_bias,
+                scale: c.scale,
+            };
+            let got = causal_attention(x(bias.clone()));
             // Burn's own flex attention is a third, independent implementation.
-            let want = unfused_or_backend(t(&c.q), t(&c.k), t(&c.v), bias, c.scale);
+            let want = unfused_or_backend(x(bias));
             let diff = relative_diff(&floats(got), &floats(want));
             assert!(diff <= 1e-5, "{shape:?} (padded: {padded}): {diff}");
         }
@@ -163,7 +174,7 @@ fn views_of_a_fused_projection_match_the_unfused_reference() {
     let d = h * hd;
     let qkv = random([b, t, 3 * d], 7);
     let w = random([b, t, d], 8);
-    let run = |attend: Attention<A>| {
+    let run = |attend: AttentionKernel<A>| {
         let device = Default::default();
         let qkv = Tensor::<A, 3>::from_data(qkv.clone(), &device).require_grad();
         let heads = |z: Tensor<A, 3>| z.reshape([b, t, h, hd]).swap_dims(1, 2);
@@ -173,9 +184,14 @@ fn views_of_a_fused_projection_match_the_unfused_reference() {
             parts.next().unwrap(),
             parts.next().unwrap(),
         );
-        let y = attend(q, k, v, None, 0.3)
-            .swap_dims(1, 2)
-            .reshape([b, t, d]);
+        let x = Qkv {
+            q,
+            k,
+            v,
+            key_bias: None,
+            scale: 0.3,
+        };
+        let y = attend(x).swap_dims(1, 2).reshape([b, t, d]);
         let loss = (y.clone() * Tensor::from_data(w.clone(), &device)).sum();
         let grads = loss.backward();
         let floats3 = |x: Tensor<B, 3>| x.into_data().into_vec::<f32>().unwrap();
@@ -280,13 +296,13 @@ fn explicit_weights_are_causal_distributions_that_reproduce_the_output() {
                 causal_attention_weights(tensor(&c.q), tensor(&c.k), bias.clone(), c.scale);
             assert_eq!(weights.dims(), [b, h, tq, tk]);
             let output = floats(weights.clone().matmul(tensor(&c.v)));
-            let fused = floats(causal_attention(
-                tensor(&c.q),
-                tensor(&c.k),
-                tensor(&c.v),
-                bias,
-                c.scale,
-            ));
+            let fused = floats(causal_attention(Qkv {
+                q: tensor(&c.q),
+                k: tensor(&c.k),
+                v: tensor(&c.v),
+                key_bias: bias,
+                scale: c.scale,
+            }));
             let diff = relative_diff(&output, &fused);
             assert!(
                 diff <= 1e-5,

@@ -4,9 +4,9 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
-use igpt::ImageGptConfig;
 use igpt::analysis::features::{self, FeatureCache};
 use igpt::store;
+use igpt::{ForwardOptions, ImageGptConfig};
 
 fn fixture_sequences() -> Vec<Vec<u16>> {
     expected()
@@ -62,7 +62,14 @@ fn fixture_features_equal_its_hidden_states_pooled_by_hand() {
     let exp = expected();
     let stored = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
     let model = &stored.model;
-    let layers = model.forward_layers(ids::<B>(&exp.model_input, 0..exp.model_input[0].len()));
+    let options = ForwardOptions {
+        residual: true,
+        ..Default::default()
+    };
+    let layers = model.forward_with(
+        ids::<B>(&exp.model_input, 0..exp.model_input[0].len()),
+        options,
+    );
     let depth = model.n_layer() + 1;
     assert_eq!(layers.residual.len(), depth);
 

@@ -4,7 +4,7 @@ mod common;
 
 use burn::tensor::{Bool, Tensor, TensorData};
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
-use igpt::{Raster, store};
+use igpt::{ForwardOptions, Raster, store};
 
 fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
@@ -14,15 +14,22 @@ fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 fn logits_and_hidden_states_match_hf() {
     let exp = expected();
     let stored = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
-    let out = stored
-        .model
-        .forward_hidden(ids::<B>(&exp.model_input, 0..exp.model_input[0].len()));
+    let options = ForwardOptions {
+        residual: true,
+        ..Default::default()
+    };
+    let ids = ids::<B>(&exp.model_input, 0..exp.model_input[0].len());
+    let pass = stored.model.forward_with(ids, options);
     let want: Vec<f32> = exp.logits.concat().concat();
-    let diff = max_abs_diff(&floats(out.logits), &want);
+    let diff = max_abs_diff(&floats(stored.model.logits(pass.normed.clone())), &want);
     assert!(diff <= 1e-4, "logits differ from HF by {diff}");
 
-    assert_eq!(out.hidden.len(), exp.hidden_mean.len());
-    for (layer, (h, want)) in out.hidden.into_iter().zip(&exp.hidden_mean).enumerate() {
+    // HF's hidden states: the residual stream, the last block's output only through ln_f.
+    let mut hidden = pass.residual;
+    hidden.pop();
+    hidden.push(pass.normed);
+    assert_eq!(hidden.len(), exp.hidden_mean.len());
+    for (layer, (h, want)) in hidden.into_iter().zip(&exp.hidden_mean).enumerate() {
         let mean = h.mean_dim(1); // [batch, 1, d]
         let diff = max_abs_diff(&floats(mean), &want.concat());
         assert!(
@@ -48,7 +55,12 @@ fn greedy_generation_matches_hf() {
         let keep: Vec<bool> = (0..batch * t).map(|i| i % t != 0).collect();
         let keep =
             Tensor::<B, 2, Bool>::from_data(TensorData::new(keep, [batch, t]), &Default::default());
-        let logits = model.forward_padded(ids::<B>(&seqs, 0..seqs[0].len()), keep); // [b, t, K]
+        let options = ForwardOptions {
+            keep: Some(keep),
+            ..Default::default()
+        };
+        let pass = model.forward_with(ids::<B>(&seqs, 0..seqs[0].len()), options);
+        let logits = model.logits(pass.normed); // [b, t, K]
         let [b, t, k] = logits.dims();
         let last = logits.slice([0..b, t - 1..t, 0..k]).argmax(2);
         let next: Vec<i64> = last.into_data().convert::<i64>().into_vec().unwrap();

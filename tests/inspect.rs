@@ -8,10 +8,19 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, expected, fixture_dir, max_abs_diff};
 use igpt::analysis::inspect::Inspected;
 use igpt::eval::sequence_nll;
-use igpt::store;
+use igpt::{ForwardOptions, store};
 
 fn fixture() -> store::StoredModel<B> {
     store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap()
+}
+
+/// The inspector's pass: the residual stream and every layer's queries and keys kept.
+fn traced_options<'a>() -> ForwardOptions<'a, B> {
+    ForwardOptions {
+        residual: true,
+        queries_keys: true,
+        ..Default::default()
+    }
 }
 
 fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -26,8 +35,8 @@ fn the_traced_pass_gives_the_fused_pass_logits() {
     let flat: Vec<i64> = exp.model_input.concat();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, t]), &Default::default());
     let fused = floats(stored.model.forward(ids.clone()));
-    let trace = stored.model.forward_traced(ids);
-    let traced = floats(trace.logits.clone());
+    let trace = stored.model.forward_with(ids, traced_options());
+    let traced = floats(stored.model.logits(trace.normed.clone()));
     assert!(max_abs_diff(&traced, &fused) < 1e-5);
     assert_eq!(trace.queries_keys.len(), 2);
     assert_eq!(trace.attention(0).dims(), [b, 4, t, t]);
@@ -45,7 +54,7 @@ fn attention_probabilities_match_hf() {
     let input = expected().model_input.swap_remove(0);
     let t = input.len();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, t]), &Default::default());
-    let trace = stored.model.forward_traced(ids);
+    let trace = stored.model.forward_with(ids, traced_options());
     assert_eq!(trace.queries_keys.len(), hf.len());
     for (layer, theirs) in hf.iter().enumerate() {
         let theirs: Vec<f32> = theirs.iter().flatten().flatten().copied().collect();

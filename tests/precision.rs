@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Bool, Tensor, TensorData};
 use common::{B, expected, fixture_dir, ids, max_abs_diff};
 use igpt::eval::sequence_nll;
-use igpt::{Precision, store};
+use igpt::{ForwardOptions, Precision, store};
 
 #[test]
 fn half_precision_logits_stay_close_to_hf() {
@@ -59,7 +59,15 @@ fn padded_forward_in_f16_stays_finite_and_close_to_f32() {
         Tensor::<B, 2, Bool>::from_data(TensorData::new(keep, [batch, len]), &Default::default());
     let logits = |precision| -> Vec<f32> {
         let model = stored.model.clone().with_precision(precision);
-        let out = model.forward_padded(ids::<B>(&exp.model_input, 0..len), keep.clone());
+        let options = ForwardOptions {
+            keep: Some(keep.clone()),
+            ..Default::default()
+        };
+        let out = model.logits(
+            model
+                .forward_with(ids::<B>(&exp.model_input, 0..len), options)
+                .normed,
+        );
         out.into_data().convert::<f32>().into_vec().unwrap()
     };
     let (full, half) = (logits(Precision::F32), logits(Precision::F16));

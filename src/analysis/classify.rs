@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::ImageGpt;
+use crate::model::{ForwardOptions, ImageGpt};
 use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
 
 /// How well a model classifies and models a labelled set, from one pass over it.
@@ -49,7 +49,8 @@ fn for_each_batch<B: Backend>(
             model.n_colors(),
             &model.device(),
         );
-        let (logits, classes) = model.forward_heads(inputs);
+        let normed = model.forward_with(inputs, ForwardOptions::default()).normed;
+        let (logits, classes) = (model.logits(normed.clone()), model.class_logits(normed));
         each(chunk, logits, classes.expect("checked above"), targets)?;
     }
     Ok(())

@@ -10,7 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, read_file, write_file_atomic};
-use crate::model::ImageGpt;
+use crate::model::{ForwardOptions, ImageGpt};
 use crate::pixels::tokens::inputs_and_targets;
 use crate::store;
 
@@ -61,7 +61,11 @@ pub fn extract<B: Backend>(
     for chunk in sequences.chunks(batch.max(1)) {
         let (inputs, _) =
             inputs_and_targets::<B>(chunk.iter().map(Vec::as_slice), model.n_colors(), &device);
-        let residual = model.forward_layers(inputs).residual;
+        let options = ForwardOptions {
+            residual: true,
+            ..Default::default()
+        };
+        let residual = model.forward_with(inputs, options).residual;
         // [layers, batch, d], read back once per batch.
         let pooled = Tensor::stack::<3>(residual.into_iter().map(|h| pool(h, 1e-5)).collect(), 0);
         let values = pooled

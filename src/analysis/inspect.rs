@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
-use crate::model::{ImageGpt, Trace};
+use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
 use crate::pixels::tokens::{check_ids, shifted_input};
 
 /// One colour of a next-pixel distribution.
@@ -110,12 +110,18 @@ impl Inspected {
         let inputs: Vec<i64> = shifted_input(ids, model.n_colors()).collect();
         let inputs =
             Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, n]), &model.device());
-        let Trace {
-            logits,
+        let options = ForwardOptions {
+            residual: true,
+            queries_keys: true,
+            ..Default::default()
+        };
+        let ForwardPass {
+            normed,
             residual,
             queries_keys,
             scale,
-        } = model.forward_traced(inputs);
+        } = model.forward_with(inputs, options);
+        let logits = model.logits(normed);
         let n_head = queries_keys.first().map_or(0, |[q, _]| q.dims()[1]);
         let flat = |t: Tensor<B, 3>| t.reshape([-1]);
         let (queries, keys): (Vec<_>, Vec<_>) = queries_keys

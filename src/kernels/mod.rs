@@ -5,6 +5,6 @@ pub(crate) mod cache_write;
 pub(crate) mod cast;
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
-pub mod matmul;
+pub(crate) mod matmul;
 pub(crate) mod par;
 pub(crate) mod simd;

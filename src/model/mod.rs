@@ -13,7 +13,7 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::activation::quick_gelu;
-use crate::model::attention::{causal_attention, causal_attention_weights};
+use crate::model::attention::{Qkv, causal_attention, causal_attention_weights};
 use crate::model::precision::Precision;
 
 /// Shape of an iGPT model. The palette and image decide `n_colors` and `n_positions`; a preset the rest.
@@ -299,19 +299,28 @@ pub struct Attention<B: Backend> {
     pub(crate) scale: f64,
 }
 
+/// What one layer's pass reads besides its input: [`ForwardOptions`] as one layer sees them.
+struct LayerPass<'a, B: Backend> {
+    /// With a cache, the new keys/values are appended at its current length and the queries attend
+    /// to everything cached so far.
+    cache: Option<&'a mut LayerCache<B>>,
+    /// `[batch, 1, 1, keys]`, added to every score of a key.
+    padding: Option<&'a Tensor<B, 4>>,
+    precision: Precision,
+    /// Where this layer's queries and keys (as attention uses them) are pushed: the inspector forms
+    /// attention probabilities from them.
+    trace: Option<&'a mut Vec<[Tensor<B, 4>; 2]>>,
+}
+
 impl<B: Backend> Attention<B> {
-    /// `x`: `[batch, seq, d]`. With a cache, the new keys/values are appended at its current length and
-    /// the queries attend to everything cached so far.
-    /// With `trace`, this layer's queries and keys (as attention uses them) are pushed there: the
-    /// inspector forms attention probabilities from them.
-    fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        cache: Option<&mut LayerCache<B>>,
-        padding: Option<&Tensor<B, 4>>,
-        precision: Precision,
-        trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
-    ) -> Tensor<B, 3> {
+    /// `x`: `[batch, seq, d]`.
+    fn forward(&self, x: Tensor<B, 3>, pass: LayerPass<B>) -> Tensor<B, 3> {
+        let LayerPass {
+            cache,
+            padding,
+            precision,
+            trace,
+        } = pass;
         let [b, t, d] = x.dims();
         let (h, hd) = (self.n_head, d / self.n_head);
         let heads = |z: Tensor<B, 3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
@@ -334,7 +343,13 @@ impl<B: Backend> Attention<B> {
         if let Some(trace) = trace {
             trace.push([q.clone(), k.clone()]);
         }
-        let y = precision.widen(causal_attention(q, k, v, bias, self.scale)); // [b, h, t, hd]
+        let y = precision.widen(causal_attention(Qkv {
+            q,
+            k,
+            v,
+            key_bias: bias,
+            scale: self.scale,
+        })); // [b, h, t, hd]
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
@@ -363,18 +378,9 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        cache: Option<&mut LayerCache<B>>,
-        padding: Option<&Tensor<B, 4>>,
-        precision: Precision,
-        trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
-    ) -> Tensor<B, 3> {
-        let x = x.clone()
-            + self
-                .attn
-                .forward(self.ln_1.forward(x), cache, padding, precision, trace);
+    fn forward(&self, x: Tensor<B, 3>, pass: LayerPass<B>) -> Tensor<B, 3> {
+        let precision = pass.precision;
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pass);
         x.clone() + self.mlp.forward(self.ln_2.forward(x), precision)
     }
 }
@@ -394,43 +400,56 @@ pub struct ImageGpt<B: Backend> {
     pub(crate) precision: Precision,
 }
 
-/// What a forward pass returns.
-pub struct ForwardOutput<B: Backend> {
-    /// `[batch, seq, K]`: unnormalised scores for the next colour (SOS is never predicted).
-    pub logits: Tensor<B, 3>,
-    /// HF's `hidden_states` when asked for: index 0 the embeddings, index i the input of block i, and the
-    /// last one (index n_layer) the output of the final norm. Empty otherwise.
-    pub hidden: Vec<Tensor<B, 3>>,
+/// What a forward pass keeps and reads besides the token ids; the default keeps nothing but the
+/// final norm's output (see [`ImageGpt::forward_with`]).
+pub struct ForwardOptions<'a, B: Backend> {
+    /// Continue the sequence this cache holds (and grow it by the new tokens): sampling's fast path.
+    pub cache: Option<&'a mut KvCache<B>>,
+    /// HF's `attention_mask`, `[batch, seq]`: keys where it is false are padding. As in HF, padding
+    /// gets an additive `f32::MIN` (a finite value of the half type in mixed precision, see
+    /// `Precision::mask_value`) rather than -inf, so a query that sees only padding (the first
+    /// position, when it is padding) still attends to it.
+    pub keep: Option<Tensor<B, 2, Bool>>,
+    /// Keep the residual stream ([`ForwardPass::residual`]): features, probes, the inspector.
+    pub residual: bool,
+    /// Keep every layer's queries and keys ([`ForwardPass::queries_keys`]): the inspector's attention.
+    pub queries_keys: bool,
 }
 
-/// One forward pass as the inspector sees it ([`ImageGpt::forward_traced`]).
-pub struct Trace<B: Backend> {
-    /// `[batch, seq, K]`, as [`ImageGpt::forward`] gives them.
-    pub logits: Tensor<B, 3>,
-    /// The residual stream, as in [`Layers::residual`].
+impl<B: Backend> Default for ForwardOptions<'_, B> {
+    fn default() -> Self {
+        Self {
+            cache: None,
+            keep: None,
+            residual: false,
+            queries_keys: false,
+        }
+    }
+}
+
+/// One forward pass, up to the output heads.
+pub struct ForwardPass<B: Backend> {
+    /// The last block's output through the final norm `ln_f`: what [`ImageGpt::logits`] and
+    /// [`ImageGpt::class_logits`] read.
+    pub normed: Tensor<B, 3>,
+    /// With [`ForwardOptions::residual`], `n_layer + 1` tensors `[batch, seq, d]`: index 0 the
+    /// embeddings, index l the output of block l (the paper's h^l). HF's `hidden_states` are these
+    /// with the last one through `ln_f`, i.e. `normed`.
     pub residual: Vec<Tensor<B, 3>>,
-    /// Each layer's queries and keys, `[batch, heads, seq, head_dim]`, as attention used them.
+    /// With [`ForwardOptions::queries_keys`], each layer's queries and keys, `[batch, heads, seq,
+    /// head_dim]`, as attention used them.
     pub queries_keys: Vec<[Tensor<B, 4>; 2]>,
     /// What attention multiplies q·k by before the softmax.
     pub scale: f64,
 }
 
-impl<B: Backend> Trace<B> {
+impl<B: Backend> ForwardPass<B> {
     /// Layer `layer`'s attention probabilities, `[batch, heads, queries, keys]`, formed explicitly
-    /// (the fused kernels never form them).
+    /// from the kept queries and keys (the fused kernels never form them).
     pub fn attention(&self, layer: usize) -> Tensor<B, 4> {
         let [q, k] = self.queries_keys[layer].clone();
         causal_attention_weights(q, k, None, self.scale)
     }
-}
-
-/// Every layer of one forward pass, before the output head.
-pub struct Layers<B: Backend> {
-    /// The residual stream, `n_layer + 1` tensors `[batch, seq, d]`: index 0 the embeddings, index l the
-    /// output of block l (the paper's h^l).
-    pub residual: Vec<Tensor<B, 3>>,
-    /// The last block's output through the final norm `ln_f`: what the output heads read.
-    pub normed: Tensor<B, 3>,
 }
 
 impl<B: Backend> ImageGpt<B> {
@@ -476,52 +495,22 @@ impl<B: Backend> ImageGpt<B> {
 
     /// Logits for every position of `ids` (`[batch, seq]`, starting with SOS).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.logits(self.run(ids, None, None, false, None).normed)
+        self.logits(self.forward_with(ids, ForwardOptions::default()).normed)
     }
 
-    /// Logits plus every layer's hidden state (HF's `output_hidden_states=True`).
-    pub fn forward_hidden(&self, ids: Tensor<B, 2, Int>) -> ForwardOutput<B> {
-        let Layers {
-            mut residual,
-            normed,
-        } = self.run(ids, None, None, true, None);
-        residual.pop(); // HF reports the last block's output only through ln_f
-        residual.push(normed.clone());
-        ForwardOutput {
-            logits: self.logits(normed),
-            hidden: residual,
-        }
-    }
-
-    /// Next-colour logits and, when the model has a classification head, class scores `[batch, labels]`,
-    /// from one pass (fine-tuning's joint loss and `igpt classify`).
-    pub fn forward_heads(&self, ids: Tensor<B, 2, Int>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
-        let normed = self.run(ids, None, None, false, None).normed;
-        let classes = self.class_logits(normed.clone());
-        (self.logits(normed), classes)
-    }
-
-    /// Logits, the residual stream and every layer's queries and keys, from one pass (the inspector's:
-    /// [`Trace::attention`] forms the probabilities).
-    pub fn forward_traced(&self, ids: Tensor<B, 2, Int>) -> Trace<B> {
-        let mut queries_keys = Vec::with_capacity(self.n_layer());
-        let Layers { residual, normed } = self.run(ids, None, None, true, Some(&mut queries_keys));
-        Trace {
-            logits: self.logits(normed),
-            residual,
-            queries_keys,
-            scale: self.h.first().map_or(1.0, |block| block.attn.scale),
-        }
+    /// Incremental forward: `ids` (`[batch, new]`) continue the sequence held in `cache`, which grows by
+    /// `new`. Gives the same logits as [`forward`](Self::forward) on the whole sequence.
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let options = ForwardOptions {
+            cache: Some(cache),
+            ..Default::default()
+        };
+        self.logits(self.forward_with(ids, options).normed)
     }
 
     /// The learned position embeddings, `[n_positions, n_embd]`.
     pub fn position_embeddings(&self) -> Tensor<B, 2> {
         self.wpe.weight.val()
-    }
-
-    /// Every layer's output, without the output head (features, see [`crate::analysis::features`]).
-    pub fn forward_layers(&self, ids: Tensor<B, 2, Int>) -> Layers<B> {
-        self.run(ids, None, None, true, None)
     }
 
     /// Draws every lazily initialised parameter now. Burn initialises a parameter on first use, and a
@@ -573,26 +562,6 @@ impl<B: Backend> ImageGpt<B> {
         self.precision.linear(&self.lm_head, normed)
     }
 
-    /// Forward with HF's `attention_mask`: keys where `keep` (`[batch, seq]`) is false are padding.
-    /// As in HF, padding gets an additive `f32::MIN` (a finite value of the half type in mixed
-    /// precision, see `Precision::mask_value`) rather than -inf, so a query that sees only padding
-    /// (the first position, when it is padding) still attends to it.
-    pub fn forward_padded(&self, ids: Tensor<B, 2, Int>, keep: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
-        let [b, t] = keep.dims();
-        let bias = keep
-            .bool_not()
-            .float()
-            .mul_scalar(f32::MIN)
-            .reshape([b, 1, 1, t]); // [b, 1, 1, keys]
-        self.logits(self.run(ids, None, Some(bias), false, None).normed)
-    }
-
-    /// Incremental forward: `ids` (`[batch, new]`) continue the sequence held in `cache`, which grows by
-    /// `new`. Gives the same logits as [`forward`](Self::forward) on the whole sequence.
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
-        self.logits(self.run(ids, Some(cache), None, false, None).normed)
-    }
-
     /// An empty cache for `batch` sequences of up to `n_positions` tokens.
     pub fn new_cache(&self, batch: usize) -> KvCache<B> {
         let device = self.device();
@@ -613,15 +582,20 @@ impl<B: Backend> ImageGpt<B> {
         KvCache { layers, len: 0 }
     }
 
-    /// With `trace`, each layer's queries and keys are pushed there.
-    fn run(
+    /// The one forward pass: embeddings, blocks, final norm, keeping what `options` asks for. The
+    /// heads are applied by the caller ([`logits`](Self::logits), [`class_logits`](Self::class_logits)),
+    /// so one pass serves both of fine-tuning's losses.
+    pub fn forward_with(
         &self,
         ids: Tensor<B, 2, Int>,
-        mut cache: Option<&mut KvCache<B>>,
-        padding: Option<Tensor<B, 4>>,
-        keep_layers: bool,
-        mut trace: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
-    ) -> Layers<B> {
+        options: ForwardOptions<B>,
+    ) -> ForwardPass<B> {
+        let ForwardOptions {
+            mut cache,
+            keep,
+            residual: keep_residual,
+            queries_keys: keep_queries_keys,
+        } = options;
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
         assert!(
@@ -630,6 +604,13 @@ impl<B: Backend> ImageGpt<B> {
             start + t,
             self.n_positions()
         );
+        let padding = keep.map(|keep| {
+            let [b, t] = keep.dims();
+            keep.bool_not()
+                .float()
+                .mul_scalar(f32::MIN)
+                .reshape([b, 1, 1, t]) // [b, 1, 1, keys]
+        });
         let positions = self
             .wpe
             .weight
@@ -638,28 +619,30 @@ impl<B: Backend> ImageGpt<B> {
             .unsqueeze::<3>(); // [1, t, d]
         let mut x = self.wte.forward(ids) + positions; // [b, t, d]
         let mut residual = Vec::new();
+        let mut queries_keys = Vec::new();
         for (i, block) in self.h.iter().enumerate() {
-            if keep_layers {
+            if keep_residual {
                 residual.push(x.clone());
             }
-            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(
-                x,
-                layer_cache,
-                padding.as_ref(),
-                self.precision,
-                trace.as_deref_mut(),
-            );
+            let pass = LayerPass {
+                cache: cache.as_mut().map(|c| &mut c.layers[i]),
+                padding: padding.as_ref(),
+                precision: self.precision,
+                trace: keep_queries_keys.then_some(&mut queries_keys),
+            };
+            x = block.forward(x, pass);
         }
         if let Some(cache) = cache {
             cache.len += t;
         }
-        if keep_layers {
+        if keep_residual {
             residual.push(x.clone());
         }
-        Layers {
-            residual,
+        ForwardPass {
             normed: self.ln_f.forward(x),
+            residual,
+            queries_keys,
+            scale: self.h.first().map_or(1.0, |block| block.attn.scale),
         }
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::model::ImageGpt;
+use crate::model::{ForwardOptions, ImageGpt};
 use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
 
 /// The optimizer every run uses.
@@ -66,7 +66,10 @@ pub struct Losses<B: Backend> {
 /// The paper's objective from one forward pass: L_gen, plus L_clf (Chen et al. 2020, §3.3: the joint
 /// loss works better than L_clf alone) when the batch has labels and the model a head.
 pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
-    let (logits, classes) = model.forward_heads(batch.inputs.clone());
+    let normed = model
+        .forward_with(batch.inputs.clone(), ForwardOptions::default())
+        .normed;
+    let (logits, classes) = (model.logits(normed.clone()), model.class_logits(normed));
     let generative = target_log_probs(logits, batch.targets.clone()).mean().neg();
     let classification = match (classes, &batch.labels) {
         (Some(classes), Some(labels)) => Some(cross_entropy(classes, labels.clone())),

@@ -7,7 +7,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use clap::{Args, Subcommand};
-use igpt::model::attention;
+use igpt::model::attention::{self, AttentionKernel, Qkv};
 use igpt::sample::{Decoding, Generation, SamplingConfig};
 use igpt::store;
 use igpt::train::step::{self, Batch};
@@ -110,7 +110,7 @@ impl BackendJob for BenchAttentionArgs {
         for (name, attend) in [
             (
                 attention::kernel::<A<B>>(q.dtype()).to_string(),
-                attention::causal_attention::<A<B>> as fn(_, _, _, _, _) -> _,
+                attention::causal_attention::<A<B>> as AttentionKernel<_>,
             ),
             (
                 "Burn's unfused".to_string(),
@@ -129,7 +129,14 @@ impl BackendJob for BenchAttentionArgs {
                     v.clone().require_grad(),
                 );
                 // backward() computes every input's gradient; reading them back is not timed.
-                let _grads = attend(q, k, v, None, scale).sum().backward();
+                let x = Qkv {
+                    q,
+                    k,
+                    v,
+                    key_bias: None,
+                    scale,
+                };
+                let _grads = attend(x).sum().backward();
             }
             B::sync(&device)?;
             let s = began.elapsed().as_secs_f64() / self.steps as f64;

@@ -11,22 +11,17 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::Qkv;
 use super::flash::{self, Dims, Strided, Strides};
 use crate::kernels::flex::{cast, primitive, tensor};
 
 /// Runs the kernel on plain `Flex` tensors (inference; `B` is `Flex`, as
 /// `crate::kernels::flex::cpu` found).
-pub(super) fn attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    key_bias: Option<Tensor<B, 4>>,
-    scale: f64,
-) -> Tensor<B, 4> {
-    let [q, k, v] = [q, k, v].map(|t| primitive::<Flex, 4>(cast(t)));
-    let bias = key_bias.map(|b| primitive::<Flex, 4>(cast(b)));
+pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
+    let [q, k, v] = [x.q, x.k, x.v].map(|t| primitive::<Flex, 4>(cast(t)));
+    let bias = x.key_bias.map(|b| primitive::<Flex, 4>(cast(b)));
     let inputs = Inputs::new(q, k, v, bias);
-    let output = inputs.forward(scale as f32).output;
+    let output = inputs.forward(x.scale as f32).output;
     cast(tensor::<Flex, 4>(
         inputs.heads_view(output, inputs.dims.queries),
     ))

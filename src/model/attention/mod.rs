@@ -54,44 +54,57 @@ pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
     Kernel::Burn
 }
 
-/// `q`: `[batch, heads, queries, head_dim]`; `k`, `v`: `[batch, heads, keys, head_dim]` with
-/// `queries ≤ keys`; `key_bias`: `[batch, 1, 1, keys]`, added to every score of that key (HF's padding
-/// mask). Returns `[batch, heads, queries, head_dim]`.
-pub fn causal_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    key_bias: Option<Tensor<B, 4>>,
-    scale: f64,
-) -> Tensor<B, 4> {
+/// One causal attention call: what every kernel reads.
+pub struct Qkv<B: Backend> {
+    /// `[batch, heads, queries, head_dim]`.
+    pub q: Tensor<B, 4>,
+    /// `[batch, heads, keys, head_dim]` with `queries ≤ keys` (more keys: a cached step).
+    pub k: Tensor<B, 4>,
+    pub v: Tensor<B, 4>,
+    /// `[batch, 1, 1, keys]`, added to every score of that key (HF's padding mask).
+    pub key_bias: Option<Tensor<B, 4>>,
+    /// Multiplies q·kᵀ before the softmax.
+    pub scale: f64,
+}
+
+/// An attention kernel: softmax(scale · q kᵀ + key bias + causal mask) v, `[batch, heads, queries,
+/// head_dim]`. [`causal_attention`], [`unfused_or_backend`] and the CPU kernels all are one.
+pub type AttentionKernel<B> = fn(Qkv<B>) -> Tensor<B, 4>;
+
+/// The model's attention: the fastest kernel for this backend and dtype.
+pub fn causal_attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if let Some(cpu) = crate::kernels::flex::cpu::<B>(q.dtype())
-        && key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
+    if let Some(cpu) = crate::kernels::flex::cpu::<B>(x.q.dtype())
+        && x.key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
     {
         #[cfg(not(target_arch = "wasm32"))]
         if cpu == crate::kernels::flex::Cpu::Trained {
-            return trained::attention(q, k, v, key_bias, scale);
+            return trained::attention(x);
         }
         let _ = cpu;
-        return cpu::attention(q, k, v, key_bias, scale);
+        return cpu::attention(x);
     }
     // In the browser the other backend is WebGPU: Burn's attention there is this same unfused
     // composition, but through Burn's matmul, which `crate::kernels::matmul` keeps out of the wasm.
     #[cfg(target_arch = "wasm32")]
-    return crate::kernels::matmul::matmul(causal_attention_weights(q, k, key_bias, scale), v);
+    return crate::kernels::matmul::matmul(
+        causal_attention_weights(x.q, x.k, x.key_bias, x.scale),
+        x.v,
+    );
     #[cfg(not(target_arch = "wasm32"))]
-    unfused_or_backend(q, k, v, key_bias, scale)
+    unfused_or_backend(x)
 }
 
 /// What the backend itself runs for `attention` (Burn's unfused fallback under autodiff): the
 /// reference the fused CPU kernel is tested against.
-pub fn unfused_or_backend<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    key_bias: Option<Tensor<B, 4>>,
-    scale: f64,
-) -> Tensor<B, 4> {
+pub fn unfused_or_backend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
+    let Qkv {
+        q,
+        k,
+        v,
+        key_bias,
+        scale,
+    } = x;
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
     let options = AttentionModuleOptions {

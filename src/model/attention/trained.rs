@@ -14,21 +14,18 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 
+use super::Qkv;
 use super::cpu::{Inputs, strided, view};
 use super::flash;
 use crate::kernels::flex::{Trained, cast, primitive, tensor};
 
 /// [`super::cpu::attention`] on `Autodiff<Flex>` (the caller checked that `B` is).
-pub(super) fn attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    key_bias: Option<Tensor<B, 4>>,
-    scale: f64,
-) -> Tensor<B, 4> {
-    let inputs = [q, k, v].map(|t| primitive::<Trained, 4>(cast(t)));
-    let bias = key_bias.map(|b| primitive::<Trained, 4>(cast(b)).primitive);
-    cast(tensor::<Trained, 4>(tracked(inputs, bias, scale as f32)))
+pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
+    let inputs = [x.q, x.k, x.v].map(|t| primitive::<Trained, 4>(cast(t)));
+    let bias = x
+        .key_bias
+        .map(|b| primitive::<Trained, 4>(cast(b)).primitive);
+    cast(tensor::<Trained, 4>(tracked(inputs, bias, x.scale as f32)))
 }
 
 /// What the backward pass needs: the inputs, the output and each query's log-sum-exp (O(t) per head,
