@@ -96,12 +96,7 @@ impl BackendJob for SampleArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        if self.count == 0 {
-            bail!("-n must be at least 1");
-        }
-        let stored = store::load_dir::<B>(&self.model, &device)?;
-        // Before the prefixes are allocated, one per image.
-        stored.model.check_batch(self.count, Workload::Sampling)?;
+        let stored = load_for_sampling::<B>(&self.model, self.count, &device)?;
         let seed = self.sampling.seed();
         let images = draw(&stored, vec![vec![]; self.count], &self.sampling, seed)?;
         let columns = self
@@ -115,11 +110,7 @@ impl BackendJob for CompleteArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        if self.count == 0 {
-            bail!("-n must be at least 1");
-        }
-        let stored = store::load_dir::<B>(&self.model, &device)?;
-        stored.model.check_batch(self.count, Workload::Sampling)?;
+        let stored = load_for_sampling::<B>(&self.model, self.count, &device)?;
         let tokenizer = stored.tokenizer();
         let channels = tokenizer.palette.channels();
         let original = self.source.load(channels)?;
@@ -144,6 +135,21 @@ impl BackendJob for CompleteArgs {
         figure.extend(completions);
         write_grid(&figure, figure.len(), &self.sampling, seed)
     }
+}
+
+/// The model in `dir`, once `count` images are known to fit one sampling batch (checked before the
+/// prefixes, one per image, are allocated).
+fn load_for_sampling<B: Backend>(
+    dir: &Path,
+    count: usize,
+    device: &B::Device,
+) -> anyhow::Result<StoredModel<B>> {
+    if count == 0 {
+        bail!("-n must be at least 1");
+    }
+    let stored = store::load_dir::<B>(dir, device)?;
+    stored.model.check_batch(count, Workload::Sampling)?;
+    Ok(stored)
 }
 
 /// Generates with a progress bar (read back once per image row) and returns the images.
