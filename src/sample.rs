@@ -38,6 +38,15 @@ impl SamplingConfig {
         }
     }
 
+    /// The settings as the page gives them: a `top_k` of 0, or a `top_p` of 0 or at least 1, is off.
+    pub fn zero_as_off(temperature: f32, top_k: usize, top_p: f32) -> Self {
+        Self {
+            temperature,
+            top_k: (top_k > 0).then_some(top_k),
+            top_p: (top_p > 0.0 && top_p < 1.0).then_some(top_p),
+        }
+    }
+
     pub fn validate(&self, n_colors: usize) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::invalid(format!(
@@ -61,6 +70,32 @@ impl SamplingConfig {
         if self.temperature == 0.0 {
             return logits.argmax(1);
         }
+        let logits = self.reshape(logits);
+        let [b, k] = logits.dims();
+        // Gumbel-max: argmax(logits + G) with G = -ln(-ln U) is an exact draw from softmax(logits).
+        let uniform =
+            Tensor::<B, 2>::random([b, k], Distribution::Uniform(0.0, 1.0), &logits.device())
+                .clamp(1e-7, 1.0 - 1e-7);
+        let gumbel = uniform.log().neg().log().neg();
+        (logits + gumbel).argmax(1)
+    }
+
+    /// The probability [`draw`](Self::draw) gives each colour, `[batch, K]`, from the same logits:
+    /// what the inspector shows for a temperature and top-k. Greedy puts all of it on the argmax.
+    pub fn probabilities<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [b, k] = logits.dims();
+        if self.temperature == 0.0 {
+            let ids = Tensor::<B, 1, Int>::arange(0..k as i64, &logits.device())
+                .reshape([1, k])
+                .expand([b, k]);
+            return ids.equal(logits.argmax(1).expand([b, k])).float();
+        }
+        softmax(self.reshape(logits), 1)
+    }
+
+    /// The logits sampling draws from (temperature above 0): divided by the temperature, with the
+    /// colours top-k and top-p leave out at -inf.
+    fn reshape<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
         let [b, k] = logits.dims();
         let mut logits = logits / self.temperature;
         if let Some(top_k) = self.top_k.filter(|&t| t < k) {
@@ -89,12 +124,7 @@ impl SamplingConfig {
             let drop = probs.lower(floor.expand([b, k]));
             logits = logits.mask_fill(drop, f32::NEG_INFINITY);
         }
-        // Gumbel-max: argmax(logits + G) with G = -ln(-ln U) is an exact draw from softmax(logits).
-        let uniform =
-            Tensor::<B, 2>::random([b, k], Distribution::Uniform(0.0, 1.0), &logits.device())
-                .clamp(1e-7, 1.0 - 1e-7);
-        let gumbel = uniform.log().neg().log().neg();
-        (logits + gumbel).argmax(1)
+        logits
     }
 }
 

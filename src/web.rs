@@ -209,11 +209,7 @@ impl ImageGpt {
                 prefixes.len()
             )));
         }
-        let config = SamplingConfig {
-            temperature,
-            top_k: (top_k > 0).then_some(top_k),
-            top_p: (top_p > 0.0 && top_p < 1.0).then_some(top_p),
-        };
+        let config = SamplingConfig::zero_as_off(temperature, top_k, top_p);
         let length = prefixes.len() / count;
         let prefixes: Vec<Vec<u16>> = (0..count)
             .map(|i| prefixes[i * length..(i + 1) * length].to_vec())
@@ -385,24 +381,6 @@ impl Inspection {
         self.inner.bits_per_pixel()
     }
 
-    /// Every colour's log-probability at `pixel`.
-    pub fn log_probs(&self, pixel: usize) -> Result<Vec<f32>, JsError> {
-        self.check(pixel)?;
-        Ok(self.inner.log_probs_at(pixel).to_vec())
-    }
-
-    /// `[layer][head][position 0..=pixel]`, flattened: the attention of the query predicting `pixel`.
-    pub fn attention(&self, pixel: usize) -> Result<Vec<f32>, JsError> {
-        self.check(pixel)?;
-        let mut out = Vec::with_capacity(self.inner.n_layer * self.inner.n_head * (pixel + 1));
-        for layer in 0..self.inner.n_layer {
-            for head in 0..self.inner.n_head {
-                out.extend(self.inner.attention_of(pixel, layer, head));
-            }
-        }
-        Ok(out)
-    }
-
     /// RGB bytes of layer `layer`'s first three principal components (0: the embeddings).
     pub fn features(&self, layer: usize) -> Result<Vec<u8>, JsError> {
         if layer > self.inner.n_layer {
@@ -412,6 +390,23 @@ impl Inspection {
             )));
         }
         Ok(self.inner.features_rgb(layer))
+    }
+
+    /// The distribution at `pixel` as sampling with this temperature (0: greedy) and top-k (0: off)
+    /// draws from it, by the sampler's own code: JSON `{"choices": [{"id", "p"}, ...] (up to 16),
+    /// "actual": {"id", "p"}, "rank": n or null when top-k leaves the true colour out}`.
+    pub fn distribution(
+        &self,
+        pixel: usize,
+        temperature: f32,
+        top_k: usize,
+    ) -> Result<String, JsError> {
+        self.check(pixel)?;
+        let config = SamplingConfig::zero_as_off(temperature, top_k, 0.0);
+        let reshaped = self
+            .inner
+            .reshaped::<Flex>(pixel, &config, 16, &Default::default())?;
+        serde_json::to_string(&reshaped).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// Cosine similarity of `pixel`'s position embedding with every position's.

@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, expected, fixture_dir, max_abs_diff};
 use igpt::analysis::inspect::Inspected;
 use igpt::eval::sequence_nll;
+use igpt::sample::SamplingConfig;
 use igpt::{ForwardOptions, store};
 
 fn fixture() -> store::StoredModel<B> {
@@ -113,6 +114,28 @@ fn an_inspection_agrees_with_eval_and_with_itself() {
         assert_eq!(choice.p, *want);
         assert_eq!(probs[choice.id as usize], choice.p);
     }
+
+    // As sampling at temperature 1 draws: the model's own distribution, the same top five and rank.
+    let device = Default::default();
+    let plain = inspected
+        .reshaped::<B>(pixel, &SamplingConfig::default(), 5, &device)
+        .unwrap();
+    assert_eq!(plain.rank, Some(report.actual.rank));
+    assert!((plain.actual.p - report.actual.p).abs() < 1e-5);
+    for (got, want) in plain.choices.iter().zip(&report.top) {
+        assert_eq!(got.id, want.id);
+        assert!((got.p - want.p).abs() < 1e-5);
+    }
+    // Top-k keeps k colours: at a pixel the model did not guess first, a cut just above its true
+    // colour leaves it out (p 0, no rank).
+    let missed = (0..64)
+        .find(|&i| inspected.actual(i).rank > 1)
+        .expect("the model guesses some pixel wrong");
+    let rank = inspected.actual(missed).rank;
+    let cut = SamplingConfig::zero_as_off(1.0, rank - 1, 0.0);
+    let reshaped = inspected.reshaped::<B>(missed, &cut, 16, &device).unwrap();
+    assert_eq!(reshaped.choices.len(), rank - 1);
+    assert_eq!((reshaped.actual.p, reshaped.rank), (0.0, None));
 
     // Attention: every layer and head, over positions 0..=29, summing to 1.
     assert_eq!(report.attention.len(), 2);

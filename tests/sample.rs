@@ -256,6 +256,66 @@ fn sampled_frequencies_follow_the_softmax() {
     }
 }
 
+/// What the inspector shows (`SamplingConfig::probabilities`) is what `draw` draws: for each setting,
+/// the frequencies of many draws match it, a colour it gives 0 is never drawn, and greedy is the
+/// argmax alone.
+#[test]
+fn probabilities_are_what_draw_draws() {
+    use burn::tensor::backend::Backend;
+    let _turn = seeded();
+    let model = model();
+    B::seed(&Default::default(), 6);
+    let sos =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![16i64], [1, 1]), &Default::default());
+    let logits = model.forward(sos).reshape([1, 16]) * 4.0;
+    let n = 40_000;
+    let settings = [
+        SamplingConfig::zero_as_off(1.0, 0, 0.0),
+        SamplingConfig::zero_as_off(2.0, 0, 0.0),
+        SamplingConfig::zero_as_off(0.7, 3, 0.0),
+        SamplingConfig::zero_as_off(1.0, 0, 0.6),
+        SamplingConfig::greedy(),
+    ];
+    for config in settings {
+        let probs: Vec<f32> = config
+            .probabilities(logits.clone())
+            .into_data()
+            .into_vec()
+            .unwrap();
+        let total: f32 = probs.iter().sum();
+        assert!(
+            (total - 1.0).abs() < 1e-5,
+            "{config:?}: they sum to {total}"
+        );
+        let freq = frequencies(&logits, &config, n);
+        for (i, (f, p)) in freq.iter().zip(&probs).enumerate() {
+            let p = *p as f64;
+            if p == 0.0 {
+                assert_eq!(*f, 0.0, "{config:?}: colour {i} has p 0 and was drawn");
+                continue;
+            }
+            let tol = 5.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3;
+            assert!(
+                (f - p).abs() < tol,
+                "{config:?} colour {i}: drawn {f}, shown {p}"
+            );
+        }
+    }
+    let greedy: Vec<f32> = SamplingConfig::greedy()
+        .probabilities(logits.clone())
+        .into_data()
+        .into_vec()
+        .unwrap();
+    let argmax = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .unwrap()[0];
+    assert_eq!(greedy.iter().filter(|&&p| p == 1.0).count(), 1);
+    assert_eq!(greedy[argmax as usize], 1.0);
+}
+
 #[test]
 fn bad_settings_are_refused() {
     let model = model();

@@ -78,7 +78,7 @@ export class Inspector {
       });
     }
     for (const id of ["inspect-layer", "inspect-head"]) $(id).onchange = () => this.drawPixelViews();
-    for (const id of ["inspect-temperature", "inspect-top-k"]) $(id).oninput = () => this.drawDistribution();
+    for (const id of ["inspect-temperature", "inspect-top-k"]) $(id).oninput = () => this.reshape();
     $("inspect-resample").onclick = () => this.resample();
   }
 
@@ -176,14 +176,12 @@ export class Inspector {
     this.busy = true;
     try {
       this.pixel = pixel;
-      this.numbers = await this.app.worker().call({ type: "inspectPixel", pixel });
-      this.numbers.report = JSON.parse(this.numbers.report);
+      this.numbers = await this.app.worker().call({ type: "inspectPixel", pixel, ...this.sampling() });
       this.app.state.inspect = this.numbers.report;
       this.drawImageViews();
       this.drawPixelViews();
     } finally {
       this.busy = false;
-    this.passing = null; // the worker's pass, while it runs
     }
     if (this.pending !== null && this.pending !== pixel) {
       const next = this.pending;
@@ -232,39 +230,48 @@ export class Inspector {
     this.drawDistribution();
   }
 
-  /// The next-colour distribution at the selected pixel, reshaped by temperature and top-k from the
-  /// log-probabilities already computed.
+  /// The inspector's sampling settings as the worker takes them: temperature (0: greedy) and top-k
+  /// (0: off); what is not a number is the default.
+  sampling() {
+    const t = Number($("inspect-temperature").value);
+    return { temperature: Number.isFinite(t) && t >= 0 ? t : 1, topK: Math.max(0, Math.floor(Number($("inspect-top-k").value) || 0)) };
+  }
+
+  /// New temperature or top-k: the worker reshapes the selected pixel's distribution (the sampler's
+  /// own code, no new pass).
+  async reshape() {
+    if (!this.numbers) return;
+    const pixel = this.pixel;
+    const distribution = await this.app.worker().call({ type: "distribution", pixel, ...this.sampling() });
+    if (pixel !== this.pixel) return; // another pixel was chosen meanwhile, with its own distribution
+    this.numbers.distribution = distribution;
+    this.drawDistribution();
+  }
+
+  /// The next-colour distribution at the selected pixel as sampling with the inspector's temperature
+  /// and top-k draws from it (the worker's numbers).
   drawDistribution() {
     if (!this.numbers) return;
-    const { colours, bits, ids } = this.result;
-    const { logProbs, report } = this.numbers;
-    const t = Math.max(0.05, Number($("inspect-temperature").value) || 1);
-    const k = Math.max(0, Math.floor(Number($("inspect-top-k").value) || 0));
-    const order = Array.from(logProbs.keys()).sort((a, b) => logProbs[b] - logProbs[a] || a - b);
-    const kept = new Set(k > 0 ? order.slice(0, k) : order);
-    const top = Math.max(...logProbs) / t;
-    const weight = (id) => (kept.has(id) ? Math.exp(logProbs[id] / t - top) : 0);
-    const total = order.reduce((s, id) => s + weight(id), 0);
-    const p = (id) => weight(id) / total;
+    const { colours, bits } = this.result;
+    const { distribution: { choices, actual, rank }, report } = this.numbers;
+    const { temperature: t, topK: k } = this.sampling();
     const colour = (id) => [colours[4 * id], colours[4 * id + 1], colours[4 * id + 2]];
-    const actual = ids[this.pixel];
-    const rank = 1 + order.filter((id) => p(id) > p(actual)).length;
     const [row, col] = report.pixel;
     const truth = document.createElement("span");
     truth.className = "swatch";
-    truth.style.background = hex(colour(actual));
+    truth.style.background = hex(colour(actual.id));
     $("inspect-pixel").replaceChildren(
       `Pixel ${row}, ${col}: ${bits[this.pixel].toFixed(2)} bits. Its colour `, truth,
-      ` ${hex(colour(actual))} has p = ${(100 * p(actual)).toFixed(2)}%, rank ${kept.has(actual) ? rank : "— (cut by top-k)"}` +
+      ` ${hex(colour(actual.id))} has p = ${(100 * actual.p).toFixed(2)}%, rank ${rank ?? "— (cut by top-k)"}` +
       (t !== 1 || k > 0 ? ` at temperature ${t}${k > 0 ? `, top-${k}` : ""}.` : "."));
     const list = $("inspect-distribution");
-    list.replaceChildren(...order.slice(0, 16).filter((id) => p(id) > 0).map((id) => {
+    list.replaceChildren(...choices.map(({ id, p }) => {
       const item = document.createElement("li");
       const sw = document.createElement("span");
-      sw.className = "swatch" + (id === actual ? " actual" : "");
+      sw.className = "swatch" + (id === actual.id ? " actual" : "");
       sw.style.background = hex(colour(id));
-      item.append(sw, `${(100 * p(id)).toFixed(1)}%`);
-      item.title = `${hex(colour(id))}${id === actual ? " (the true colour)" : ""}`;
+      item.append(sw, `${(100 * p).toFixed(1)}%`);
+      item.title = `${hex(colour(id))}${id === actual.id ? " (the true colour)" : ""}`;
       return item;
     }));
   }

@@ -2,7 +2,8 @@
 // the page RGBA rows to paint. The page (app.js) only lays out and paints, so it stays responsive.
 //
 // Messages in:  load {base, files, webgpu}, generate {run, count, prefixes, temperature, topK, seed,
-//               loseGpuAfterRow}, stop, tokenize {bytes} | {rgba, width, height}, memory
+//               loseGpuAfterRow}, stop, tokenize {bytes} | {rgba, width, height}, inspect {ids},
+//               inspectPixel {pixel, temperature, topK}, distribution {pixel, temperature, topK}, memory
 // Messages out: progress {fraction, text}, loaded {backend, card, width, height}, rows {run, first, last,
 //               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
 //               reply {call, ...}, failed {call?, run?, message, retry}
@@ -130,16 +131,25 @@ async function inspect({ ids }) {
   };
 }
 
-// Everything the views show about one pixel (a raster index).
-function inspectPixel({ pixel }) {
+// Everything the views show about one pixel (a raster index), each number computed once: the report
+// (`igpt inspect --json`'s numbers, attention included), the distribution as sampling with
+// `temperature` and `topK` draws from it, and the position similarities.
+function inspectPixel({ pixel, temperature, topK }) {
   if (!inspection) throw new Error("nothing is inspected yet");
   const width = model.width();
+  const report = JSON.parse(inspection.report(Math.floor(pixel / width), pixel % width));
   return {
-    report: inspection.report(Math.floor(pixel / width), pixel % width),
-    logProbs: inspection.log_probs(pixel),
-    attention: inspection.attention(pixel),
+    report,
+    attention: Float32Array.from(report.attention.flat(2)),
+    distribution: distribution({ pixel, temperature, topK }),
     positions: inspection.positions(pixel),
   };
+}
+
+// The distribution at a pixel for other sampling settings (the inspector's temperature and top-k).
+function distribution({ pixel, temperature, topK }) {
+  if (!inspection) throw new Error("nothing is inspected yet");
+  return JSON.parse(inspection.distribution(pixel, temperature, topK));
 }
 
 // The RGBA pixels of an image file, decoded by the browser's own decoders (the wasm carries none). The
@@ -190,6 +200,9 @@ onmessage = async ({ data: message }) => {
         break;
       case "inspectPixel":
         post({ type: "reply", call, ...inspectPixel(message) });
+        break;
+      case "distribution":
+        post({ type: "reply", call, ...distribution(message) });
         break;
       case "memory":
         post({ type: "reply", call, bytes: wasm_memory_bytes() });

@@ -16,13 +16,14 @@ use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
 use crate::pixels::tokens::{check_ids, shifted_input};
+use crate::sample::SamplingConfig;
 
 /// One colour of a next-pixel distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Choice {
     /// Palette id.
     pub id: u16,
-    /// Probability under the model (temperature 1, no top-k).
+    /// Probability under the model (temperature 1, no top-k), or as sampling draws ([`Reshaped`]).
     pub p: f32,
 }
 
@@ -33,6 +34,16 @@ pub struct Actual {
     pub p: f32,
     /// 1 when the model ranked it first.
     pub rank: usize,
+}
+
+/// A next-pixel distribution as sampling draws from it (see [`Inspected::reshaped`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reshaped {
+    /// The colours that can be drawn, most likely first (ties: lower id first), as many as asked.
+    pub choices: Vec<Choice>,
+    /// The true colour's probability of being drawn; rank `None` when top-k or top-p leave it out.
+    pub actual: Choice,
+    pub rank: Option<usize>,
 }
 
 /// One image through the model, kept as plain numbers so any pixel can be asked about without
@@ -270,6 +281,34 @@ impl Inspected {
             p: lp[id].exp(),
             rank: 1 + lp.iter().filter(|&&x| x > lp[id]).count(),
         }
+    }
+
+    /// The distribution at raster index `pixel` as sampling with `config` draws from it (the
+    /// sampler's own [`SamplingConfig::probabilities`], on `B`): up to `show` colours, and the true
+    /// colour's probability and rank.
+    pub fn reshaped<B: Backend>(
+        &self,
+        pixel: usize,
+        config: &SamplingConfig,
+        show: usize,
+        device: &B::Device,
+    ) -> Result<Reshaped> {
+        let lp = self.log_probs_at(pixel);
+        config.validate(lp.len())?;
+        let logits = Tensor::<B, 2>::from_data(TensorData::new(lp.to_vec(), [1, lp.len()]), device);
+        let p = floats(config.probabilities(logits).into_data())?;
+        let id = self.ids[pixel] as usize;
+        let mut order: Vec<usize> = (0..p.len()).filter(|&c| p[c] > 0.0).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        let choice = |c: usize| Choice {
+            id: c as u16,
+            p: p[c],
+        };
+        Ok(Reshaped {
+            choices: order.into_iter().take(show).map(choice).collect(),
+            actual: choice(id),
+            rank: (p[id] > 0.0).then(|| 1 + p.iter().filter(|&&x| x > p[id]).count()),
+        })
     }
 
     /// Attention of the query that predicts raster index `pixel`, in `layer` and `head`, over

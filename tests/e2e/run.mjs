@@ -559,10 +559,13 @@ for (const backend of ["cpu", "webgpu"]) {
           path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--pixel", `${row},${col}`], { encoding: "utf8" });
         const clicked = inspectionDiff(await page.evaluate(() => window.igptState.inspect), JSON.parse(run.stdout));
         check(clicked <= 1e-3, `at the clicked pixel the numbers differ by ${clicked}`);
-        // Temperature reshapes the shown distribution without another pass.
+        // Temperature reshapes the shown distribution without another pass (the worker runs the
+        // sampler's own reshaping); greedy puts everything on one colour.
         const before = await page.textContent("#inspect-distribution");
         await page.fill("#inspect-temperature", "3");
-        check((await page.textContent("#inspect-distribution")) !== before, "temperature changed nothing");
+        await waitFor(page, (b) => document.getElementById("inspect-distribution").textContent !== b, before);
+        await page.fill("#inspect-temperature", "0");
+        await waitFor(page, () => document.getElementById("inspect-distribution").textContent === "100.0%");
         // Resampling keeps every pixel before the chosen one.
         await page.fill("#inspect-resample-count", "2");
         await page.click("#inspect-resample");
