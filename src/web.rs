@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
-use crate::analysis::inspect::{Inspected, floats};
+use crate::analysis::inspect::{self, Inspected, floats};
 use crate::model::ImageGpt as Model;
 use crate::pixels::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};
@@ -426,6 +426,12 @@ impl Inspection {
         }
         Ok(())
     }
+}
+
+/// The inspector's heat colours, 256 steps from 0 to 1 as RGB bytes (see [`heat_ramp`]).
+#[wasm_bindgen]
+pub fn heat_ramp() -> Vec<u8> {
+    inspect::heat_ramp(256)
 }
 
 /// Bytes of linear memory the wasm module holds (it only grows): the e2e tests check that a hostile

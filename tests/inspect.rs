@@ -197,3 +197,22 @@ fn layer_features_and_position_similarity_cover_every_position() {
     assert!((similarity[9] - 1.0).abs() < 1e-5);
     assert!(similarity.iter().all(|s| (-1.0001..=1.0001).contains(s)));
 }
+
+/// One heat ramp for the CLI's panels and the page's views: its stops at 0, 1/3, 2/3 and 1, clamped
+/// outside, and the page's table of it ends on the same colours.
+#[test]
+fn the_heat_ramp_runs_through_its_stops_and_the_page_gets_the_same_table() {
+    use igpt::analysis::inspect::{heat, heat_ramp};
+    assert_eq!(heat(0.0), [0, 0, 4]);
+    assert_eq!(heat(1.0 / 3.0), [100, 30, 130]);
+    assert_eq!(heat(2.0 / 3.0), [235, 100, 50]);
+    assert_eq!(heat(1.0), [252, 253, 191]);
+    assert_eq!((heat(-1.0), heat(2.0)), (heat(0.0), heat(1.0)));
+    let table = heat_ramp(256);
+    assert_eq!(table.len(), 3 * 256);
+    assert_eq!(
+        (&table[..3], &table[765..]),
+        (&heat(0.0)[..], &heat(1.0)[..])
+    );
+    assert_eq!(&table[3 * 128..3 * 129], &heat(128.0 / 255.0)[..]);
+}

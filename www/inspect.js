@@ -7,13 +7,13 @@
 const $ = (id) => document.getElementById(id);
 const SCALE = 8; // canvas pixels per image pixel, so the selected pixel can be outlined
 
-// Black → purple → orange → pale yellow (as `igpt inspect -o`).
-const HEAT = [[0, 0, 4], [100, 30, 130], [235, 100, 50], [252, 253, 191]];
+// Black → purple → orange → pale yellow: igpt's heat ramp (`igpt inspect -o` paints with it), as a
+// table of RGB steps the worker sends with each inspection.
+let heatRamp = new Uint8Array(6);
 function heat(v) {
-  const x = Math.min(1, Math.max(0, v)) * (HEAT.length - 1);
-  const k = Math.min(HEAT.length - 2, Math.floor(x));
-  const t = x - k;
-  return HEAT[k].map((a, c) => Math.round(a * (1 - t) + HEAT[k + 1][c] * t));
+  const steps = heatRamp.length / 3 - 1;
+  const i = 3 * Math.round(Math.min(1, Math.max(0, v)) * steps);
+  return [heatRamp[i], heatRamp[i + 1], heatRamp[i + 2]];
 }
 // Blue (−1) → light grey (0) → red (+1), for similarities.
 function diverging(v) {
@@ -97,6 +97,7 @@ export class Inspector {
     } finally {
       this.passing = null;
     }
+    heatRamp = result.heat;
     result.rgba = rgba;
     result.rgb = Array.from({ length: ids.length }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);
     result.ids = ids;

@@ -7,7 +7,7 @@
 // Messages out: progress {fraction, text}, loaded {backend, card, width, height}, rows {run, first, last,
 //               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
 //               reply {call, ...}, failed {call?, run?, message, retry}
-import init, { ImageGpt, check_image_header, wasm_memory_bytes } from "./igpt.js";
+import init, { ImageGpt, check_image_header, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
 let model = null;
@@ -128,6 +128,7 @@ async function inspect({ ids }) {
     bits: inspection.bits(),
     features: Array.from({ length: layers + 1 }, (_, l) => inspection.features(l)),
     colours: model.colours_rgba(),
+    heat: heat_ramp(),
   };
 }
 

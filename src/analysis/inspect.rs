@@ -352,6 +352,30 @@ impl Inspected {
     }
 }
 
+/// The inspector's heat colour for `v` in 0..=1 (clamped): black → purple → orange → pale yellow.
+/// `igpt inspect -o` paints its panels with it, and the page its views (through [`heat_ramp`]).
+pub fn heat(v: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 4] = [
+        [0., 0., 4.],
+        [100., 30., 130.],
+        [235., 100., 50.],
+        [252., 253., 191.],
+    ];
+    let x = v.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+    let k = (x as usize).min(STOPS.len() - 2);
+    let t = x - k as f32;
+    std::array::from_fn(|c| (STOPS[k][c] * (1.0 - t) + STOPS[k + 1][c] * t).round() as u8)
+}
+
+/// [`heat`] at `steps` (at least 2) evenly spaced values from 0 to 1, as RGB bytes: the page's
+/// lookup table, so the browser draws the same colours without a copy of the ramp.
+pub fn heat_ramp(steps: usize) -> Vec<u8> {
+    let last = steps.max(2) - 1;
+    (0..=last)
+        .flat_map(|i| heat(i as f32 / last as f32))
+        .collect()
+}
+
 /// A tensor's numbers as f32.
 pub fn floats(data: TensorData) -> Result<Vec<f32>> {
     data.convert::<f32>()

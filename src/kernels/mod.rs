@@ -1,10 +1,13 @@
-//! The routines under the model: the CPU kernels (flex glue, SIMD loops, parallel loops, the KV cache
-//! written in place) and the matrix products (one cubek routine in the browser).
+//! The routines under the model: the CPU kernels (causal flash attention, flex glue, SIMD loops,
+//! parallel loops, the KV cache written in place) and the matrix products (one cubek routine in the
+//! browser).
 
 pub(crate) mod cache_write;
 pub(crate) mod cast;
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
+// Public through `crate::model::attention::flash`: the model's CPU attention, tested directly.
+pub mod flash;
 pub(crate) mod matmul;
 pub(crate) mod par;
 pub(crate) mod simd;

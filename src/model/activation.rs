@@ -1,6 +1,6 @@
 //! HF's quick-GELU, `x·σ(1.702x)`, the MLP's activation.
 //!
-//! On flex it is one fused pass each way (forward only in the browser) with a vectorised exponential ([`crate::kernels::simd`]),
+//! On flex it is one fused pass each way (forward only in the browser) with a vectorised exponential (`crate::kernels::simd`),
 //! its own backward step under autodiff: Burn composes it from a scale, a sigmoid (a scalar `expf` per
 //! element on flex) and a product, each with its own pass and saved tensor: 12% of a `128x8x1` CPU
 //! training step (perf). Elsewhere it is that composition.

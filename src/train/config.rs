@@ -27,7 +27,7 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Random horizontal flips (label-preserving for natural images).
     pub flip: bool,
-    /// Random crops: shifts of up to this many pixels each way, the edge repeated (see [`Augment`]).
+    /// Random crops: shifts of up to this many pixels each way, the edge repeated (see [`crate::data::augment::Augment`]).
     #[serde(default)]
     pub crop: usize,
     pub seed: u64,

@@ -1,5 +1,5 @@
 //! Fine-tuning (the paper's §3.3): a classification head on the average-pooled final features, and the
-//! whole network trained on L_gen + L_clf by the same loop as pretraining ([`crate::train::run_loop`]),
+//! whole network trained on L_gen + L_clf by the same loop as pretraining ([`crate::train::run_loop::run_loop`]),
 //! stopped early on a held-out slice of the training images (never on test). The result still
 //! generates, and also classifies.
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use igpt::analysis::inspect::{Inspected, Report};
+use igpt::analysis::inspect::{Inspected, Report, heat};
 use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};
@@ -175,26 +175,9 @@ fn panel(
 /// A `w`×`h` RGB image coloured by `value(pixel)` in 0..=1 (black → purple → orange → pale yellow);
 /// `None` is dark grey.
 fn heatmap(w: usize, h: usize, value: impl Fn(usize) -> Option<f32>) -> Raster {
-    const STOPS: [[f32; 3]; 4] = [
-        [0., 0., 4.],
-        [100., 30., 130.],
-        [235., 100., 50.],
-        [252., 253., 191.],
-    ];
     let mut pixels = Vec::with_capacity(w * h * 3);
     for i in 0..w * h {
-        let rgb = match value(i) {
-            None => [48, 48, 48],
-            Some(v) => {
-                let x = v.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
-                let k = (x as usize).min(STOPS.len() - 2);
-                let t = x - k as f32;
-                std::array::from_fn(|c| {
-                    (STOPS[k][c] * (1.0 - t) + STOPS[k + 1][c] * t).round() as u8
-                })
-            }
-        };
-        pixels.extend(rgb);
+        pixels.extend(value(i).map_or([48, 48, 48], heat));
     }
     Raster::new(w, h, 3, pixels).expect("w*h*3 bytes")
 }

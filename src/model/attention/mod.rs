@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward (`trained`) |
 //! | flex in wasm | [`flash`] on one thread (it reads the KV cache in place; Burn's flex attention copied K and V every token) | (the browser does not train) |
-//! | wgpu, cuda | Burn's unfused fallback (see below; in the browser the same steps with [`crate::kernels::matmul`]) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
+//! | wgpu, cuda | Burn's unfused fallback (see below; in the browser the same steps with `crate::kernels::matmul`) | Burn's unfused fallback: autodiff in Burn 0.21 has no fused attention backward |
 //!
 //! burn-cubecl 0.21 has a flash-attention kernel, but reaches it only through its autotuner (Burn's
 //! `autotune` feature, which this crate does not turn on) and only when no explicit scale or bias is
@@ -17,7 +17,8 @@
 
 #[cfg(feature = "flex")]
 mod cpu;
-pub mod flash;
+/// The CPU flash kernel itself: plain f32 compute under the model, so it lives in `crate::kernels`.
+pub use crate::kernels::flash;
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 mod trained;
 

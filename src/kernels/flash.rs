@@ -7,7 +7,7 @@
 //! diagonal are skipped in both passes. Work is spread with rayon over sequences (and query blocks in
 //! the forward pass); the block products use the `gemm` crate (runtime-dispatched SIMD, the kernel
 //! burn-flex's matmul uses) and the softmax's element-wise steps are compiled per SIMD level
-//! ([`crate::kernels::simd`]).
+//! (`crate::kernels::simd`).
 //!
 //! Inputs are strided views ([`Strided`]), so q, k and v are read where the model left them (thirds
 //! of the fused qkv projection, or the KV cache) without copies. Outputs and gradients are
