@@ -428,6 +428,14 @@ impl Inspection {
     }
 }
 
+/// The largest GPU buffer, in bytes, that the model of this `config.json` text needs to sample
+/// `batch` images at once (`ImageGptConfig::largest_buffer_bytes`): the page compares it with the
+/// adapter's limits before it downloads any weight.
+#[wasm_bindgen]
+pub fn gpu_buffer_bytes(config_json: &str, batch: usize) -> Result<f64, JsError> {
+    Ok(crate::store::parse_config(config_json)?.largest_buffer_bytes(batch) as f64)
+}
+
 /// The inspector's heat colours, 256 steps from 0 to 1 as RGB bytes (see [`heat_ramp`]).
 #[wasm_bindgen]
 pub fn heat_ramp() -> Vec<u8> {

@@ -31,6 +31,9 @@ function status(text, isError = false) {
 }
 
 /// The model's worker, behind promises: `call` for request/reply messages, `generate` for a stream of rows.
+// The most images the page draws at once (the Count control's limit); the GPU check sizes for it.
+const MAX_COUNT = 64;
+
 class ModelWorker {
   constructor() {
     this.worker = new Worker("worker.js", { type: "module" });
@@ -94,8 +97,9 @@ class ModelWorker {
   }
 }
 
-/// The adapter, if WebGPU is there and can hold the model's largest buffers; else null and the reason.
-async function webgpuAdapter(config) {
+/// The adapter, if WebGPU is there and can hold the model's largest buffer (`need` bytes, as the
+/// worker's igpt sized it); else null and the reason.
+async function webgpuAdapter(need) {
   if (params.get("backend") === "cpu") return { adapter: null, why: "the CPU was asked for" };
   if (!navigator.gpu) return { adapter: null, why: "WebGPU unavailable" };
   let adapter = null;
@@ -105,8 +109,6 @@ async function webgpuAdapter(config) {
     // handled below
   }
   if (!adapter) return { adapter: null, why: "WebGPU unavailable" };
-  // The largest buffers: the token embedding, and a layer's key or value cache for a batch of 64.
-  const need = 4 * Math.max(config.vocab_size * config.n_embd, 64 * config.n_positions * config.n_embd);
   // Test hook (?gpu-buffer-limit=BYTES): pretend the adapter allows less.
   const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize,
     Number(params.get("gpu-buffer-limit")) || Infinity);
@@ -135,11 +137,11 @@ async function modelEntry() {
   return { name, files: entry.files };
 }
 
-/// Starts a worker with the model on WebGPU or the CPU; the weights come from the cache when they can.
-async function startEngine(name, files, webgpu) {
+/// Starts the model in `worker` (a new one if none) on WebGPU or the CPU; the weights come from the
+/// cache when they can.
+async function startEngine(name, files, webgpu, worker = new ModelWorker()) {
   const base = `models/${name.replace(/\/?$/, "/")}`;
   const wanted = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json"];
-  const worker = new ModelWorker();
   try {
     const loaded = await worker.call({ type: "load", base, webgpu,
       files: Object.fromEntries(wanted.map((f) => [f, files?.[f] ?? null])) });
@@ -157,13 +159,19 @@ async function loadModel() {
   const base = `models/${name.replace(/\/?$/, "/")}`;
   const configBytes = await verifiedBytes(base + "config.json", files?.["config.json"], () => {});
   if (!configBytes) throw new Error(`Could not load the model "${name}": models/index.json lists no config.json for it`);
-  const config = JSON.parse(new TextDecoder().decode(configBytes));
-  const { adapter, why } = await webgpuAdapter(config);
-  state.cpuReason = why;
-  status(`Downloading ${name}…`);
+  // The worker sizes the model's largest GPU buffer from it (igpt's own arithmetic), then loads it.
+  const worker = new ModelWorker();
+  let adapter = null;
   try {
-    engine = await startEngine(name, files, adapter !== null);
+    const config = new TextDecoder().decode(configBytes);
+    const { gpuBufferBytes } = await worker.call({ type: "size", config, batch: MAX_COUNT });
+    let why;
+    ({ adapter, why } = await webgpuAdapter(gpuBufferBytes));
+    state.cpuReason = why;
+    status(`Downloading ${name}…`);
+    engine = await startEngine(name, files, adapter !== null, worker);
   } catch (e) {
+    worker.terminate();
     const error = new Error(`Could not load the model "${name}": ${e.message ?? e}`);
     error.retry = e.retry || e instanceof DownloadError;
     throw error;
@@ -286,7 +294,7 @@ async function sampleGallery() {
   state.galleryDone = false;
   const gallery = $("gallery");
   gallery.replaceChildren();
-  const count = Math.max(1, Math.min(64, Number($("count").value) || 1));
+  const count = Math.max(1, Math.min(MAX_COUNT, Number($("count").value) || 1));
   const canvases = Array.from({ length: count }, (_, i) => canvasFor(gallery, null));
   canvases.forEach((c, i) => c.setAttribute("aria-label", `sample ${i + 1}`));
   if (await generate(canvases, [], "Sampling")) state.galleryDone = true;

@@ -1,13 +1,13 @@
 // The model's thread: downloads and verifies the weights (with a cache), runs the wasm model, and sends
 // the page RGBA rows to paint. The page (app.js) only lays out and paints, so it stays responsive.
 //
-// Messages in:  load {base, files, webgpu}, generate {run, count, prefixes, temperature, topK, seed,
+// Messages in:  size {config, batch}, load {base, files, webgpu}, generate {run, count, prefixes, temperature, topK, seed,
 //               loseGpuAfterRow}, stop, tokenize {bytes} | {rgba, width, height}, inspect {ids},
 //               inspectPixel {pixel, temperature, topK}, distribution {pixel, temperature, topK}, memory
-// Messages out: progress {fraction, text}, loaded {backend, card, width, height}, rows {run, first, last,
+// Messages out: progress {fraction, text}, reply to size {gpuBufferBytes}, loaded {backend, card, width, height}, rows {run, first, last,
 //               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
 //               reply {call, ...}, failed {call?, run?, message, retry}
-import init, { ImageGpt, check_image_header, heat_ramp, wasm_memory_bytes } from "./igpt.js";
+import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
 let model = null;
@@ -43,9 +43,19 @@ for (const event of ["error", "unhandledrejection"]) {
   });
 }
 
+// The wasm module, started once (sizing a model and loading it both need it).
+let started = null;
+const start = () => (started ??= init({ module_or_path: "./igpt_bg.wasm" }).then(watchDevices));
+
+// The largest GPU buffer the model of this config.json needs for `batch` images: igpt's own sizing,
+// asked before any weight is downloaded.
+async function size({ config, batch }) {
+  await start();
+  return { gpuBufferBytes: gpu_buffer_bytes(config, batch) };
+}
+
 async function load({ base, files, webgpu }) {
-  await init({ module_or_path: "./igpt_bg.wasm" });
-  watchDevices();
+  await start();
   const fetched = {};
   const names = Object.keys(files);
   const total = names.reduce((sum, f) => sum + (files[f]?.size ?? 0), 0) || 1;
@@ -184,6 +194,9 @@ onmessage = async ({ data: message }) => {
   const { type, call, run } = message;
   try {
     switch (type) {
+      case "size":
+        post({ type: "reply", call, ...(await size(message)) });
+        break;
       case "load":
         post({ type: "reply", call, ...(await load(message)) });
         break;

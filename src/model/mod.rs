@@ -191,6 +191,14 @@ impl ImageGptConfig {
         Ok(())
     }
 
+    /// The largest single buffer, in bytes, that sampling `batch` images at once needs on a GPU: the
+    /// token embedding (K + 1 rows) or one layer's key or value cache (f32). WebGPU caps every
+    /// buffer, so the page compares this with the adapter's limits before downloading any weight.
+    pub fn largest_buffer_bytes(&self, batch: usize) -> u64 {
+        let [b, p, d, k] = [batch, self.n_positions, self.n_embd, self.n_colors].map(|v| v as u64);
+        4 * ((k + 1) * d).max(b * p * d)
+    }
+
     /// The parameter count in 64 bits, which cannot overflow for sizes within [`LIMITS`], even where
     /// `usize` is 32 bits (wasm).
     pub fn param_count(&self) -> u64 {
@@ -694,6 +702,15 @@ impl<B: Backend> LayerCache<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_gpu_buffer_is_the_embedding_or_one_layer_s_cache() {
+        // 512 colours, 16 positions, width 8: the embedding (513 x 8 = 4104 floats) outweighs one
+        // image's cache (16 x 8), and 64 images' cache (64 x 16 x 8 = 8192 floats) outweighs it.
+        let config = ImageGptConfig::new(512, 16).with_n_embd(8);
+        assert_eq!(config.largest_buffer_bytes(1), 4 * 513 * 8);
+        assert_eq!(config.largest_buffer_bytes(64), 4 * 64 * 16 * 8);
+    }
 
     #[test]
     fn preset_takes_names_and_explicit_shapes() {

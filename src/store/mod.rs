@@ -42,8 +42,7 @@ pub struct StoredModel<B: Backend> {
 impl ModelFiles {
     /// Parses and checks the files, then builds the model on `device`.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<StoredModel<B>> {
-        let hf: HfConfig = serde_json::from_str(&self.config)
-            .map_err(|e| Error::format(CONFIG_FILE, e.to_string()))?;
+        let hf = read_hf_config(&self.config)?;
         let config = hf.to_config().map_err(|e| Error::format(CONFIG_FILE, e))?;
         let (palette, _) = Palette::from_preprocessor_json(&self.preprocessor)
             .map_err(|e| Error::format(PREPROCESSOR_FILE, e.to_string()))?;
@@ -128,6 +127,18 @@ impl ModelFiles {
             },
         })
     }
+}
+
+fn read_hf_config(text: &str) -> Result<HfConfig> {
+    serde_json::from_str(text).map_err(|e| Error::format(CONFIG_FILE, e.to_string()))
+}
+
+/// The model's shape from the text of its `config.json` (HF's, or ours), checked as loading checks
+/// it: what the page reads before it downloads any weight.
+pub fn parse_config(text: &str) -> Result<ImageGptConfig> {
+    read_hf_config(text)?
+        .to_config()
+        .map_err(|e| Error::format(CONFIG_FILE, e))
 }
 
 /// Loads a model directory (ours or a plain HF checkpoint). Errors name the file at fault.
