@@ -14,14 +14,24 @@ use igpt::store::{self, BaselinesRecord, ModelCard, StoredModel};
 use igpt::train::TrainConfig;
 use igpt::train::finetune::FinetuneConfig;
 
-/// Each listed model, loaded, with its directory.
+/// Each listed model, loaded, with its directory; only the one named by `IGPT_SHIPPED_MODEL`, when
+/// set (checking a new model before it ships without measuring the others again).
 fn listed_models() -> Vec<(PathBuf, StoredModel<B>)> {
+    let only = std::env::var("IGPT_SHIPPED_MODEL").ok();
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let index: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
     assert!(!index.is_empty(), "models/index.json lists no model");
-    index
+    let chosen: Vec<_> = index
         .iter()
+        .filter(|entry| only.as_deref().is_none_or(|name| entry["path"] == name))
+        .collect();
+    assert!(
+        !chosen.is_empty(),
+        "models/index.json does not list {only:?}"
+    );
+    chosen
+        .into_iter()
         .map(|entry| {
             let dir = models.join(entry["path"].as_str().expect("each entry has a path"));
             let stored = store::load_dir::<B>(&dir, &Default::default()).unwrap();

@@ -10,12 +10,12 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
-use crate::pixels::tokens::{check_ids, shifted_input};
+use crate::pixels::tokens::{check_ids, inputs_and_targets};
 use crate::sample::SamplingConfig;
 
 /// One colour of a next-pixel distribution.
@@ -118,9 +118,8 @@ impl Inspected {
             )));
         }
         check_ids("the image", ids, model.n_colors())?;
-        let inputs: Vec<i64> = shifted_input(ids, model.n_colors()).collect();
-        let inputs =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, n]), &model.device());
+        let (inputs, _) =
+            inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
         let options = ForwardOptions {
             residual: true,
             queries_keys: true,

@@ -31,7 +31,7 @@ fn with_start(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
 }
 
 /// The model's input for one sequence: SOS, then every token but the last.
-pub fn shifted_input(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
+fn shifted_input(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
     with_start(&ids[..ids.len().saturating_sub(1)], n_colors)
 }
 
