@@ -243,7 +243,7 @@ impl<B: Backend> Generation<B> {
 
     /// The tokens drawn since the last call, `[batch, n]`, for the caller to read back (synchronously
     /// natively, with `into_data_async` in the browser) and hand to [`absorb`](Self::absorb).
-    pub fn take_pending(&mut self) -> Option<Tensor<B, 2, Int>> {
+    pub(crate) fn take_pending(&mut self) -> Option<Tensor<B, 2, Int>> {
         if self.pending.is_empty() {
             return None;
         }
@@ -251,7 +251,7 @@ impl<B: Backend> Generation<B> {
     }
 
     /// Appends read-back tokens (`[batch, n]` data from [`take_pending`](Self::take_pending)).
-    pub fn absorb(&mut self, data: TensorData) -> Result<()> {
+    pub(crate) fn absorb(&mut self, data: TensorData) -> Result<()> {
         let ids = data
             .convert::<i64>()
             .into_vec::<i64>()

@@ -162,6 +162,13 @@ fn same_seed_same_images_other_seed_other_images() {
     assert_ne!(a, c);
 }
 
+/// The model's logits for the first pixel, given only SOS, sharpened (x4) so some colours are rare.
+fn first_pixel_logits() -> Tensor<B, 2> {
+    let sos =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![16i64], [1, 1]), &Default::default());
+    model().forward(sos).reshape([1, 16]) * 4.0
+}
+
 /// Frequencies of `n` draws from one row of logits.
 fn frequencies(logits: &Tensor<B, 2>, config: &SamplingConfig, n: usize) -> Vec<f64> {
     let k = logits.dims()[1];
@@ -182,12 +189,8 @@ fn frequencies(logits: &Tensor<B, 2>, config: &SamplingConfig, n: usize) -> Vec<
 fn sampled_frequencies_follow_the_softmax() {
     use burn::tensor::backend::Backend;
     let _turn = seeded();
-    let model = model();
     B::seed(&Default::default(), 5);
-    // The model's distribution over the first pixel, given only SOS.
-    let sos =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![16i64], [1, 1]), &Default::default());
-    let logits = model.forward(sos).reshape([1, 16]) * 4.0; // sharpened, so some colours are rare
+    let logits = first_pixel_logits();
     let n = 40_000;
     for temperature in [1.0f32, 2.0] {
         let probs: Vec<f32> = softmax(logits.clone() / temperature, 1)
@@ -263,11 +266,8 @@ fn sampled_frequencies_follow_the_softmax() {
 fn probabilities_are_what_draw_draws() {
     use burn::tensor::backend::Backend;
     let _turn = seeded();
-    let model = model();
     B::seed(&Default::default(), 6);
-    let sos =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![16i64], [1, 1]), &Default::default());
-    let logits = model.forward(sos).reshape([1, 16]) * 4.0;
+    let logits = first_pixel_logits();
     let n = 40_000;
     let settings = [
         SamplingConfig::zero_as_off(1.0, 0, 0.0),

@@ -31,7 +31,7 @@ impl Features {
 
 /// `[batch, seq, d]` → `[batch, d]`: each position normalised over its `d` values (mean 0, variance 1,
 /// no learned scale or bias), then averaged over positions.
-pub fn pool<B: Backend>(hidden: Tensor<B, 3>, epsilon: f64) -> Tensor<B, 2> {
+pub(crate) fn pool<B: Backend>(hidden: Tensor<B, 3>, epsilon: f64) -> Tensor<B, 2> {
     let centred = hidden.clone() - hidden.mean_dim(2);
     let variance = centred.clone().square().mean_dim(2);
     (centred / variance.add_scalar(epsilon).sqrt())

@@ -152,7 +152,7 @@ impl Inspected {
     }
 
     /// From the numbers of [`Inspected::trace`]'s tensors, in order.
-    pub fn from_numbers<B: Backend>(
+    pub(crate) fn from_numbers<B: Backend>(
         model: &ImageGpt<B>,
         ids: &[u16],
         width: usize,

@@ -5,7 +5,7 @@
 /// Projects the `n` rows of `rows` (`n × d`, row-major) onto their first `k` principal components:
 /// returns `n × k` scores, components ordered by explained variance. Each component's sign is fixed so
 /// that its largest loading is positive (the same data give the same picture).
-pub fn principal_scores(rows: &[f32], d: usize, k: usize) -> Vec<f32> {
+pub(crate) fn principal_scores(rows: &[f32], d: usize, k: usize) -> Vec<f32> {
     if d == 0 || rows.is_empty() {
         return Vec::new();
     }

@@ -282,7 +282,7 @@ pub fn layer_result(layer: usize, r: ProbeResult) -> LayerResult {
 }
 
 /// The layer whose probe scored best on the held-out slice (the earlier layer on a tie).
-pub fn best_by_validation(layers: &[LayerResult]) -> LayerResult {
+pub(crate) fn best_by_validation(layers: &[LayerResult]) -> LayerResult {
     *layers
         .iter()
         .reduce(|a, b| {

@@ -17,7 +17,7 @@ pub struct Augment {
 }
 
 impl Augment {
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         !self.flip && self.crop == 0
     }
 
@@ -43,7 +43,7 @@ impl Augment {
 
 /// Moves the image by (`dy`, `dx`): pixel (y, x) takes the value at (y + dy, x + dx), clamped to the
 /// image, which is a crop of the edge-padded image.
-pub fn shift(tokens: &mut [u16], width: usize, dy: i64, dx: i64) {
+pub(crate) fn shift(tokens: &mut [u16], width: usize, dy: i64, dx: i64) {
     if dy == 0 && dx == 0 {
         return;
     }

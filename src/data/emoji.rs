@@ -18,7 +18,7 @@ use crate::pixels::raster::Raster;
 pub const NOTO_COLOR_EMOJI: &str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf";
 
 /// Side of the square images the dataset yields (the paper's smallest colour resolution).
-pub const EMOJI_SIZE: usize = 32;
+pub(crate) const EMOJI_SIZE: usize = 32;
 
 pub(super) fn load(font: &Path, split: Split) -> Result<Dataset> {
     let bytes = crate::error::read_file(font).map_err(|e| {

@@ -6,7 +6,7 @@ mod emoji;
 mod folder;
 mod idx;
 
-pub use emoji::{EMOJI_SIZE, NOTO_COLOR_EMOJI, square_on_white};
+pub use emoji::{NOTO_COLOR_EMOJI, square_on_white};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -233,7 +233,7 @@ impl fmt::Display for DataSpec {
 
 /// The most bytes a gzipped dataset file may expand to (Fashion-MNIST's training images are 47 MB):
 /// a "gzip bomb" stops here with an error instead of exhausting memory.
-pub const MAX_GUNZIPPED_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_GUNZIPPED_BYTES: u64 = 1 << 30;
 
 /// Reads a file, transparently un-gzipping it when it starts with the gzip magic bytes. Every member's
 /// CRC and length trailer is checked, and bytes after the last member are an error, not ignored.

@@ -44,7 +44,7 @@ pub struct ImageGptConfig {
 /// Upper limits on a model's sizes, far above any real Image GPT (iGPT-XL: 3072 wide, 60 layers, 6.8B
 /// parameters), so that a mistyped or hostile config is a clear error before anything is allocated.
 /// Token ids are u16, so the palette plus SOS fits 65,536 ids.
-pub const LIMITS: [(&str, u64); 5] = [
+pub(crate) const LIMITS: [(&str, u64); 5] = [
     ("n_colors", 65_535),
     ("n_positions", 1 << 20),
     ("n_embd", 1 << 15),
@@ -54,7 +54,7 @@ pub const LIMITS: [(&str, u64); 5] = [
 
 /// The most memory one batch may ask for (the wasm32 address space is 4 GiB). Far beyond any real
 /// run, it makes a mistyped batch size or image count an error instead of an allocation failure.
-pub const MAX_BATCH_BYTES: u64 = if cfg!(target_arch = "wasm32") {
+pub(crate) const MAX_BATCH_BYTES: u64 = if cfg!(target_arch = "wasm32") {
     2 << 30
 } else {
     256 << 30
@@ -70,7 +70,7 @@ pub enum Workload {
 }
 
 /// Named sizes: `(n_embd, n_layer, n_head)`. The iGPT ones are the paper's (Chen et al. 2020, Table 1).
-pub const PRESETS: &[(&str, usize, usize, usize)] = &[
+pub(crate) const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("tiny", 64, 2, 4),
     ("small", 256, 8, 8),
     ("igpt-s", 512, 24, 8),
@@ -148,7 +148,7 @@ impl ImageGptConfig {
     }
 
     /// The factor attention scores are multiplied by before the softmax.
-    pub fn attention_scale(&self) -> f64 {
+    pub(crate) fn attention_scale(&self) -> f64 {
         let root = (self.head_dim() as f64).sqrt();
         if self.exact_attention_scale {
             1.0 / root
@@ -201,7 +201,7 @@ impl ImageGptConfig {
 
     /// The parameter count in 64 bits, which cannot overflow for sizes within [`LIMITS`], even where
     /// `usize` is 32 bits (wasm).
-    pub fn param_count(&self) -> u64 {
+    pub(crate) fn param_count(&self) -> u64 {
         let [d, k, l, p] =
             [self.n_embd, self.n_colors, self.n_layer, self.n_positions].map(|v| v as u64);
         let block =
@@ -517,14 +517,14 @@ impl<B: Backend> ImageGpt<B> {
     }
 
     /// The learned position embeddings, `[n_positions, n_embd]`.
-    pub fn position_embeddings(&self) -> Tensor<B, 2> {
+    pub(crate) fn position_embeddings(&self) -> Tensor<B, 2> {
         self.wpe.weight.val()
     }
 
     /// Draws every lazily initialised parameter now. Burn initialises a parameter on first use, and a
     /// clone taken before that gets its own draw: a random model that will be cloned (saved, hashed,
     /// compared) must be materialised first to stay one model.
-    pub fn materialise(&self) {
+    pub(crate) fn materialise(&self) {
         struct Touch;
         impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {

@@ -137,7 +137,7 @@ impl Palette {
     /// Weighted k-means on points already in [-1, 1] (`weights[i]` copies of point i); centres come
     /// back sorted by brightness (sum of channels), so token order follows intensity, which makes
     /// grey palettes read naturally. With fewer distinct points than K, some centres repeat.
-    pub fn fit_points(
+    pub(crate) fn fit_points(
         points: &[f32],
         weights: &[f64],
         channels: usize,
@@ -253,7 +253,7 @@ impl Palette {
     }
 
     /// Parses HF's `preprocessor_config.json`: the palette, and the image size it declares (if any).
-    pub fn from_preprocessor_json(text: &str) -> Result<(Self, Option<(usize, usize)>)> {
+    pub(crate) fn from_preprocessor_json(text: &str) -> Result<(Self, Option<(usize, usize)>)> {
         let config: PreprocessorConfig = serde_json::from_str(text)
             .map_err(|e| Error::invalid(format!("not an ImageGPT preprocessor config: {e}")))?;
         let channels = config.clusters.first().map_or(0, Vec::len);

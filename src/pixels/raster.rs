@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 
 /// The largest width or height [`Raster::decode`] accepts: far above any model's input, and a cap on
 /// what a hostile header can make it allocate.
-pub const MAX_IMAGE_SIDE: u32 = 8192;
+pub(crate) const MAX_IMAGE_SIDE: u32 = 8192;
 
 /// The most memory the image decoder may allocate (an 8192x8192 RGBA image is 256 MiB).
 #[cfg(not(target_arch = "wasm32"))]
@@ -59,7 +59,12 @@ impl Raster {
     }
 
     /// RGBA pixels (a decoded file, a canvas) in `channels` channels, transparency laid over black.
-    pub fn from_rgba(width: usize, height: usize, rgba: &[u8], channels: usize) -> Result<Self> {
+    pub(crate) fn from_rgba(
+        width: usize,
+        height: usize,
+        rgba: &[u8],
+        channels: usize,
+    ) -> Result<Self> {
         if Some(rgba.len()) != width.checked_mul(height).and_then(|n| n.checked_mul(4)) {
             return Err(Error::invalid(format!(
                 "{width}x{height} RGBA pixels need 4 bytes each, got {} bytes",
@@ -77,7 +82,7 @@ impl Raster {
         Ok(Self::new(width, height, 3, rgb)?.with_channels(channels))
     }
 
-    pub fn from_dynamic(img: image::DynamicImage, channels: usize) -> Result<Self> {
+    pub(crate) fn from_dynamic(img: image::DynamicImage, channels: usize) -> Result<Self> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         if img.color().has_alpha() {
             return Self::from_rgba(w, h, &img.into_rgba8().into_raw(), channels);
@@ -94,7 +99,7 @@ impl Raster {
         Self::new(w, h, channels, pixels)
     }
 
-    pub fn to_dynamic(&self) -> image::DynamicImage {
+    pub(crate) fn to_dynamic(&self) -> image::DynamicImage {
         let (w, h) = (self.width as u32, self.height as u32);
         // The buffer length was checked in `new`, so these conversions cannot fail.
         match self.channels {
@@ -159,7 +164,7 @@ impl Raster {
 /// The width and height an image file declares in its header (PNG, JPEG, GIF, BMP, WebP), refused
 /// when over [`MAX_IMAGE_SIDE`]: checked before any decoder allocates pixels, natively and in the
 /// browser (whose decoder cannot be capped).
-pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32)> {
+pub(crate) fn declared_size(bytes: &[u8]) -> Result<(u32, u32)> {
     use imagesize::ImageError;
     let size = imagesize::blob_size(bytes).map_err(|e| {
         Error::invalid(match e {
@@ -188,7 +193,7 @@ pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32)> {
 /// before any pixel is allocated, and the decoder's own allocations are capped, so a small file
 /// declaring a huge image is a clear error.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn decode_capped(bytes: &[u8]) -> Result<image::DynamicImage> {
+pub(crate) fn decode_capped(bytes: &[u8]) -> Result<image::DynamicImage> {
     declared_size(bytes)?;
     // Some decoders' messages span lines; the error is one line wherever it is shown.
     let cannot = |e: image::ImageError| {

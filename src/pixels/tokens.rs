@@ -10,13 +10,13 @@ use crate::error::{Error, Result};
 
 /// The start-of-image token: the id after the palette's `n_colors` colours (HF's SOS). It is read,
 /// never predicted.
-pub fn start_token(n_colors: usize) -> i64 {
+pub(crate) fn start_token(n_colors: usize) -> i64 {
     n_colors as i64
 }
 
 /// Refuses an id outside the palette's `n_colors` colours, naming the sequence (`what`, e.g.
 /// "sequence 3" or "the prefix") that holds it.
-pub fn check_ids(what: &str, ids: &[u16], n_colors: usize) -> Result<()> {
+pub(crate) fn check_ids(what: &str, ids: &[u16], n_colors: usize) -> Result<()> {
     match ids.iter().find(|&&id| id as usize >= n_colors) {
         Some(bad) => Err(Error::invalid(format!(
             "{what} holds id {bad}, past the model's {n_colors} colours"
@@ -37,7 +37,7 @@ fn shifted_input(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_
 
 /// The input that continues prefixes of one length: SOS, then the whole prefix, `[batch, len + 1]`.
 /// One forward over it yields each prefix's next token.
-pub fn continuation_input<B: Backend>(
+pub(crate) fn continuation_input<B: Backend>(
     prefixes: &[Vec<u16>],
     n_colors: usize,
     device: &B::Device,

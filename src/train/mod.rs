@@ -12,4 +12,4 @@ pub mod step;
 
 pub use batches::Batches;
 pub use config::{TrainConfig, schedule};
-pub use run_loop::{Event, Judge, Outcome, Scorer, Start, run_loop, train};
+pub use run_loop::{Event, Judge, Outcome, Scorer, Start, train};

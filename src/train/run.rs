@@ -40,13 +40,13 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
 }
 
 /// Where [`save_milestone`] keeps the model of step `step`.
-pub fn milestone_dir(run: &Path, step: usize) -> PathBuf {
+pub(crate) fn milestone_dir(run: &Path, step: usize) -> PathBuf {
     run.join("milestones").join(format!("step-{step:06}"))
 }
 
 /// Keeps a copy of the model at this step (a model directory plus the run's state, no optimizer),
 /// written beside its final place and renamed into it, so a kill leaves no half milestone.
-pub fn save_milestone<B: AutodiffBackend>(
+pub(crate) fn save_milestone<B: AutodiffBackend>(
     run: &Path,
     stored: &StoredModel<B>,
     state: &RunState,
@@ -170,7 +170,7 @@ pub fn has_checkpoint(run: &Path) -> bool {
 
 /// Puts `checkpoint.old/` back when a crash came between [`Checkpoint::save`]'s two renames, the one
 /// moment no `checkpoint/` exists. A half-written `checkpoint.new/` is never used.
-pub fn recover(run: &Path) -> Result<()> {
+pub(crate) fn recover(run: &Path) -> Result<()> {
     let (current, old) = (checkpoint_dir(run), old_checkpoint_dir(run));
     if !current.exists() && old.exists() {
         std::fs::rename(&old, &current).map_err(|e| Error::io(&old, e))?;
@@ -203,7 +203,7 @@ pub struct LogRow {
     pub seconds: f64,
 }
 
-pub fn append_log(run: &Path, row: &LogRow) -> Result<()> {
+pub(crate) fn append_log(run: &Path, row: &LogRow) -> Result<()> {
     use std::io::Write;
     let path = run.join(LOG_FILE);
     let mut file = std::fs::OpenOptions::new()

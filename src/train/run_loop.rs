@@ -116,7 +116,7 @@ pub fn train<B: AutodiffBackend>(
 /// step (with their labels when `labels` is given, which adds L_clf), [`step::step`], reading the
 /// loss back when logging, evaluating with `judge`, and, when `run` is a run folder, the log and
 /// atomic checkpoints that resume exactly.
-pub fn run_loop<B: AutodiffBackend>(
+pub(crate) fn run_loop<B: AutodiffBackend>(
     run: Option<&Path>,
     config: &TrainConfig,
     start: Start<B>,

@@ -88,7 +88,10 @@ pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
 }
 
 /// Mean cross-entropy of class scores `[batch, classes]` against labels `[batch]`.
-pub fn cross_entropy<B: Backend>(scores: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+pub(crate) fn cross_entropy<B: Backend>(
+    scores: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
     let [b, _] = scores.dims();
     log_softmax(scores, 1)
         .gather(1, labels.reshape([b, 1]))
