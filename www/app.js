@@ -91,6 +91,14 @@ class ModelWorker {
     this.worker.postMessage({ type: "stop" });
   }
 
+  /// Takes over the kept images and the lost generation of `lost` (a worker whose GPU was lost),
+  /// passed between the two workers directly: the page never holds token ids.
+  takeOverFrom(lost) {
+    const { port1, port2 } = new MessageChannel();
+    lost.worker.postMessage({ type: "handOver", port: port1 }, [port1]);
+    return this.call({ type: "takeOver", port: port2 }, [port2]);
+  }
+
   terminate() {
     this.worker.terminate();
     this.failAll("stopped");
@@ -235,9 +243,10 @@ function settings() {
   };
 }
 
-/// Generates one image per canvas, each continuing its prefix, painting rows as the worker sends them.
-/// If the GPU is lost, it goes on from the rows drawn so far on the CPU.
-async function generate(canvases, prefix, label) {
+/// Generates one image per canvas, each continuing the same prefix (`from`: the first `pixels` of a
+/// tokenized `image`, or null for none), painting rows as the worker sends them. If the GPU is lost,
+/// it goes on from the rows drawn so far on the CPU.
+async function generate(canvases, from, label) {
   // The model serves one call at a time. Another generate() may start while this one waits, so wait
   // until none runs; nothing awaits between this loop and taking `current`.
   await inspector?.passing;
@@ -247,11 +256,11 @@ async function generate(canvases, prefix, label) {
   const run = (current = { stop: () => { stopped = true; engine.worker.stop(); }, finished: new Promise((r) => (finish = r)) });
   const count = canvases.length;
   const total = engine.width * engine.height;
-  let prefixes = Array.from({ length: count }, () => prefix).flat();
+  let start = { from };
   try {
     for (;;) {
-      const result = await engine.worker.generate({ count, prefixes, ...settings(),
-        loseGpuAfterRow: params.has("lose-gpu-after-row") && state.backend === "webgpu" ? Number(params.get("lose-gpu-after-row")) : undefined },
+      const result = await engine.worker.generate({ count, ...start, ...settings(),
+        loseGpuAfterRow: loseGpuHere(label) ? Number(params.get("lose-gpu-after-row")) : undefined },
       ({ first, rgba, drawn, tokensPerSecond }) => {
         const each = rgba.length / count;
         canvases.forEach((c, i) => paintRows(c, rgba.subarray(i * each, (i + 1) * each), first));
@@ -263,8 +272,8 @@ async function generate(canvases, prefix, label) {
         status(`${label}: ${drawn}/${total} pixels, ${tokensPerSecond.toFixed(0)} tokens/s on ${backendName()}`);
       });
       if (result.type === "gpuLost") {
-        prefixes = result.tokens;
-        await continueOnCpu(prefixes.length / count);
+        await continueOnCpu(result.drawn / count);
+        start = { resume: true };
         if (stopped) break;
         continue;
       }
@@ -278,14 +287,27 @@ async function generate(canvases, prefix, label) {
   }
 }
 
-/// The GPU device was lost: the page says so, and a CPU worker (weights from the cache) takes over.
+/// Test hook (?lose-gpu-after-row=N, and ?lose-gpu-in=LABEL to pick one kind of generation, e.g.
+/// Completing): whether this generation destroys the WebGPU device after row N.
+function loseGpuHere(label) {
+  return params.has("lose-gpu-after-row") && state.backend === "webgpu" &&
+    (!params.has("lose-gpu-in") || params.get("lose-gpu-in") === label);
+}
+
+/// The GPU device was lost: the page says so, and a CPU worker (weights from the cache) takes over
+/// the lost one's images and tokens.
 async function continueOnCpu(drawn) {
   state.gpuLost = true;
-  engine.worker.terminate();
   status(`The GPU was lost after ${drawn} pixels; going on with the CPU…`);
+  const lost = engine.worker;
   const { name, files } = await modelEntry();
   state.cpuReason = "the GPU was lost";
-  engine = await startEngine(name, files, false);
+  try {
+    engine = await startEngine(name, files, false);
+    await engine.worker.takeOverFrom(lost);
+  } finally {
+    lost.terminate();
+  }
   state.backend = engine.backend;
   showCard(name, engine.card);
 }
@@ -297,15 +319,14 @@ async function sampleGallery() {
   const count = Math.max(1, Math.min(MAX_COUNT, Number($("count").value) || 1));
   const canvases = Array.from({ length: count }, (_, i) => canvasFor(gallery, null));
   canvases.forEach((c, i) => c.setAttribute("aria-label", `sample ${i + 1}`));
-  if (await generate(canvases, [], "Sampling")) state.galleryDone = true;
+  if (await generate(canvases, null, "Sampling")) state.galleryDone = true;
 }
 
-/// Completes an image (its tokens and the RGBA of its quantised pixels, from the worker).
-async function complete({ ids, rgba }) {
+/// Completes an image (its handle and the RGBA of its quantised pixels, from the worker's tokenize).
+async function complete({ image, rgba }) {
   state.completionDone = false;
   const { width, height } = engine;
   const rows = Math.max(1, Math.min(height - 1, Number($("rows").value) || 1));
-  const prefix = ids.slice(0, rows * width);
   const given = rgba.subarray(0, rows * width * 4);
   const out = $("completion");
   out.replaceChildren();
@@ -314,8 +335,8 @@ async function complete({ ids, rgba }) {
   const n = Math.max(1, Math.min(16, Number($("completions").value) || 1));
   const canvases = Array.from({ length: n }, (_, i) => canvasFor(out, `completion ${i + 1}`));
   for (const c of canvases) paintRows(c, given, 0);
-  if (await generate(canvases, prefix, "Completing")) {
-    state.completion = { rows, width, prefix };
+  if (await generate(canvases, { image, pixels: rows * width }, "Completing")) {
+    state.completion = { rows, width };
     state.completionDone = true;
   }
 }
@@ -382,7 +403,7 @@ function setUpDrawing(card) {
   };
 }
 
-/// The drawing pad's pixels as the model sees them (tokens and their RGBA).
+/// The drawing pad's pixels as the model sees them (their handle in the worker, and their RGBA).
 function tokensOfDrawing() {
   const pad = $("draw");
   const { data } = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height);
@@ -532,16 +553,16 @@ async function completeChosen() {
   }
 }
 
-/// The inspector's "resample from here": `count` completions of `prefix` (any length) into `out`,
-/// the whole rows of `given` (the inspected image's RGBA) painted first.
-async function resampleFrom(prefix, given, count, out) {
+/// The inspector's "resample from here": `count` completions of the first `pixels` (any number) of a
+/// tokenized `image` into `out`, the whole rows of `given` (that image's RGBA) painted first.
+async function resampleFrom({ image, pixels }, given, count, out) {
   state.resampleDone = false;
-  state.resampledFrom = prefix.length;
+  state.resampledFrom = pixels;
   out.replaceChildren();
-  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${prefix.length}: ${i + 1}`));
-  const whole = Math.floor(prefix.length / engine.width) * engine.width * 4;
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${pixels}: ${i + 1}`));
+  const whole = Math.floor(pixels / engine.width) * engine.width * 4;
   for (const c of canvases) paintRows(c, given.subarray(0, whole), 0);
-  if (await generate(canvases, prefix, "Resampling")) state.resampleDone = true;
+  if (await generate(canvases, { image, pixels }, "Resampling")) state.resampleDone = true;
 }
 
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.

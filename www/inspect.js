@@ -45,7 +45,7 @@ function paintCells(canvas, w, h, colour, selected) {
 }
 
 export class Inspector {
-  /// `app`: { worker(), width, height, card, state, stopCurrent(), resample(prefix, rgba, count, out) }.
+  /// `app`: { worker(), width, height, card, state, stopCurrent(), resample({ image, pixels }, rgba, count, out) }.
   constructor(app) {
     this.app = app;
     this.result = null; // the pass: bits, features, colours, layers, heads, rgb of the image
@@ -82,15 +82,15 @@ export class Inspector {
     $("inspect-resample").onclick = () => this.resample();
   }
 
-  /// Inspects an image (`{ ids, rgba }` from the worker's tokenize), selecting `pixel` (default: the
+  /// Inspects an image (`{ image, rgba }` from the worker's tokenize), selecting `pixel` (default: the
   /// centre, as `igpt inspect`).
-  async inspect({ ids, rgba }, pixel) {
+  async inspect({ image, rgba }, pixel) {
     const { app } = this;
     await app.stopCurrent(); // the model serves one call at a time
     const began = performance.now();
     app.state.inspectDone = false;
     $("inspect-summary").textContent = "Inspecting…";
-    this.passing = app.worker().call({ type: "inspect", ids });
+    this.passing = app.worker().call({ type: "inspect", image });
     let result;
     try {
       result = await this.passing;
@@ -99,8 +99,8 @@ export class Inspector {
     }
     heatRamp = result.heat;
     result.rgba = rgba;
-    result.rgb = Array.from({ length: ids.length }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);
-    result.ids = ids;
+    result.rgb = Array.from({ length: rgba.length / 4 }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);
+    result.image = image;
     this.result = result;
     this.fillMenus();
     $("inspect-views").hidden = false;
@@ -281,7 +281,6 @@ export class Inspector {
   async resample() {
     if (this.pinned === null) return;
     const count = Math.max(1, Math.min(16, Number($("inspect-resample-count").value) || 1));
-    const prefix = this.result.ids.slice(0, this.pinned);
-    await this.app.resample(prefix, this.result.rgba, count, $("inspect-resample-out"));
+    await this.app.resample({ image: this.result.image, pixels: this.pinned }, this.result.rgba, count, $("inspect-resample-out"));
   }
 }

@@ -1,12 +1,16 @@
 // The model's thread: downloads and verifies the weights (with a cache), runs the wasm model, and sends
 // the page RGBA rows to paint. The page (app.js) only lays out and paints, so it stays responsive.
 //
-// Messages in:  size {config, batch}, load {base, files, webgpu}, generate {run, count, prefixes, temperature, topK, seed,
-//               loseGpuAfterRow}, stop, tokenize {bytes} | {rgba, width, height}, inspect {ids},
-//               inspectPixel {pixel, temperature, topK}, distribution {pixel, temperature, topK}, memory
-// Messages out: progress {fraction, text}, reply to size {gpuBufferBytes}, loaded {backend, card, width, height}, rows {run, first, last,
-//               rgba, drawn, tokensPerSecond}, finished {run, stopped, tokens}, gpuLost {run, tokens},
-//               reply {call, ...}, failed {call?, run?, message, retry}
+// Token ids stay here: the page names an image by the handle tokenize gave it, and a prefix by its
+// image and length; it sees only colours.
+//
+// Messages in:  size {config, batch}, load {base, files, webgpu}, generate {run, count, from?: {image, pixels}
+//               | resume: true, temperature, topK, seed, loseGpuAfterRow}, stop, tokenize {bytes} | {rgba,
+//               width, height}, inspect {image}, inspectPixel {pixel, temperature, topK}, distribution
+//               {pixel, temperature, topK}, memory, handOver {port} (to a successor), takeOver {port}
+// Messages out: progress {fraction, text}, reply to size {gpuBufferBytes}, loaded {backend, card, width, height},
+//               rows {run, first, last, rgba, drawn, tokensPerSecond}, finished {run, stopped},
+//               gpuLost {run, drawn}, reply {call, ...}, failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
@@ -73,8 +77,40 @@ async function load({ base, files, webgpu }) {
 }
 
 // On WebGPU, the tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left
-// mid-call, and the page goes on from these on the CPU. (The CPU has nothing to lose, so no copy.)
-let lastTokens = [];
+// mid-call, and a CPU worker goes on from these (handOver). (The CPU has nothing to lose, so no copy.)
+let lastTokens = new Uint16Array(0);
+// What a predecessor handed over (takeOver): the lost generation's tokens, which `resume` continues.
+let handedOver = null;
+
+// The images tokenized so far, by handle (the newest few; the page holds a handle per image it shows).
+const images = new Map();
+let nextImage = 1;
+const KEPT_IMAGES = 16;
+
+function keepImage(ids) {
+  const image = nextImage++;
+  images.set(image, ids);
+  for (const old of images.keys()) if (images.size > KEPT_IMAGES) images.delete(old);
+  return image;
+}
+
+// The ids `count` images start from: nothing, the first `pixels` of a tokenized image for each, or
+// (`resume`) what a lost GPU worker had drawn.
+function startingIds({ count, from, resume }) {
+  if (resume) {
+    if (!handedOver) throw new Error("there is no generation to resume");
+    const ids = handedOver;
+    handedOver = null;
+    return ids;
+  }
+  if (!from) return new Uint16Array(0);
+  const ids = images.get(from.image);
+  if (!ids) throw new Error("that image is no longer kept; choose it again");
+  const prefix = ids.subarray(0, from.pixels);
+  const all = new Uint16Array(prefix.length * count);
+  for (let i = 0; i < count; i++) all.set(prefix, i * prefix.length);
+  return all;
+}
 
 // The generation running, if any: a new one stops it and waits, as both would drive the one model.
 let running = null;
@@ -92,13 +128,14 @@ async function generate(message) {
   }
 }
 
-// Generates `count` images, each continuing its own prefix (`prefixes`: `count` prefixes of one length,
-// concatenated), one message per row, until done or stopped.
-async function generateRows({ run, count, prefixes, temperature, topK, seed, loseGpuAfterRow }) {
+// Generates `count` images, each continuing its own prefix (`startingIds`: `count` prefixes of one
+// length, concatenated), one message per row, until done or stopped.
+async function generateRows({ run, count, from, resume, temperature, topK, seed, loseGpuAfterRow }) {
   stopRequested = false;
   const width = model.width();
+  const prefixes = startingIds({ count, from, resume });
   const given = prefixes.length / count;
-  model.start_each(Uint16Array.from(prefixes), count, temperature, topK, 0, seed >>> 0);
+  model.start_each(prefixes, count, temperature, topK, 0, seed >>> 0);
   lastTokens = prefixes;
   const began = performance.now();
   let row = Math.floor(given / width);
@@ -109,7 +146,7 @@ async function generateRows({ run, count, prefixes, temperature, topK, seed, los
     // A lost device may leave the readback waiting forever: race it against the loss.
     const now = await Promise.race([model.advance(width), deviceLost]);
     if (gpuLost) throw { gpuLost: true };
-    if (gpuDevice) lastTokens = Array.from(model.tokens());
+    if (gpuDevice) lastTokens = model.tokens();
     const last = Math.ceil(now / width);
     const rgba = new Uint8Array(model.rows_rgba(row, last));
     const tokensPerSecond = ((now - given) * count) / ((performance.now() - began) / 1000);
@@ -125,11 +162,13 @@ async function generateRows({ run, count, prefixes, temperature, topK, seed, los
 // The inspector: one pass over an image, kept here; the page then asks about pixels.
 let inspection = null;
 
-async function inspect({ ids }) {
+async function inspect({ image }) {
+  const ids = images.get(image);
+  if (!ids) throw new Error("that image is no longer kept; choose it again");
   inspection?.free();
   inspection = null;
   const began = performance.now();
-  inspection = await model.inspect(Uint16Array.from(ids));
+  inspection = await model.inspect(ids);
   const layers = inspection.n_layer();
   return {
     ms: performance.now() - began,
@@ -181,13 +220,36 @@ async function decodeImage(bytes) {
   return { rgba: context.getImageData(0, 0, width, height).data, width, height };
 }
 
-// The quantised image (tokens, and its RGBA as the model sees it) of an image file or of canvas pixels.
+// The quantised image of an image file or of canvas pixels: its handle (the tokens stay here) and
+// its RGBA as the model sees it.
 async function tokenize(message) {
   const { rgba, width, height } = message.bytes
     ? await decodeImage(message.bytes)
     : { rgba: new Uint8Array(message.rgba), width: message.width, height: message.height };
   const ids = model.tokenize_rgba(rgba, width, height);
-  return { ids: Array.from(ids), rgba: new Uint8Array(model.render(ids)) };
+  return { image: keepImage(ids), rgba: new Uint8Array(model.render(ids)) };
+}
+
+// After a GPU loss, this worker's state goes to the CPU worker that succeeds it, straight through a
+// MessageChannel: the kept images (their handles stay valid) and the lost generation's tokens.
+function handOver({ port }) {
+  // (Not closed here: the page ends this worker once its successor has the message.)
+  port.postMessage({ images: [...images], nextImage, tokens: lastTokens });
+}
+
+function takeOver({ port }) {
+  return new Promise((resolve, reject) => {
+    // The predecessor's JavaScript still runs after a loss; if it does not answer, say so.
+    const late = setTimeout(() => reject(new Error("the worker whose GPU was lost did not hand over its images")), 10000);
+    port.onmessage = ({ data }) => {
+      clearTimeout(late);
+      for (const [image, ids] of data.images) images.set(image, ids);
+      nextImage = Math.max(nextImage, data.nextImage);
+      handedOver = data.tokens;
+      port.close();
+      resolve({ drawn: data.tokens.length });
+    };
+  });
 }
 
 onmessage = async ({ data: message }) => {
@@ -218,13 +280,19 @@ onmessage = async ({ data: message }) => {
       case "distribution":
         post({ type: "reply", call, ...distribution(message) });
         break;
+      case "handOver":
+        handOver(message);
+        break;
+      case "takeOver":
+        post({ type: "reply", call, ...(await takeOver(message)) });
+        break;
       case "memory":
         post({ type: "reply", call, bytes: wasm_memory_bytes() });
         break;
     }
   } catch (e) {
     if (e?.gpuLost || gpuLost) {
-      post({ type: "gpuLost", run, tokens: lastTokens });
+      post({ type: "gpuLost", run, drawn: lastTokens.length });
       return;
     }
     post({ type: "failed", call, run, message: e?.message ?? String(e), retry: !!e?.retry });
