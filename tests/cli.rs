@@ -688,8 +688,9 @@ fn examples_writes_pngs_and_merges_the_index() {
 }
 
 /// `igpt inspect` on an emoji PNG through the HF fixture (8×8, 2 layers, 4 heads): the JSON line's
-/// mean equals what `igpt eval` gives the same tokens, the default pixel is the centre, the panel has
-/// the image, the surprise map and a view per layer, and a pixel outside the image is one clear line.
+/// mean equals what `igpt eval` gives the same tokens, the default pixel is the centre, the logit lens
+/// has every layer, the panel has the image, the surprise map, a view per layer and the lens's maps,
+/// and a pixel outside the image is one clear line.
 #[test]
 fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     let model = fixture_dir();
@@ -744,9 +745,17 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
         "inspect {mean}, eval {eval_bits}"
     );
 
-    // Four panels of 8×3 pixels, 3 apart: 4·24 + 5·3 wide, 24 + 2·3 high.
+    // The logit lens: one entry per layer (the embeddings and both blocks), the last the output's.
+    let lens = out["lens"].as_array().unwrap();
+    assert_eq!(lens.len(), 3);
+    assert_eq!(lens[2]["actual"], out["actual"]);
+    assert_eq!(out["lens_bits_per_pixel"].as_array().unwrap().len(), 3);
+    assert_eq!(out["lens_bits_per_pixel"][2], out["bits_per_pixel"]);
+
+    // Four panels of 8×3 pixels, 3 apart: 4·24 + 5·3 wide; below them the lens's three, so two
+    // rows: 2·24 + 3·3 high.
     let png = image::open(&panel).unwrap();
-    assert_eq!((png.width(), png.height()), (111, 30));
+    assert_eq!((png.width(), png.height()), (111, 57));
 
     // An image of a dataset, as `complete` takes it.
     let out = json(&stdout_of(&[

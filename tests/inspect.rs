@@ -216,3 +216,60 @@ fn the_heat_ramp_runs_through_its_stops_and_the_page_gets_the_same_table() {
     );
     assert_eq!(&table[3 * 128..3 * 129], &heat(128.0 / 255.0)[..]);
 }
+
+/// The logit lens: its last layer is the model's output (`forward`, whose logits are HF's), every
+/// layer is that layer's hidden states through the final norm and head (recomputed here from the
+/// residual stream, to check the lens's layout), and the report's lens agrees with its own top,
+/// actual and surprise.
+#[test]
+fn the_logit_lens_reads_every_layer_and_its_last_layer_is_the_output() {
+    use burn::tensor::activation::log_softmax;
+    let stored = fixture();
+    let model = &stored.model;
+    let ids: Vec<u16> = expected().input_ids[1].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(model, &ids, 8).unwrap();
+    let device = Default::default();
+    let (inputs, _) = igpt::pixels::tokens::inputs_and_targets::<B>(
+        std::iter::once(&ids[..]),
+        model.n_colors(),
+        &device,
+    );
+    let k = model.n_colors();
+    let output = floats(log_softmax(model.forward(inputs.clone()), 2));
+    let residual = model.forward_with(inputs, traced_options()).residual;
+    assert_eq!(residual.len(), 3);
+    for (layer, states) in residual.into_iter().enumerate() {
+        let read = floats(log_softmax(model.logits(model.final_norm(states)), 2));
+        for pixel in 0..64 {
+            let lens = inspected.lens_log_probs(layer, pixel);
+            let want = &read[pixel * k..(pixel + 1) * k];
+            assert!(
+                max_abs_diff(lens, want) < 1e-5,
+                "layer {layer}, pixel {pixel}"
+            );
+            if layer == 2 {
+                let out = &output[pixel * k..(pixel + 1) * k];
+                assert!(
+                    max_abs_diff(lens, out) < 1e-5,
+                    "pixel {pixel}: not the output"
+                );
+            }
+        }
+    }
+    // Earlier layers know less: the embeddings' read is not the output.
+    assert!(inspected.lens_bits(0) != inspected.lens_bits(2));
+
+    let report = inspected.report([3, 5]).unwrap();
+    let pixel = 3 * 8 + 5;
+    assert_eq!(report.lens.len(), 3);
+    assert_eq!(report.lens_bits_per_pixel.len(), 3);
+    assert_eq!(report.lens_bits_per_pixel[2], report.bits_per_pixel);
+    let last = &report.lens[2];
+    assert_eq!(last.actual, report.actual);
+    assert_eq!(last.top[..], report.top[..3]);
+    for (layer, entry) in report.lens.iter().enumerate() {
+        assert_eq!(entry.layer, layer);
+        assert_eq!(entry.bits, report.lens_bits_per_pixel[layer][pixel]);
+        assert!((entry.bits + entry.actual.p.log2()).abs() < 1e-4);
+    }
+}

@@ -229,6 +229,49 @@ export class Inspector {
     }
     paintCells($("inspect-positions"), w, h, (i) => diverging(positions[i]), p);
     this.drawDistribution();
+    this.drawLens();
+  }
+
+  /// The logit lens: every layer's surprise map on one scale, and the selected pixel's colour as each
+  /// layer reads it (the worker's report).
+  drawLens() {
+    const { width: w, height: h } = this.app;
+    const { colours } = this.result;
+    const { lens, lens_bits_per_pixel: maps } = this.numbers.report;
+    const colour = (id) => hex([colours[4 * id], colours[4 * id + 1], colours[4 * id + 2]]);
+    const max = Math.max(1e-6, ...maps.map((bits) => Math.max(...bits)));
+    const out = $("inspect-lens");
+    if (out.children.length !== maps.length) {
+      out.replaceChildren(...maps.map((_, l) => {
+        const figure = document.createElement("figure");
+        const canvas = document.createElement("canvas");
+        canvas.setAttribute("role", "img");
+        canvas.setAttribute("aria-label", `surprise of each pixel read from layer ${l}`);
+        figure.append(canvas, document.createElement("figcaption"));
+        return figure;
+      }));
+    }
+    maps.forEach((bits, l) => {
+      const figure = out.children[l];
+      paintCells(figure.firstChild, w, h, (i) => heat(bits[i] / max), this.pixel);
+      const mean = bits.reduce((a, b) => a + b, 0) / bits.length;
+      const name = l === 0 ? "embeddings" : l === maps.length - 1 ? "output" : `block ${l}`;
+      figure.lastChild.textContent = `layer ${l} (${name}): ${mean.toFixed(3)} bits`;
+    });
+    const swatch = (id, actual) => {
+      const s = document.createElement("span");
+      s.className = "swatch" + (actual ? " actual" : "");
+      s.style.background = colour(id);
+      s.title = colour(id);
+      return s;
+    };
+    $("inspect-lens-pixel").replaceChildren(...lens.map(({ layer, top, actual, bits }) => {
+      const item = document.createElement("li");
+      item.append(`layer ${layer}: its colour`, swatch(actual.id, true),
+        `${(100 * actual.p).toFixed(1)}%, rank ${actual.rank}, ${bits.toFixed(2)} bits; likeliest`,
+        ...top.flatMap(({ id, p }) => [swatch(id, id === actual.id), `${(100 * p).toFixed(1)}%`]));
+      return item;
+    }));
   }
 
   /// The inspector's sampling settings as the worker takes them: temperature (0: greedy) and top-k

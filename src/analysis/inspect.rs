@@ -1,6 +1,7 @@
 //! What the inspector shows of one image, computed once from a traced forward pass: each pixel's
-//! surprise (bits), the model's next-colour distribution at any pixel, and attention from any pixel.
-//! `igpt inspect` and the web page report the same numbers from here.
+//! surprise (bits), the model's next-colour distribution at any pixel, attention from any pixel, and
+//! the logit lens (every layer's hidden states read by the final norm and head, as if the model
+//! stopped there). `igpt inspect` and the web page report the same numbers from here.
 //!
 //! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
 //! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
@@ -36,6 +37,18 @@ pub struct Actual {
     pub rank: usize,
 }
 
+/// The logit lens at one layer and pixel: the distribution the final norm and head read from that
+/// layer's hidden state (layer 0: the embeddings; the last layer: the model's own output).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LensLayer {
+    pub layer: usize,
+    /// The three likeliest colours, most likely first.
+    pub top: Vec<Choice>,
+    pub actual: Actual,
+    /// Surprise of the true colour, in bits.
+    pub bits: f32,
+}
+
 /// A next-pixel distribution as sampling draws from it (see [`Inspected::reshaped`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Reshaped {
@@ -58,8 +71,10 @@ pub struct Inspected {
     pub n_embd: usize,
     /// The image's palette ids, raster order.
     pub ids: Vec<u16>,
-    /// `[pixels, K]`: log-probability of every colour at every pixel.
-    log_probs: Vec<f32>,
+    /// `[layer + 1, pixels, K]`: log-probability of every colour at every pixel, read from every
+    /// layer's hidden states through the final norm and head (the logit lens); the last layer's is
+    /// the model's output.
+    lens: Vec<f32>,
     /// `[layer, head, position, head_dim]`: every layer's queries and keys, as attention used them
     /// (a pixel's attention row is formed from them when asked: the full `n × n` probabilities of
     /// every head would be 64 MB for a 1,024-pixel, 4-layer, 4-head model).
@@ -73,8 +88,8 @@ pub struct Inspected {
     positions: Vec<f32>,
 }
 
-/// The tensors an inspection reads back, each flattened: log-probabilities, queries, keys, the
-/// residual stream and the position embeddings (see [`Inspected`]'s fields).
+/// The tensors an inspection reads back, each flattened: the logit lens's log-probabilities, queries,
+/// keys, the residual stream and the position embeddings (see [`Inspected`]'s fields).
 pub struct Traced<B: Backend> {
     pub tensors: [Tensor<B, 1>; 5],
     pub n_head: usize,
@@ -95,6 +110,11 @@ pub struct Report {
     pub actual: Actual,
     /// `[layer][head][position]`: the selected pixel's attention over positions 0..=pixel (0 is SOS).
     pub attention: Vec<Vec<Vec<f32>>>,
+    /// The logit lens at the selected pixel, one entry per layer (0: the embeddings).
+    pub lens: Vec<LensLayer>,
+    /// `[layer][pixel]`: the logit lens's surprise of every pixel in bits, per layer (the last row is
+    /// `bits_per_pixel`).
+    pub lens_bits_per_pixel: Vec<Vec<f32>>,
 }
 
 impl Inspected {
@@ -125,22 +145,28 @@ impl Inspected {
             queries_keys: true,
             ..Default::default()
         };
+        let flat = |t: Tensor<B, 3>| t.reshape([-1]);
+        // `normed` is not read: the lens reads the last layer's states through the same final norm.
         let ForwardPass {
-            normed,
+            normed: _,
             residual,
             queries_keys,
             scale,
         } = model.forward_with(inputs, options);
-        let logits = model.logits(normed);
+        // The logit lens: every layer's hidden states through the final norm and head; the last
+        // layer's is the model's output.
+        let lens: Vec<Tensor<B, 1>> = residual
+            .iter()
+            .map(|x| flat(log_softmax(model.logits(model.final_norm(x.clone())), 2)))
+            .collect();
         let n_head = queries_keys.first().map_or(0, |[q, _]| q.dims()[1]);
-        let flat = |t: Tensor<B, 3>| t.reshape([-1]);
         let (queries, keys): (Vec<_>, Vec<_>) = queries_keys
             .into_iter()
             .map(|[q, k]| (q.reshape([-1]), k.reshape([-1])))
             .unzip();
         Ok(Traced {
             tensors: [
-                flat(log_softmax(logits, 2)),
+                Tensor::cat(lens, 0),
                 Tensor::cat(queries, 0),
                 Tensor::cat(keys, 0),
                 Tensor::cat(residual.into_iter().map(flat).collect(), 0),
@@ -158,18 +184,18 @@ impl Inspected {
         width: usize,
         n_head: usize,
         scale: f64,
-        [log_probs, queries, keys, residual, positions]: [Vec<f32>; 5],
+        [lens, queries, keys, residual, positions]: [Vec<f32>; 5],
     ) -> Result<Self> {
         let (n, k, d, layers) = (ids.len(), model.n_colors(), model.n_embd(), model.n_layer());
         let sizes = [
-            n * k,
+            (layers + 1) * n * k,
             layers * n * d,
             layers * n * d,
             (layers + 1) * n * d,
             n * d,
         ];
         let got = [
-            log_probs.len(),
+            lens.len(),
             queries.len(),
             keys.len(),
             residual.len(),
@@ -188,7 +214,7 @@ impl Inspected {
             n_head,
             n_embd: d,
             ids: ids.to_vec(),
-            log_probs,
+            lens,
             queries,
             keys,
             scale: scale as f32,
@@ -244,42 +270,54 @@ impl Inspected {
         Ok(row * self.width + col)
     }
 
-    /// Every colour's log-probability (natural log) at raster index `pixel`.
+    /// Every colour's log-probability (natural log) at raster index `pixel`: the model's output.
     pub fn log_probs_at(&self, pixel: usize) -> &[f32] {
-        &self.log_probs[pixel * self.n_colors..(pixel + 1) * self.n_colors]
+        self.lens_log_probs(self.n_layer, pixel)
+    }
+
+    /// Every colour's log-probability at raster index `pixel` as the logit lens reads it from
+    /// `layer` (0: the embeddings, l: block l's output).
+    pub fn lens_log_probs(&self, layer: usize, pixel: usize) -> &[f32] {
+        let at = (layer * self.pixels() + pixel) * self.n_colors;
+        &self.lens[at..at + self.n_colors]
     }
 
     /// Surprise of every pixel, in bits: −log₂ p(true colour).
     pub fn bits_per_pixel(&self) -> Vec<f32> {
+        self.lens_bits(self.n_layer)
+    }
+
+    /// Surprise of every pixel in bits as the logit lens reads it from `layer`.
+    pub fn lens_bits(&self, layer: usize) -> Vec<f32> {
         (0..self.pixels())
-            .map(|i| -self.log_probs_at(i)[self.ids[i] as usize] / std::f32::consts::LN_2)
+            .map(|i| bits(self.lens_log_probs(layer, i), self.ids[i]))
             .collect()
     }
 
     /// The `k` likeliest colours at raster index `pixel`, most likely first (ties: lower id first).
     pub fn top(&self, pixel: usize, k: usize) -> Vec<Choice> {
-        let lp = self.log_probs_at(pixel);
-        let mut order: Vec<usize> = (0..lp.len()).collect();
-        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
-        order
-            .into_iter()
-            .take(k)
-            .map(|id| Choice {
-                id: id as u16,
-                p: lp[id].exp(),
-            })
-            .collect()
+        top_of(self.log_probs_at(pixel), k)
     }
 
     /// The true colour at raster index `pixel`, its probability and rank.
     pub fn actual(&self, pixel: usize) -> Actual {
-        let lp = self.log_probs_at(pixel);
-        let id = self.ids[pixel] as usize;
-        Actual {
-            id: id as u16,
-            p: lp[id].exp(),
-            rank: 1 + lp.iter().filter(|&&x| x > lp[id]).count(),
-        }
+        actual_of(self.log_probs_at(pixel), self.ids[pixel])
+    }
+
+    /// The logit lens at raster index `pixel`: every layer's three likeliest colours and the true
+    /// colour's probability, rank and bits.
+    pub fn lens(&self, pixel: usize) -> Vec<LensLayer> {
+        (0..=self.n_layer)
+            .map(|layer| {
+                let lp = self.lens_log_probs(layer, pixel);
+                LensLayer {
+                    layer,
+                    top: top_of(lp, 3),
+                    actual: actual_of(lp, self.ids[pixel]),
+                    bits: bits(lp, self.ids[pixel]),
+                }
+            })
+            .collect()
     }
 
     /// The distribution at raster index `pixel` as sampling with `config` draws from it (the
@@ -347,7 +385,39 @@ impl Inspected {
                         .collect()
                 })
                 .collect(),
+            lens: self.lens(i),
+            lens_bits_per_pixel: (0..=self.n_layer).map(|l| self.lens_bits(l)).collect(),
         })
+    }
+}
+
+/// −log₂ of colour `id`'s probability, from natural-log probabilities.
+fn bits(log_probs: &[f32], id: u16) -> f32 {
+    -log_probs[id as usize] / std::f32::consts::LN_2
+}
+
+/// The `k` likeliest colours of a distribution (natural-log probabilities), most likely first (ties:
+/// lower id first).
+fn top_of(log_probs: &[f32], k: usize) -> Vec<Choice> {
+    let mut order: Vec<usize> = (0..log_probs.len()).collect();
+    order.sort_by(|&a, &b| log_probs[b].total_cmp(&log_probs[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|id| Choice {
+            id: id as u16,
+            p: log_probs[id].exp(),
+        })
+        .collect()
+}
+
+/// Colour `id`'s probability and rank in a distribution (natural-log probabilities).
+fn actual_of(log_probs: &[f32], id: u16) -> Actual {
+    let lp = log_probs[id as usize];
+    Actual {
+        id,
+        p: lp.exp(),
+        rank: 1 + log_probs.iter().filter(|&&x| x > lp).count(),
     }
 }
 

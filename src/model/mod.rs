@@ -565,6 +565,12 @@ impl<B: Backend> ImageGpt<B> {
         Some(self.precision.linear(score, pooled))
     }
 
+    /// The final norm `ln_f`, which the heads read after the last block (the logit lens applies it
+    /// to any layer's hidden states).
+    pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.ln_f.forward(x)
+    }
+
     /// The next-colour scores from the final norm's output.
     pub fn logits(&self, normed: Tensor<B, 3>) -> Tensor<B, 3> {
         self.precision.linear(&self.lm_head, normed)
@@ -647,7 +653,7 @@ impl<B: Backend> ImageGpt<B> {
             residual.push(x.clone());
         }
         ForwardPass {
-            normed: self.ln_f.forward(x),
+            normed: self.final_norm(x),
             residual,
             queries_keys,
             scale: self.h.first().map_or(1.0, |block| block.attn.scale),

@@ -525,6 +525,10 @@ function inspectionDiff(page, cli) {
   page.top.forEach((c, i) => check(c.id === cli.top[i].id || Math.abs(c.p - cli.top[i].p) < 1e-3, `top ${i}: ${c.id} vs ${cli.top[i].id}`));
   pairs([page.actual.p], [cli.actual.p], "actual");
   pairs(page.attention.flat(2), cli.attention.flat(2), "attention");
+  // The logit lens: every layer's surprise map, and the pixel's colour as each layer reads it.
+  pairs(page.lens_bits_per_pixel.flat(), cli.lens_bits_per_pixel.flat(), "lens_bits_per_pixel");
+  pairs(page.lens.map((l) => l.actual.p), cli.lens.map((l) => l.actual.p), "lens");
+  page.lens.forEach((l, i) => check(l.actual.rank === cli.lens[i].actual.rank || Math.abs(l.actual.p - cli.lens[i].actual.p) < 1e-3, `lens ${i}: rank ${l.actual.rank} vs ${cli.lens[i].actual.rank}`));
   return diff;
 }
 const defaultCard = defaultModel && JSON.parse(fs.readFileSync(path.join(dist, `models/${defaultModel}/card.json`), "utf8"));
@@ -554,6 +558,9 @@ for (const backend of ["cpu", "webgpu"]) {
       const features = await canvasStats(page, "#inspect-features canvas");
       check(features.length === layers + 1 && features.every(([, colours]) => colours > 16), `features: ${JSON.stringify(features)}`);
       check((await page.$$("#inspect-distribution li")).length > 0, "no distribution swatches");
+      const lens = await canvasStats(page, "#inspect-lens canvas");
+      check(lens.length === layers + 1 && lens.every(([opaque, colours]) => opaque === 1 && colours > 2), `lens: ${JSON.stringify(lens)}`);
+      check((await page.$$("#inspect-lens-pixel li")).length === layers + 1, "the lens at the pixel lacks a layer");
       const section = await page.$("section[aria-labelledby=inspect-title]");
       await section.screenshot({ path: path.join(artifacts, `inspect-${backend}.png`) });
       if (backend === "cpu") {

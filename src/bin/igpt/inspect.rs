@@ -1,6 +1,6 @@
 //! `igpt inspect`: what the model makes of one image (see `igpt::analysis::inspect`): how surprising each pixel
-//! is, what it expected at one pixel, and where that pixel looked. The web page's inspector shows the
-//! same numbers.
+//! is, what it expected at one pixel, where that pixel looked, and what each layer already knew (the
+//! logit lens). The web page's inspector shows the same numbers.
 
 use std::path::PathBuf;
 
@@ -26,10 +26,12 @@ pub struct InspectArgs {
     /// The pixel to look at, ROW,COL counted from 0 at the top left. Default: the centre.
     #[arg(long, value_parser = parse_pixel)]
     pixel: Option<[usize; 2]>,
-    /// Print one JSON line: bits_per_pixel, mean_bits, pixel, top, actual, attention.
+    /// Print one JSON line: bits_per_pixel, mean_bits, pixel, top, actual, attention, lens (the logit
+    /// lens at the pixel, per layer) and lens_bits_per_pixel (per layer).
     #[arg(long)]
     json: bool,
-    /// Also write a PNG panel: the image, its surprise map, and the pixel's attention in each layer.
+    /// Also write a PNG panel: the image, its surprise map and the pixel's attention in each layer;
+    /// below, the logit lens's surprise map of each layer (one scale for all).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Size of one image pixel in the panel.
@@ -129,6 +131,19 @@ fn describe<B: Backend>(
             heads.len()
         );
     }
+    println!("  logit lens (each layer's states read by the final norm and head; 0 = embeddings):");
+    for lens in &report.lens {
+        let bits = &report.lens_bits_per_pixel[lens.layer];
+        let mean = bits.iter().map(|&b| f64::from(b)).sum::<f64>() / bits.len() as f64;
+        println!(
+            "  layer {}: {mean:.4} bits per pixel; here its colour p = {:.4}, rank {}; likeliest {} {:.4}",
+            lens.layer,
+            lens.actual.p,
+            lens.actual.rank,
+            colour(lens.top[0].id)?,
+            lens.top[0].p
+        );
+    }
     Ok(())
 }
 
@@ -165,11 +180,19 @@ fn panel(
             (i < selected).then(|| (mean[i + 1] / peak).sqrt())
         }));
     }
+    let columns = panels.len();
+    // The next row: the logit lens's surprise in every layer, on one scale.
+    let lens = &report.lens_bits_per_pixel;
+    let lens_max = lens.iter().flatten().copied().fold(1e-6, f32::max);
+    panels.extend(
+        lens.iter()
+            .map(|bits| heatmap(w, h, |i| Some(bits[i] / lens_max))),
+    );
     let panels: Vec<Raster> = panels
         .into_iter()
         .map(|p| outline(p.upscaled(scale), report.pixel, scale))
         .collect();
-    Ok(tile(&panels, panels.len(), scale)?)
+    Ok(tile(&panels, columns, scale)?)
 }
 
 /// A `w`×`h` RGB image coloured by `value(pixel)` in 0..=1 (black → purple → orange → pale yellow);
