@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
-use crate::analysis::inspect::{self, Inspected, floats};
+use crate::analysis::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
 use crate::pixels::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};
@@ -60,7 +60,7 @@ impl<B: Backend> Engine<B> {
     /// The inspector's pass over one image, read back without blocking.
     async fn inspect(&self, ids: &[u16], width: usize) -> Result<Inspected, JsError> {
         let traced = Inspected::trace(&self.model, ids, width)?;
-        let mut numbers = Vec::with_capacity(5);
+        let mut numbers = Vec::with_capacity(TRACED_TENSORS);
         for tensor in traced.tensors {
             let data = tensor
                 .into_data_async()
@@ -68,7 +68,7 @@ impl<B: Backend> Engine<B> {
                 .map_err(|e| JsError::new(&format!("reading the inspection back failed: {e:?}")))?;
             numbers.push(floats(data)?);
         }
-        let numbers: [Vec<f32>; 5] = numbers.try_into().expect("five tensors");
+        let numbers: [Vec<f32>; TRACED_TENSORS] = numbers.try_into().expect("one list per tensor");
         Ok(Inspected::from_numbers(
             &self.model,
             ids,

@@ -751,6 +751,15 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     assert_eq!(lens[2]["actual"], out["actual"]);
     assert_eq!(out["lens_bits_per_pixel"].as_array().unwrap().len(), 3);
     assert_eq!(out["lens_bits_per_pixel"][2], out["bits_per_pixel"]);
+    // Direct logit attribution: the embeddings, then each layer's 4 heads, attention bias and MLP.
+    let parts = out["attribution"]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 1 + 2 * 6);
+    let sum: f64 = parts.iter().map(|p| p["logit"].as_f64().unwrap()).sum();
+    let logit = out["attribution"]["logit"].as_f64().unwrap();
+    assert!(
+        (sum - logit).abs() < 1e-3 * logit.abs().max(1.0),
+        "{sum} vs {logit}"
+    );
 
     // Four panels of 8×3 pixels, 3 apart: 4·24 + 5·3 wide; below them the lens's three, so two
     // rows: 2·24 + 3·3 high.

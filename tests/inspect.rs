@@ -19,7 +19,7 @@ fn fixture() -> store::StoredModel<B> {
 fn traced_options<'a>() -> ForwardOptions<'a, B> {
     ForwardOptions {
         residual: true,
-        queries_keys: true,
+        attention: true,
         ..Default::default()
     }
 }
@@ -39,8 +39,8 @@ fn the_traced_pass_gives_the_fused_pass_logits() {
     let trace = stored.model.forward_with(ids, traced_options());
     let traced = floats(stored.model.logits(trace.normed.clone()));
     assert!(max_abs_diff(&traced, &fused) < 1e-5);
-    assert_eq!(trace.queries_keys.len(), 2);
-    assert_eq!(trace.attention(0).dims(), [b, 4, t, t]);
+    assert_eq!(trace.attention.len(), 2);
+    assert_eq!(trace.attention_weights(0).dims(), [b, 4, t, t]);
     assert_eq!(trace.residual.len(), 3);
 }
 
@@ -56,10 +56,10 @@ fn attention_probabilities_match_hf() {
     let t = input.len();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, t]), &Default::default());
     let trace = stored.model.forward_with(ids, traced_options());
-    assert_eq!(trace.queries_keys.len(), hf.len());
+    assert_eq!(trace.attention.len(), hf.len());
     for (layer, theirs) in hf.iter().enumerate() {
         let theirs: Vec<f32> = theirs.iter().flatten().flatten().copied().collect();
-        let diff = max_abs_diff(&floats(trace.attention(layer)), &theirs);
+        let diff = max_abs_diff(&floats(trace.attention_weights(layer)), &theirs);
         // HF's numbers are rounded to 7 decimals.
         assert!(diff < 2e-6, "layer {layer}: {diff} off HF's attentions");
     }
@@ -272,4 +272,43 @@ fn the_logit_lens_reads_every_layer_and_its_last_layer_is_the_output() {
         assert_eq!(entry.bits, report.lens_bits_per_pixel[layer][pixel]);
         assert!((entry.bits + entry.actual.p.log2()).abs() < 1e-4);
     }
+}
+
+/// Direct logit attribution: at every pixel the parts (embeddings, 4 heads, attention bias and MLP
+/// of each of the 2 layers) sum to the true colour's logit, which is the plain forward's.
+#[test]
+fn the_attribution_parts_sum_to_the_true_colours_logit() {
+    let stored = fixture();
+    let model = &stored.model;
+    let ids: Vec<u16> = expected().input_ids[1].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(model, &ids, 8).unwrap();
+    let (inputs, _) = igpt::pixels::tokens::inputs_and_targets::<B>(
+        std::iter::once(&ids[..]),
+        model.n_colors(),
+        &Default::default(),
+    );
+    let k = model.n_colors();
+    let logits = floats(model.forward(inputs));
+    let mut worst: f32 = 0.0;
+    for pixel in 0..64 {
+        let attribution = inspected.attribution(pixel);
+        assert_eq!(attribution.parts.len(), 1 + 2 * (4 + 2));
+        assert_eq!(attribution.parts[0].name, "embeddings");
+        assert_eq!(attribution.parts[12].name, "layer 1 MLP");
+        let want = logits[pixel * k + ids[pixel] as usize];
+        assert!((attribution.logit - want).abs() < 1e-5, "pixel {pixel}");
+        let sum: f32 = attribution.parts.iter().map(|p| p.logit).sum();
+        worst = worst.max((sum - want).abs() / want.abs().max(1.0));
+    }
+    assert!(
+        worst < 1e-4,
+        "the parts miss the logit by {worst} (relative)"
+    );
+    // The parts are not all one: the heads write different things.
+    let parts = inspected.attribution(29).parts;
+    assert!(parts[1].logit != parts[2].logit);
+    assert_eq!(
+        inspected.report([3, 5]).unwrap().attribution,
+        inspected.attribution(29)
+    );
 }

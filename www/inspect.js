@@ -230,6 +230,44 @@ export class Inspector {
     paintCells($("inspect-positions"), w, h, (i) => diverging(positions[i]), p);
     this.drawDistribution();
     this.drawLens();
+    this.drawAttribution();
+  }
+
+  /// Direct logit attribution at the selected pixel: a table of layers (rows) by heads, attention
+  /// bias and MLP (columns), the embeddings first, each part coloured by its sign and size.
+  drawAttribution() {
+    const { layers, heads } = this.result;
+    const { logit, parts } = this.numbers.report.attribution;
+    const sum = parts.reduce((a, p) => a + p.logit, 0);
+    $("inspect-attribution-sum").textContent =
+      `Its colour's logit: ${logit.toFixed(3)}; the parts sum to ${sum.toFixed(3)}.`;
+    const peak = Math.max(1e-9, ...parts.map((p) => Math.abs(p.logit)));
+    const cell = (tag, text, value) => {
+      const c = document.createElement(tag);
+      c.textContent = text;
+      if (value !== undefined) {
+        c.style.background = hex(diverging(value / peak));
+        c.title = `${value >= 0 ? "+" : ""}${value.toFixed(4)}`;
+      }
+      return c;
+    };
+    const row = (...cells) => {
+      const r = document.createElement("tr");
+      r.append(...cells);
+      return r;
+    };
+    const value = (v) => cell("td", `${v >= 0 ? "+" : ""}${v.toFixed(2)}`, v);
+    const header = row(cell("th", ""), ...Array.from({ length: heads }, (_, h) => cell("th", `head ${h}`)),
+      cell("th", "attn bias"), cell("th", "MLP"));
+    const embedded = value(parts[0].logit);
+    embedded.colSpan = heads + 2; // one part, not a head's
+    embedded.style.textAlign = "left";
+    const embeddings = row(cell("th", "embeddings"), embedded);
+    const rows = Array.from({ length: layers }, (_, l) => {
+      const at = 1 + l * (heads + 2);
+      return row(cell("th", `layer ${l}`), ...parts.slice(at, at + heads + 2).map((p) => value(p.logit)));
+    });
+    $("inspect-attribution").replaceChildren(header, embeddings, ...rows);
   }
 
   /// The logit lens: every layer's surprise map on one scale, and the selected pixel's colour as each

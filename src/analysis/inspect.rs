@@ -1,7 +1,8 @@
 //! What the inspector shows of one image, computed once from a traced forward pass: each pixel's
 //! surprise (bits), the model's next-colour distribution at any pixel, attention from any pixel, and
 //! the logit lens (every layer's hidden states read by the final norm and head, as if the model
-//! stopped there). `igpt inspect` and the web page report the same numbers from here.
+//! stopped there) and direct logit attribution (`crate::analysis::attribution`). `igpt inspect` and
+//! the web page report the same numbers from here.
 //!
 //! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
 //! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
@@ -11,12 +12,13 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::analysis::attribution::{self, Attribution, Part};
 use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
-use crate::pixels::tokens::{check_ids, inputs_and_targets};
+use crate::pixels::tokens::{check_image, inputs_and_targets};
 use crate::sample::SamplingConfig;
 
 /// One colour of a next-pixel distribution.
@@ -86,12 +88,20 @@ pub struct Inspected {
     residual: Vec<f32>,
     /// `[position, n_embd]`: the learned position embeddings.
     positions: Vec<f32>,
+    /// `[part, pixel]`: each part's share of the true colour's logit (see [`attribution`]).
+    attribution: Vec<f32>,
+    /// `[pixel]`: the true colour's logit, the model's output.
+    true_logits: Vec<f32>,
 }
 
+/// How many tensors [`Traced`] holds.
+pub const TRACED_TENSORS: usize = 7;
+
 /// The tensors an inspection reads back, each flattened: the logit lens's log-probabilities, queries,
-/// keys, the residual stream and the position embeddings (see [`Inspected`]'s fields).
+/// keys, the residual stream, the position embeddings, the attribution and the true colours' logits
+/// (see [`Inspected`]'s fields).
 pub struct Traced<B: Backend> {
-    pub tensors: [Tensor<B, 1>; 5],
+    pub tensors: [Tensor<B, 1>; TRACED_TENSORS],
     pub n_head: usize,
     pub scale: f64,
 }
@@ -115,6 +125,8 @@ pub struct Report {
     /// `[layer][pixel]`: the logit lens's surprise of every pixel in bits, per layer (the last row is
     /// `bits_per_pixel`).
     pub lens_bits_per_pixel: Vec<Vec<f32>>,
+    /// The selected pixel's true-colour logit split into the parts of the model that wrote it.
+    pub attribution: Attribution,
 }
 
 impl Inspected {
@@ -124,25 +136,23 @@ impl Inspected {
     pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
         let traced = Self::trace(model, ids, width)?;
         let (n_head, scale) = (traced.n_head, traced.scale);
-        let [a, b, c, d, e] = traced.tensors.map(|t| floats(t.into_data()));
-        Self::from_numbers(model, ids, width, n_head, scale, [a?, b?, c?, d?, e?])
+        let numbers: Vec<Vec<f32>> = traced
+            .tensors
+            .into_iter()
+            .map(|t| floats(t.into_data()))
+            .collect::<Result<_>>()?;
+        let numbers = numbers.try_into().expect("one list per tensor");
+        Self::from_numbers(model, ids, width, n_head, scale, numbers)
     }
 
     /// The traced pass over one image (SOS, then every pixel but the last), as flat tensors to read.
     pub fn trace<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Traced<B>> {
-        let n = model.n_positions();
-        if ids.len() != n || width == 0 || !n.is_multiple_of(width) {
-            return Err(Error::invalid(format!(
-                "the model reads {n} pixels; this image has {} ({width} wide)",
-                ids.len()
-            )));
-        }
-        check_ids("the image", ids, model.n_colors())?;
+        check_image(ids, width, model.n_positions(), model.n_colors())?;
         let (inputs, _) =
             inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
         let options = ForwardOptions {
             residual: true,
-            queries_keys: true,
+            attention: true,
             ..Default::default()
         };
         let flat = |t: Tensor<B, 3>| t.reshape([-1]);
@@ -150,7 +160,7 @@ impl Inspected {
         let ForwardPass {
             normed: _,
             residual,
-            queries_keys,
+            attention,
             scale,
         } = model.forward_with(inputs, options);
         // The logit lens: every layer's hidden states through the final norm and head; the last
@@ -159,10 +169,23 @@ impl Inspected {
             .iter()
             .map(|x| flat(log_softmax(model.logits(model.final_norm(x.clone())), 2)))
             .collect();
-        let n_head = queries_keys.first().map_or(0, |[q, _]| q.dims()[1]);
-        let (queries, keys): (Vec<_>, Vec<_>) = queries_keys
+        // The true colour's logit at every pixel, and its parts.
+        let device = model.device();
+        let targets = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&id| id as i64).collect(), [ids.len()]),
+            &device,
+        );
+        let logits = model.logits(model.final_norm(residual[residual.len() - 1].clone()));
+        let true_logits = logits
+            .reshape([ids.len(), model.n_colors()])
+            .gather(1, targets.clone().reshape([ids.len(), 1]))
+            .reshape([-1]);
+        let heads: Vec<Tensor<B, 4>> = attention.iter().map(|a| a.out.clone()).collect();
+        let parts = attribution::contributions(model, &residual, &heads, targets);
+        let n_head = attention.first().map_or(0, |a| a.q.dims()[1]);
+        let (queries, keys): (Vec<_>, Vec<_>) = attention
             .into_iter()
-            .map(|[q, k]| (q.reshape([-1]), k.reshape([-1])))
+            .map(|a| (a.q.reshape([-1]), a.k.reshape([-1])))
             .unzip();
         Ok(Traced {
             tensors: [
@@ -171,6 +194,8 @@ impl Inspected {
                 Tensor::cat(keys, 0),
                 Tensor::cat(residual.into_iter().map(flat).collect(), 0),
                 model.position_embeddings().reshape([-1]),
+                parts,
+                true_logits,
             ],
             n_head,
             scale,
@@ -184,7 +209,15 @@ impl Inspected {
         width: usize,
         n_head: usize,
         scale: f64,
-        [lens, queries, keys, residual, positions]: [Vec<f32>; 5],
+        [
+            lens,
+            queries,
+            keys,
+            residual,
+            positions,
+            attribution,
+            true_logits,
+        ]: [Vec<f32>; TRACED_TENSORS],
     ) -> Result<Self> {
         let (n, k, d, layers) = (ids.len(), model.n_colors(), model.n_embd(), model.n_layer());
         let sizes = [
@@ -193,6 +226,8 @@ impl Inspected {
             layers * n * d,
             (layers + 1) * n * d,
             n * d,
+            (1 + layers * (n_head + 2)) * n,
+            n,
         ];
         let got = [
             lens.len(),
@@ -200,6 +235,8 @@ impl Inspected {
             keys.len(),
             residual.len(),
             positions.len(),
+            attribution.len(),
+            true_logits.len(),
         ];
         if sizes != got {
             return Err(Error::invalid(format!(
@@ -220,6 +257,8 @@ impl Inspected {
             scale: scale as f32,
             residual,
             positions,
+            attribution,
+            true_logits,
         })
     }
 
@@ -366,6 +405,24 @@ impl Inspected {
         exp.into_iter().map(|e| e / total).collect()
     }
 
+    /// The true colour's logit at raster index `pixel` split into the model's parts (see
+    /// [`attribution`]): they sum to it, up to rounding.
+    pub fn attribution(&self, pixel: usize) -> Attribution {
+        let n = self.pixels();
+        let parts = attribution::part_names(self.n_layer, self.n_head)
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| Part {
+                name,
+                logit: self.attribution[i * n + pixel],
+            })
+            .collect();
+        Attribution {
+            logit: self.true_logits[pixel],
+            parts,
+        }
+    }
+
     /// The report for `[row, column]`.
     pub fn report(&self, pixel: [usize; 2]) -> Result<Report> {
         let i = self.index(pixel)?;
@@ -387,6 +444,7 @@ impl Inspected {
                 .collect(),
             lens: self.lens(i),
             lens_bits_per_pixel: (0..=self.n_layer).map(|l| self.lens_bits(l)).collect(),
+            attribution: self.attribution(i),
         })
     }
 }

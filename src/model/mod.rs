@@ -315,9 +315,18 @@ struct LayerPass<'a, B: Backend> {
     /// `[batch, 1, 1, keys]`, added to every score of a key.
     padding: Option<&'a Tensor<B, 4>>,
     precision: Precision,
-    /// Where this layer's queries and keys (as attention uses them) are pushed: the inspector forms
-    /// attention probabilities from them.
-    trace: Option<&'a mut Vec<[Tensor<B, 4>; 2]>>,
+    /// Where this layer's attention is recorded (queries, keys, each head's output): the inspector
+    /// forms attention probabilities and per-head attributions from it.
+    trace: Option<&'a mut Vec<AttentionTrace<B>>>,
+}
+
+/// One layer's attention as a traced pass keeps it, each `[batch, heads, seq, head_dim]`.
+pub struct AttentionTrace<B: Backend> {
+    /// Queries and keys as attention used them.
+    pub q: Tensor<B, 4>,
+    pub k: Tensor<B, 4>,
+    /// Each head's output, before the output projection mixes the heads.
+    pub out: Tensor<B, 4>,
 }
 
 impl<B: Backend> Attention<B> {
@@ -348,9 +357,7 @@ impl<B: Backend> Attention<B> {
         };
         let bias = padding.map(|p| precision.round(p.clone().clamp_min(precision.mask_value())));
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
-        if let Some(trace) = trace {
-            trace.push([q.clone(), k.clone()]);
-        }
+        let traced = trace.map(|trace| (trace, [q.clone(), k.clone()]));
         let y = precision.widen(causal_attention(Qkv {
             q,
             k,
@@ -358,6 +365,13 @@ impl<B: Backend> Attention<B> {
             key_bias: bias,
             scale: self.scale,
         })); // [b, h, t, hd]
+        if let Some((trace, [q, k])) = traced {
+            trace.push(AttentionTrace {
+                q,
+                k,
+                out: y.clone(),
+            });
+        }
         precision.linear(&self.c_proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }
@@ -370,7 +384,7 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
         let x = quick_gelu(precision.linear(&self.c_fc, x));
         precision.linear(&self.c_proj, x)
     }
@@ -420,8 +434,9 @@ pub struct ForwardOptions<'a, B: Backend> {
     pub keep: Option<Tensor<B, 2, Bool>>,
     /// Keep the residual stream ([`ForwardPass::residual`]): features, probes, the inspector.
     pub residual: bool,
-    /// Keep every layer's queries and keys ([`ForwardPass::queries_keys`]): the inspector's attention.
-    pub queries_keys: bool,
+    /// Keep every layer's attention: queries, keys and each head's output ([`ForwardPass::attention`]),
+    /// for the inspector.
+    pub attention: bool,
 }
 
 impl<B: Backend> Default for ForwardOptions<'_, B> {
@@ -430,7 +445,7 @@ impl<B: Backend> Default for ForwardOptions<'_, B> {
             cache: None,
             keep: None,
             residual: false,
-            queries_keys: false,
+            attention: false,
         }
     }
 }
@@ -444,9 +459,8 @@ pub struct ForwardPass<B: Backend> {
     /// embeddings, index l the output of block l (the paper's h^l). HF's `hidden_states` are these
     /// with the last one through `ln_f`, i.e. `normed`.
     pub residual: Vec<Tensor<B, 3>>,
-    /// With [`ForwardOptions::queries_keys`], each layer's queries and keys, `[batch, heads, seq,
-    /// head_dim]`, as attention used them.
-    pub queries_keys: Vec<[Tensor<B, 4>; 2]>,
+    /// With [`ForwardOptions::attention`], each layer's queries, keys and per-head outputs.
+    pub attention: Vec<AttentionTrace<B>>,
     /// What attention multiplies q·k by before the softmax.
     pub scale: f64,
 }
@@ -454,9 +468,9 @@ pub struct ForwardPass<B: Backend> {
 impl<B: Backend> ForwardPass<B> {
     /// Layer `layer`'s attention probabilities, `[batch, heads, queries, keys]`, formed explicitly
     /// from the kept queries and keys (the fused kernels never form them).
-    pub fn attention(&self, layer: usize) -> Tensor<B, 4> {
-        let [q, k] = self.queries_keys[layer].clone();
-        causal_attention_weights(q, k, None, self.scale)
+    pub fn attention_weights(&self, layer: usize) -> Tensor<B, 4> {
+        let AttentionTrace { q, k, .. } = &self.attention[layer];
+        causal_attention_weights(q.clone(), k.clone(), None, self.scale)
     }
 }
 
@@ -608,7 +622,7 @@ impl<B: Backend> ImageGpt<B> {
             mut cache,
             keep,
             residual: keep_residual,
-            queries_keys: keep_queries_keys,
+            attention: keep_attention,
         } = options;
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
@@ -633,7 +647,7 @@ impl<B: Backend> ImageGpt<B> {
             .unsqueeze::<3>(); // [1, t, d]
         let mut x = self.wte.forward(ids) + positions; // [b, t, d]
         let mut residual = Vec::new();
-        let mut queries_keys = Vec::new();
+        let mut attention = Vec::new();
         for (i, block) in self.h.iter().enumerate() {
             if keep_residual {
                 residual.push(x.clone());
@@ -642,7 +656,7 @@ impl<B: Backend> ImageGpt<B> {
                 cache: cache.as_mut().map(|c| &mut c.layers[i]),
                 padding: padding.as_ref(),
                 precision: self.precision,
-                trace: keep_queries_keys.then_some(&mut queries_keys),
+                trace: keep_attention.then_some(&mut attention),
             };
             x = block.forward(x, pass);
         }
@@ -655,7 +669,7 @@ impl<B: Backend> ImageGpt<B> {
         ForwardPass {
             normed: self.final_norm(x),
             residual,
-            queries_keys,
+            attention,
             scale: self.h.first().map_or(1.0, |block| block.attn.scale),
         }
     }

@@ -25,6 +25,23 @@ pub(crate) fn check_ids(what: &str, ids: &[u16], n_colors: usize) -> Result<()> 
     }
 }
 
+/// Refuses anything but one whole image for a model of `n_positions` positions and `n_colors`
+/// colours: as many ids as positions, rows of `width`, every id a colour.
+pub(crate) fn check_image(
+    ids: &[u16],
+    width: usize,
+    n_positions: usize,
+    n_colors: usize,
+) -> Result<()> {
+    if ids.len() != n_positions || width == 0 || !n_positions.is_multiple_of(width) {
+        return Err(Error::invalid(format!(
+            "the model reads {n_positions} pixels; this image has {} ({width} wide)",
+            ids.len()
+        )));
+    }
+    check_ids("the image", ids, n_colors)
+}
+
 /// SOS, then every token of `ids`.
 fn with_start(ids: &[u16], n_colors: usize) -> impl Iterator<Item = i64> + '_ {
     std::iter::once(start_token(n_colors)).chain(ids.iter().map(|&id| id as i64))

@@ -44,6 +44,27 @@ pub(crate) fn milestone_dir(run: &Path, step: usize) -> PathBuf {
     run.join("milestones").join(format!("step-{step:06}"))
 }
 
+/// A run's milestones, oldest first: each model directory with the state saved beside it.
+pub fn milestones(run: &Path) -> Result<Vec<(PathBuf, RunState)>> {
+    let folder = run.join("milestones");
+    let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let dir = entry.map_err(|e| Error::io(&folder, e))?.path();
+        // `step-NNNNNN`; a `.new` folder is a milestone a kill interrupted.
+        let named = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.strip_prefix("step-")
+                .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if named && dir.is_dir() {
+            let state: RunState = read_json(&dir.join(STATE_FILE))?;
+            found.push((dir, state));
+        }
+    }
+    found.sort_by_key(|(_, state)| state.step);
+    Ok(found)
+}
+
 /// Keeps a copy of the model at this step (a model directory plus the run's state, no optimizer),
 /// written beside its final place and renamed into it, so a kill leaves no half milestone.
 pub(crate) fn save_milestone<B: AutodiffBackend>(

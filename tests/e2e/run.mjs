@@ -528,6 +528,9 @@ function inspectionDiff(page, cli) {
   // The logit lens: every layer's surprise map, and the pixel's colour as each layer reads it.
   pairs(page.lens_bits_per_pixel.flat(), cli.lens_bits_per_pixel.flat(), "lens_bits_per_pixel");
   pairs(page.lens.map((l) => l.actual.p), cli.lens.map((l) => l.actual.p), "lens");
+  // Direct logit attribution: the true colour's logit and every part.
+  pairs([page.attribution.logit], [cli.attribution.logit], "attribution logit");
+  pairs(page.attribution.parts.map((p) => p.logit), cli.attribution.parts.map((p) => p.logit), "attribution parts");
   page.lens.forEach((l, i) => check(l.actual.rank === cli.lens[i].actual.rank || Math.abs(l.actual.p - cli.lens[i].actual.p) < 1e-3, `lens ${i}: rank ${l.actual.rank} vs ${cli.lens[i].actual.rank}`));
   return diff;
 }
@@ -561,6 +564,7 @@ for (const backend of ["cpu", "webgpu"]) {
       const lens = await canvasStats(page, "#inspect-lens canvas");
       check(lens.length === layers + 1 && lens.every(([opaque, colours]) => opaque === 1 && colours > 2), `lens: ${JSON.stringify(lens)}`);
       check((await page.$$("#inspect-lens-pixel li")).length === layers + 1, "the lens at the pixel lacks a layer");
+      check((await page.$$("#inspect-attribution td")).length === 1 + layers * (heads + 2), "the attribution table lacks a part");
       const section = await page.$("section[aria-labelledby=inspect-title]");
       await section.screenshot({ path: path.join(artifacts, `inspect-${backend}.png`) });
       if (backend === "cpu") {

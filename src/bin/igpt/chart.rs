@@ -1,4 +1,5 @@
-//! SVG charts (plotters' SVG backend): the probe's test accuracy by layer.
+//! SVG charts (plotters' SVG backend): the probe's test accuracy by layer, and the probes of a
+//! training run's milestones against their generative quality.
 
 use std::path::Path;
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use igpt::analysis::probe::{LayerResult, ProbeReport};
+use serde::Serialize;
 
 /// Test accuracy by layer for the model and its random-weights twin, with the raw-pixel probe as a
 /// horizontal line and the best layer (chosen on held-out train) circled.
@@ -82,6 +84,147 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
         let best = (report.best_layer as f64, percent(report.best_accuracy));
         chart.draw_series([Circle::new(best, 7, model_colour.stroke_width(2))])?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot write the chart {}", path.display()))
+}
+
+/// One milestone of a run: its step, bits/token on the run's held-out training images, its probe.
+#[derive(Serialize)]
+pub struct ProbedMilestone {
+    pub step: usize,
+    pub val_bits: f64,
+    pub probe: ProbeReport,
+}
+
+/// Two panels: left, the best layer's test accuracy (the layer chosen on held-out train) against
+/// held-out bits/token, with raw pixels as a line; right, every milestone's accuracy by layer, darker
+/// as training goes on, its best layer circled.
+pub fn probe_curve_svg(
+    path: &Path,
+    title: &str,
+    milestones: &[ProbedMilestone],
+) -> anyhow::Result<()> {
+    let percent = |a: f64| 100.0 * a;
+    let pixels = percent(milestones[0].probe.raw_pixels);
+    let all = milestones
+        .iter()
+        .flat_map(|m| m.probe.layers.iter().map(|l| percent(l.accuracy)))
+        .chain([pixels]);
+    let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (low, high) = ((low - 6.0).floor().max(0.0), (high + 1.0).ceil().min(100.0));
+    let bits = milestones.iter().map(|m| m.val_bits);
+    let (fewest, most) = bits.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = ((most - fewest) * 0.08).max(0.01);
+    let last_layer = milestones
+        .iter()
+        .flat_map(|m| m.probe.layers.iter().map(|l| l.layer))
+        .max()
+        .unwrap_or(0);
+    let shade = |i: usize| {
+        // Light to dark blue, oldest to newest.
+        let t = if milestones.len() < 2 {
+            1.0
+        } else {
+            i as f64 / (milestones.len() - 1) as f64
+        };
+        let mix = |light: f64, dark: f64| (light + t * (dark - light)).round() as u8;
+        RGBColor(mix(158.0, 8.0), mix(202.0, 48.0), mix(225.0, 107.0))
+    };
+    let pixel_colour = RGBColor(214, 39, 40);
+
+    let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
+    let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let root = root.titled(
+            &format!("{title}: linear probes as generative training goes on"),
+            ("sans-serif", 18),
+        )?;
+        let (left, right) = root.split_horizontally(470);
+
+        // Better models to the right, as in the paper: the bits axis runs from most to fewest.
+        let mut chart = ChartBuilder::on(&left)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((most + pad)..(fewest - pad), low..high)?;
+        chart
+            .configure_mesh()
+            .x_desc("bits/token on held-out training images (fewer is better)")
+            .y_desc("test accuracy (%)")
+            .x_label_formatter(&|x| format!("{x:.2}"))
+            .draw()?;
+        let best: Vec<(f64, f64)> = milestones
+            .iter()
+            .map(|m| (m.val_bits, percent(m.probe.best_accuracy)))
+            .collect();
+        let line = shade(milestones.len() - 1);
+        chart
+            .draw_series(LineSeries::new(best.clone(), line.stroke_width(2)))?
+            .label("best layer (chosen on held-out train)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], line));
+        chart.draw_series(
+            best.iter()
+                .enumerate()
+                .map(|(i, &p)| Circle::new(p, 4, shade(i).filled())),
+        )?;
+        chart.draw_series(milestones.iter().zip(&best).map(|(m, &(x, y))| {
+            Text::new(format!("{}", m.step), (x, y + 0.6), ("sans-serif", 11))
+        }))?;
+        chart
+            .draw_series(LineSeries::new(
+                [(most + pad, pixels), (fewest - pad, pixels)],
+                pixel_colour.stroke_width(1),
+            ))?
+            .label(format!("raw pixels {pixels:.1}%"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+
+        let mut chart = ChartBuilder::on(&right)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.3f64..last_layer as f64 + 0.3, low..high)?;
+        chart
+            .configure_mesh()
+            .x_desc("layer (0 = embeddings)")
+            .y_desc("test accuracy (%)")
+            .x_labels(last_layer + 1)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()?;
+        for (i, m) in milestones.iter().enumerate() {
+            let colour = shade(i);
+            let points: Vec<(f64, f64)> = m
+                .probe
+                .layers
+                .iter()
+                .map(|l| (l.layer as f64, percent(l.accuracy)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+                .label(format!("step {} ({:.3} bits)", m.step, m.val_bits))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
+            let best = (m.probe.best_layer as f64, percent(m.probe.best_accuracy));
+            chart.draw_series([Circle::new(best, 6, colour.stroke_width(2))])?;
+        }
+        chart.draw_series(LineSeries::new(
+            [(-0.3, pixels), (last_layer as f64 + 0.3, pixels)],
+            pixel_colour.stroke_width(1),
+        ))?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)

@@ -1,6 +1,7 @@
 //! `igpt inspect`: what the model makes of one image (see `igpt::analysis::inspect`): how surprising each pixel
-//! is, what it expected at one pixel, where that pixel looked, and what each layer already knew (the
-//! logit lens). The web page's inspector shows the same numbers.
+//! is, what it expected at one pixel, where that pixel looked, what each layer already knew (the
+//! logit lens) and which parts of the model wrote its colour's logit (direct logit attribution). The
+//! web page's inspector shows the same numbers.
 
 use std::path::PathBuf;
 
@@ -27,7 +28,8 @@ pub struct InspectArgs {
     #[arg(long, value_parser = parse_pixel)]
     pixel: Option<[usize; 2]>,
     /// Print one JSON line: bits_per_pixel, mean_bits, pixel, top, actual, attention, lens (the logit
-    /// lens at the pixel, per layer) and lens_bits_per_pixel (per layer).
+    /// lens at the pixel, per layer), lens_bits_per_pixel (per layer) and attribution (the true
+    /// colour's logit at the pixel and its parts).
     #[arg(long)]
     json: bool,
     /// Also write a PNG panel: the image, its surprise map and the pixel's attention in each layer;
@@ -144,6 +146,20 @@ fn describe<B: Backend>(
             lens.top[0].p
         );
     }
+    let attribution = &report.attribution;
+    let sum: f32 = attribution.parts.iter().map(|p| p.logit).sum();
+    let mut parts: Vec<_> = attribution.parts.iter().collect();
+    parts.sort_by(|a, b| b.logit.abs().total_cmp(&a.logit.abs()));
+    let largest: Vec<String> = parts
+        .iter()
+        .take(6)
+        .map(|p| format!("{} {:+.3}", p.name, p.logit))
+        .collect();
+    println!(
+        "  its colour's logit {:.3} (the parts sum to {sum:.3}); largest parts: {}",
+        attribution.logit,
+        largest.join(", ")
+    );
     Ok(())
 }
 

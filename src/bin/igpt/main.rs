@@ -13,6 +13,7 @@ mod image_source;
 mod inspect;
 mod prepare;
 mod probe;
+mod probe_curve;
 mod sample;
 mod signals;
 mod train;
@@ -63,6 +64,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
+    /// A training run's milestone probes against their held-out bits/token (table and chart).
+    ProbeCurve(probe_curve::ProbeCurveArgs),
     /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
     Finetune(finetune::FinetuneArgs),
     /// Label image files with a fine-tuned model.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Examples(args) => examples::run(args),
         Command::Inspect(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
+        Command::ProbeCurve(args) => probe_curve::run(args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),
         Command::Bench(bench::BenchCommand::Train(args)) => run_on(args.shape.device, args),
