@@ -370,7 +370,8 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
 }
 
 /// `--holdout N` trains on all but the last N images and validates on those (the test split chooses
-/// nothing), and `--keep-every` keeps loadable models along the way.
+/// nothing), `--keep-every` keeps loadable models along the way, and `probe-curve` charts their
+/// probes against the run's validation figures.
 #[test]
 fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +461,46 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
             .join("run/milestones/step-000002/model.safetensors")
             .exists()
     );
+
+    // The milestones' probes against their held-out bits: refused until a milestone is probed,
+    // then one row per probed milestone, with the run's own validation figures.
+    let curve = igpt(&["probe-curve", "--run", &path("run")]);
+    assert!(!curve.status.success());
+    assert!(String::from_utf8_lossy(&curve.stderr).contains("has a recorded probe"));
+    for step in ["000002", "000004"] {
+        stdout_of(&[
+            "probe",
+            "--model",
+            &path(&format!("run/milestones/step-{step}")),
+            "--train-limit",
+            "60",
+            "--test-limit",
+            "20",
+            "--layers",
+            "0,1",
+            "--cache",
+            &path("features"),
+            "--record",
+            "--json",
+        ]);
+    }
+    let curve = json(&stdout_of(&[
+        "probe-curve",
+        "--run",
+        &path("run"),
+        "--json",
+        "--chart",
+        &path("curve.svg"),
+    ]));
+    let rows = curve.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, (step, val)) in rows.iter().zip(&val_rows) {
+        assert_eq!(row["step"].to_string(), *step);
+        assert!((row["val_bits"].as_f64().unwrap() - val).abs() < 1e-4);
+        assert_eq!(row["probe"]["layers"].as_array().unwrap().len(), 2);
+    }
+    let svg = std::fs::read_to_string(path("curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("held-out"), "{svg}");
 
     // The run never saw the test split, so export asks which images to measure.
     let export = igpt(&["export", "--run", &path("run"), "-o", &path("model")]);
