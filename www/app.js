@@ -9,7 +9,7 @@ const params = new URLSearchParams(location.search);
 // What the end-to-end tests read; also handy in the console.
 const state = (window.igptState = {
   model: null, backend: null, galleryDone: false, completionDone: false, completion: null, errors: [],
-  longTasks: [], loadedAt: null, gpuLost: false,
+  longTasks: [], loadedAt: null, gpuLost: false, notices: [],
 });
 let engine = null; // { worker: ModelWorker, width, height, card }
 let current = null; // the running generation: { stop(), finished }
@@ -48,6 +48,11 @@ class ModelWorker {
     if (m.type === "progress") {
       $("progress").value = m.fraction;
       status(m.text);
+      if (m.text.startsWith("Downloading")) state.downloadProgress = m.text;
+    } else if (m.type === "notice") {
+      state.notices.push(m.text);
+      $("notice").textContent = m.text;
+      $("notice").hidden = false;
     } else if (m.type === "reply" || (m.type === "failed" && m.call)) {
       const p = this.pending.get(m.call);
       this.pending.delete(m.call);
@@ -204,7 +209,9 @@ function showModelPicker(models, selected) {
   $("model-picker").hidden = false;
 }
 
-function canvasFor(container, caption) {
+/// A canvas of the model's size in a new figure of `container`; with `file` (a name without .png),
+/// buttons that save it as a PNG, at the model's size and 8× larger.
+function canvasFor(container, caption, file) {
   const figure = document.createElement("figure");
   const canvas = document.createElement("canvas");
   canvas.width = engine.width;
@@ -212,14 +219,39 @@ function canvasFor(container, caption) {
   canvas.setAttribute("role", "img");
   canvas.setAttribute("aria-label", caption ?? "sample");
   figure.append(canvas);
-  if (caption) {
+  if (caption || file) {
     const fc = document.createElement("figcaption");
-    fc.textContent = caption;
+    if (caption) fc.append(caption);
+    if (file) fc.append(...[1, 8].map((scale) => saveButton(canvas, file, scale)));
     figure.append(fc);
   }
   container.append(figure);
   return canvas;
 }
+
+/// A button that downloads `canvas` as FILE.png (scale 1) or FILE-8x.png, pixels kept sharp.
+function saveButton(canvas, file, scale) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "save";
+  button.textContent = scale === 1 ? "PNG" : `${scale}×`;
+  button.setAttribute("aria-label", `save as ${file}${scale === 1 ? "" : `-${scale}x`}.png`);
+  button.onclick = async () => {
+    const big = new OffscreenCanvas(canvas.width * scale, canvas.height * scale);
+    const ctx = big.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(canvas, 0, 0, big.width, big.height);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await big.convertToBlob({ type: "image/png" }));
+    link.download = `${file}${scale === 1 ? "" : `-${scale}x`}.png`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  };
+  return button;
+}
+
+/// A file name for an image the page drew: the model, the seed, what it is.
+const imageFile = (what) => `igpt-${(state.model ?? "model").replace(/[^\w.-]+/g, "-")}-seed${settings().seed}-${what}`;
 
 /// Paints `rows` of RGBA (whole rows) onto a canvas, starting at row `first`.
 function paintRows(canvas, rgba, first) {
@@ -317,7 +349,7 @@ async function sampleGallery() {
   const gallery = $("gallery");
   gallery.replaceChildren();
   const count = Math.max(1, Math.min(MAX_COUNT, Number($("count").value) || 1));
-  const canvases = Array.from({ length: count }, (_, i) => canvasFor(gallery, null));
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(gallery, null, imageFile(`sample-${i + 1}`)));
   canvases.forEach((c, i) => c.setAttribute("aria-label", `sample ${i + 1}`));
   if (await generate(canvases, null, "Sampling")) state.galleryDone = true;
 }
@@ -333,7 +365,7 @@ async function complete({ image, rgba }) {
   paintRows(canvasFor(out, "what the model sees"), rgba, 0);
   paintRows(canvasFor(out, `given: ${rows} rows`), given, 0);
   const n = Math.max(1, Math.min(16, Number($("completions").value) || 1));
-  const canvases = Array.from({ length: n }, (_, i) => canvasFor(out, `completion ${i + 1}`));
+  const canvases = Array.from({ length: n }, (_, i) => canvasFor(out, `completion ${i + 1}`, imageFile(`completion-${i + 1}`)));
   for (const c of canvases) paintRows(c, given, 0);
   if (await generate(canvases, { image, pixels: rows * width }, "Completing")) {
     state.completion = { rows, width };

@@ -60,8 +60,9 @@ async function download(url, expected, onProgress) {
 /// The bytes of `url`, verified against `expected` ({size, sha256}, from models/index.json) when given:
 /// from the cache when a copy with that hash is there, else downloaded (reporting bytes so far) and
 /// cached, older versions of the same file dropped. A file with no entry is not fetched at all
-/// (undefined, as if missing): the page uses no byte that the index does not vouch for.
-export async function verifiedBytes(url, expected, onProgress) {
+/// (undefined, as if missing): the page uses no byte that the index does not vouch for. If the cache
+/// cannot keep the file (storage full), `onNotKept(message)` says so and the bytes are used anyway.
+export async function verifiedBytes(url, expected, onProgress, onNotKept = () => {}) {
   const absolute = new URL(url, location.href);
   if (!expected) return undefined;
   const key = `${absolute.pathname}?sha256=${expected.sha256}`;
@@ -85,7 +86,10 @@ export async function verifiedBytes(url, expected, onProgress) {
       const oldUrl = new URL(old.url);
       if (oldUrl.pathname === absolute.pathname && oldUrl.search !== `?sha256=${expected.sha256}`) await cache.delete(old);
     }
-    await cache.put(key, new Response(bytes)).catch(() => {}); // a full disk only costs the next visit a download
+    // A full disk only costs the next visit a download: say so, and go on.
+    await cache.put(key, new Response(bytes)).catch((e) => onNotKept(e?.name === "QuotaExceededError"
+      ? `The browser's storage for this site is full, so ${absolute.pathname.split("/").pop()} was not kept: this visit works, and the next one downloads it again.`
+      : `${absolute.pathname.split("/").pop()} could not be kept for the next visit (${e?.message ?? e}).`));
   }
   return bytes;
 }

@@ -8,7 +8,7 @@
 //               | resume: true, temperature, topK, seed, loseGpuAfterRow}, stop, tokenize {bytes} | {rgba,
 //               width, height}, inspect {image}, inspectPixel {pixel, temperature, topK}, distribution
 //               {pixel, temperature, topK}, memory, handOver {port} (to a successor), takeOver {port}
-// Messages out: progress {fraction, text}, reply to size {gpuBufferBytes}, loaded {backend, card, width, height},
+// Messages out: progress {fraction, text}, notice {text} (e.g. the weights could not be cached), reply to size {gpuBufferBytes}, loaded {backend, card, width, height},
 //               rows {run, first, last, rgba, drawn, tokensPerSecond}, finished {run, stopped},
 //               gpuLost {run, drawn}, reply {call, ...}, failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
@@ -58,6 +58,8 @@ async function size({ config, batch }) {
   return { gpuBufferBytes: gpu_buffer_bytes(config, batch) };
 }
 
+const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
+
 async function load({ base, files, webgpu }) {
   await start();
   const fetched = {};
@@ -66,7 +68,8 @@ async function load({ base, files, webgpu }) {
   let done = 0;
   for (const name of names) {
     fetched[name] = await verifiedBytes(base + name, files[name], (bytes) =>
-      post({ type: "progress", fraction: (done + bytes) / total, text: `Downloading ${name}…` }));
+      post({ type: "progress", fraction: (done + bytes) / total, text: `Downloading ${name}: ${megabytes(done + bytes)} of ${megabytes(total)} MB…` }),
+    (text) => post({ type: "notice", text }));
     done += files[name]?.size ?? fetched[name]?.length ?? 0;
   }
   const text = (name) => (fetched[name] ? new TextDecoder().decode(fetched[name]) : undefined);

@@ -384,6 +384,43 @@ await test("with WebGPU off, the CPU fallback samples and says so", async () => 
   console.log(`     CPU: first row painted ${s.firstRowMs.toFixed(0)} ms after navigation; ${s.tokensPerSecond.toFixed(0)} tokens/s`);
   check(cpu.errors.length === 0, cpu.errors.join("\n"));
 });
+await test("a sample saves as a PNG at the model's size and 8× larger, pixel for pixel", async () => {
+  const page = cpu.page;
+  const saved = [];
+  for (const label of ["PNG", "8×"]) {
+    const [download] = await Promise.all([page.waitForEvent("download"),
+      page.click(`#gallery figure:first-child button.save:text-is("${label}")`)]);
+    saved.push({ name: download.suggestedFilename(), bytes: fs.readFileSync(await download.path()) });
+  }
+  const seed = await page.inputValue("#seed");
+  check(saved[0].name === `igpt-${model}-seed${seed}-sample-1.png` && saved[1].name === `igpt-${model}-seed${seed}-sample-1-8x.png`,
+    `file names: ${saved.map((f) => f.name)}`);
+  // Decoded by the browser: the same pixels as the canvas, each an 8×8 block in the larger one.
+  const same = await page.evaluate(async (files) => {
+    const canvas = document.querySelector("#gallery canvas");
+    const want = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    const decode = async (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+      const c = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
+      c.drawImage(bitmap, 0, 0);
+      return { w: bitmap.width, h: bitmap.height, data: c.getImageData(0, 0, bitmap.width, bitmap.height).data };
+    };
+    const [small, big] = [await decode(files[0]), await decode(files[1])];
+    const w = canvas.width, h = canvas.height;
+    const smallSame = small.w === w && small.h === h && small.data.every((v, i) => v === want[i]);
+    let bigSame = big.w === 8 * w && big.h === 8 * h;
+    for (let y = 0; bigSame && y < 8 * h; y++) {
+      for (let x = 0; x < 8 * w; x++) {
+        const [a, b] = [4 * (y * 8 * w + x), 4 * (Math.floor(y / 8) * w + Math.floor(x / 8))];
+        if ([0, 1, 2, 3].some((k) => big.data[a + k] !== want[b + k])) { bigSame = false; break; }
+      }
+    }
+    return { smallSame, bigSame };
+  }, saved.map((f) => f.bytes.toString("base64")));
+  check(same.smallSame, "the PNG's pixels differ from the sample's");
+  check(same.bigSame, "the 8× PNG is not the sample blown up");
+});
 await test("the model menu lists every bundled model and switches between them", async () => {
   if (index.length < 2) {
     check(await cpu.page.isHidden("#model-picker"), "a menu with a single model");
@@ -730,6 +767,27 @@ await test("a GPU lost mid-completion: the CPU worker takes over the tokens, and
       check(completion.every((v, i) => i % 4 !== 3 || v === 255), "a completion is not painted to its last row");
     }
     check(errors.every((e) => /lost|destroyed|Device|map buffer/i.test(e)), errors.join("\n"));
+  } finally {
+    await browser.close();
+  }
+});
+await test("with the site's storage full, the page says the weights were not kept, and still samples", async () => {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
+  try {
+    const page = await browser.newPage();
+    // Chromium's own quota, set to one byte for this origin: the Cache API refuses the weights.
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 1 });
+    await page.goto(`${origin}/index.html?model=${model}&backend=cpu&count=1`);
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    check(s.notices.some((n) => /storage for this site is full/.test(n)), `notices: ${JSON.stringify(s.notices)}`);
+    check(await page.isVisible("#notice"), "the notice is not shown");
+    // The download's progress gives bytes of the whole (every file the model needs).
+    check(/^Downloading [\w.]+: [\d.]+ of [\d.]+ MB/.test(s.downloadProgress ?? ""), `progress: ${s.downloadProgress}`);
+    const stats = await canvasStats(page, "#gallery canvas");
+    for (const [opaque, colours] of stats) check(opaque === 1 && colours > 1, "blank image with storage full");
   } finally {
     await browser.close();
   }
