@@ -730,7 +730,8 @@ fn examples_writes_pngs_and_merges_the_index() {
 
 /// `igpt inspect` on an emoji PNG through the HF fixture (8×8, 2 layers, 4 heads): the JSON line's
 /// mean equals what `igpt eval` gives the same tokens, the default pixel is the centre, the logit lens
-/// has every layer, the panel has the image, the surprise map, a view per layer and the lens's maps,
+/// has every layer, the panel has the image, the surprise map, a view per layer, the rollout and the
+/// lens's maps,
 /// and a pixel outside the image is one clear line.
 #[test]
 fn inspect_reports_what_eval_measures_and_draws_a_panel() {
@@ -802,10 +803,20 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
         "{sum} vs {logit}"
     );
 
-    // Four panels of 8×3 pixels, 3 apart: 4·24 + 5·3 wide; below them the lens's three, so two
-    // rows: 2·24 + 3·3 high.
+    // Rollout: over positions 0..=pixel, summing to 1.
+    let rollout: Vec<f64> = out["rollout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_f64().unwrap())
+        .collect();
+    assert_eq!(rollout.len(), 4 * 8 + 4 + 1);
+    assert!((rollout.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+
+    // Five panels of 8×3 pixels (image, surprise, two layers' attention, rollout), 3 apart:
+    // 5·24 + 6·3 wide; below them the lens's three, so two rows: 2·24 + 3·3 high.
     let png = image::open(&panel).unwrap();
-    assert_eq!((png.width(), png.height()), (111, 57));
+    assert_eq!((png.width(), png.height()), (138, 57));
 
     // An image of a dataset, as `complete` takes it.
     let out = json(&stdout_of(&[

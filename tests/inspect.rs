@@ -312,3 +312,32 @@ fn the_attribution_parts_sum_to_the_true_colours_logit() {
         inspected.attribution(29)
     );
 }
+
+/// Attention rollout: the product, from the last layer down, of ½·(mean-of-heads attention) + ½·I,
+/// here formed from whole attention matrices (HF's numbers, see above) and read at the pixel's row.
+#[test]
+fn rollout_is_the_product_of_the_layers_averaged_attention_and_identity() {
+    let stored = fixture();
+    let input = expected().model_input.swap_remove(1);
+    let t = input.len();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, t]), &Default::default());
+    let trace = stored.model.forward_with(ids, traced_options());
+    // [t, t] per layer: ½·mean over heads + ½·I.
+    let mixed: Vec<Tensor<B, 2>> = (0..2)
+        .map(|l| {
+            let mean = trace.attention_weights(l).mean_dim(1).reshape([t, t]);
+            mean * 0.5 + Tensor::<B, 2>::eye(t, &Default::default()) * 0.5
+        })
+        .collect();
+    let product = floats(mixed[1].clone().matmul(mixed[0].clone()));
+    let image: Vec<u16> = expected().input_ids[1].iter().map(|&i| i as u16).collect();
+    let inspected = Inspected::new(&stored.model, &image, 8).unwrap();
+    for pixel in [0, 9, 29, 63] {
+        let rollout = inspected.rollout(pixel);
+        assert_eq!(rollout.len(), pixel + 1);
+        assert!((rollout.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        let want = &product[pixel * t..pixel * t + pixel + 1];
+        let diff = max_abs_diff(&rollout, want);
+        assert!(diff < 1e-5, "pixel {pixel}: {diff} off the matrix product");
+    }
+}

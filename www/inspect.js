@@ -55,7 +55,7 @@ export class Inspector {
     this.pending = null; // a pixel asked for while another is on its way
     this.busy = false;
     this.passing = null; // the worker's pass, while it runs
-    for (const id of ["inspect-image", "inspect-surprise", "inspect-attention", "inspect-positions"]) {
+    for (const id of ["inspect-image", "inspect-surprise", "inspect-attention", "inspect-rollout", "inspect-positions"]) {
       const canvas = $(id);
       const at = (e) => {
         const r = canvas.getBoundingClientRect();
@@ -213,6 +213,10 @@ export class Inspector {
       paintCells(canvas, w, h, (i) => (i < p ? heat(Math.sqrt(ws[i + 1] / peak)) : null), p);
     };
     draw($("inspect-attention"), chosen);
+    // Rollout through every layer (igpt's numbers): drawn as attention is.
+    const { rollout } = this.numbers.report;
+    draw($("inspect-rollout"), Float32Array.from(rollout));
+    $("rollout-caption").textContent = `attention rollout through all ${layers} layers: ½·mean of heads + ½·identity each (start token: ${rollout[0].toFixed(3)})`;
     $("attention-caption").textContent = `attention, layer ${layer}, ${head === "mean" ? "mean of heads" : `head ${head}`} (start token: ${chosen[0].toFixed(3)})`;
     const grid = $("inspect-heads");
     grid.style.gridTemplateColumns = `repeat(${heads}, minmax(3rem, 6rem))`;

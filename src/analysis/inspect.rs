@@ -127,6 +127,8 @@ pub struct Report {
     pub lens_bits_per_pixel: Vec<Vec<f32>>,
     /// The selected pixel's true-colour logit split into the parts of the model that wrote it.
     pub attribution: Attribution,
+    /// Attention rollout from the selected pixel over positions 0..=pixel (0 is SOS), summing to 1.
+    pub rollout: Vec<f32>,
 }
 
 impl Inspected {
@@ -405,6 +407,41 @@ impl Inspected {
         exp.into_iter().map(|e| e / total).collect()
     }
 
+    /// Attention rollout (Abnar & Zuidema, 2020) from raster index `pixel`: how much of what its query
+    /// holds flows from each position 0..=pixel (0: SOS) through every layer, each layer taken as
+    /// ½·(its attention, mean of heads) + ½·identity (the residual path), from the last layer down.
+    /// The weights sum to 1.
+    pub fn rollout(&self, pixel: usize) -> Vec<f32> {
+        let mut flow = vec![0f32; pixel + 1];
+        flow[pixel] = 1.0;
+        for layer in (0..self.n_layer).rev() {
+            let mut next = vec![0f32; pixel + 1];
+            for (i, &weight) in flow.iter().enumerate() {
+                // Above the last layer only the pixel itself carries weight: one row, not all.
+                if weight == 0.0 {
+                    continue;
+                }
+                next[i] += 0.5 * weight;
+                for (j, a) in self.mean_attention_of(i, layer).into_iter().enumerate() {
+                    next[j] += 0.5 * weight * a;
+                }
+            }
+            flow = next;
+        }
+        flow
+    }
+
+    /// [`Inspected::attention_of`] averaged over the heads.
+    fn mean_attention_of(&self, pixel: usize, layer: usize) -> Vec<f32> {
+        let mut mean = vec![0f32; pixel + 1];
+        for head in 0..self.n_head {
+            for (m, a) in mean.iter_mut().zip(self.attention_of(pixel, layer, head)) {
+                *m += a / self.n_head as f32;
+            }
+        }
+        mean
+    }
+
     /// The true colour's logit at raster index `pixel` split into the model's parts (see
     /// [`attribution`]): they sum to it, up to rounding.
     pub fn attribution(&self, pixel: usize) -> Attribution {
@@ -445,6 +482,7 @@ impl Inspected {
             lens: self.lens(i),
             lens_bits_per_pixel: (0..=self.n_layer).map(|l| self.lens_bits(l)).collect(),
             attribution: self.attribution(i),
+            rollout: self.rollout(i),
         })
     }
 }

@@ -565,6 +565,7 @@ function inspectionDiff(page, cli) {
   // The logit lens: every layer's surprise map, and the pixel's colour as each layer reads it.
   pairs(page.lens_bits_per_pixel.flat(), cli.lens_bits_per_pixel.flat(), "lens_bits_per_pixel");
   pairs(page.lens.map((l) => l.actual.p), cli.lens.map((l) => l.actual.p), "lens");
+  pairs(page.rollout, cli.rollout, "rollout");
   // Direct logit attribution: the true colour's logit and every part.
   pairs([page.attribution.logit], [cli.attribution.logit], "attribution logit");
   pairs(page.attribution.parts.map((p) => p.logit), cli.attribution.parts.map((p) => p.logit), "attribution parts");
@@ -589,10 +590,10 @@ for (const backend of ["cpu", "webgpu"]) {
       const diff = inspectionDiff(s.inspect, cli);
       check(diff <= 1e-3, `the page's numbers differ from the CLI's by ${diff}`);
       console.log(`     ${defaultModel}, ${inspectExample} on ${backend}: every view in ${s.inspectMs.toFixed(0)} ms (the model's pass ${s.inspectPassMs.toFixed(0)} ms); largest difference from the CLI ${diff.toExponential(1)}`);
-      // Every view has something on it: the four views, a canvas per layer and head, one per layer's features.
+      // Every view has something on it: the five views, a canvas per layer and head, one per layer's features.
       const layers = cli.attention.length, heads = cli.attention[0].length;
       const views = await canvasStats(page, "#inspect-views .views canvas");
-      check(views.length === 4 && views.every(([opaque, colours]) => opaque === 1 && colours > 4), `views: ${JSON.stringify(views)}`);
+      check(views.length === 5 && views.every(([opaque, colours]) => opaque === 1 && colours > 4), `views: ${JSON.stringify(views)}`);
       const multiples = await canvasStats(page, "#inspect-heads canvas");
       check(multiples.length === layers * heads && multiples.every(([, colours]) => colours > 2), `${multiples.length} small multiples`);
       const features = await canvasStats(page, "#inspect-features canvas");

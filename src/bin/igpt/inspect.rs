@@ -28,12 +28,12 @@ pub struct InspectArgs {
     #[arg(long, value_parser = parse_pixel)]
     pixel: Option<[usize; 2]>,
     /// Print one JSON line: bits_per_pixel, mean_bits, pixel, top, actual, attention, lens (the logit
-    /// lens at the pixel, per layer), lens_bits_per_pixel (per layer) and attribution (the true
-    /// colour's logit at the pixel and its parts).
+    /// lens at the pixel, per layer), lens_bits_per_pixel (per layer), attribution (the true
+    /// colour's logit at the pixel and its parts) and rollout (attention rollout from the pixel).
     #[arg(long)]
     json: bool,
-    /// Also write a PNG panel: the image, its surprise map and the pixel's attention in each layer;
-    /// below, the logit lens's surprise map of each layer (one scale for all).
+    /// Also write a PNG panel: the image, its surprise map, the pixel's attention in each layer and
+    /// its attention rollout; below, the logit lens's surprise map of each layer (one scale for all).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Size of one image pixel in the panel.
@@ -146,6 +146,25 @@ fn describe<B: Backend>(
             lens.top[0].p
         );
     }
+    let rollout = &report.rollout;
+    let mut earlier: Vec<(usize, f32)> = rollout.iter().copied().enumerate().skip(1).collect();
+    earlier.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let strongest: Vec<String> = earlier
+        .iter()
+        .take(3)
+        .map(|&(i, w)| {
+            format!(
+                "{},{} ({w:.3})",
+                (i - 1) / tokenizer.width,
+                (i - 1) % tokenizer.width
+            )
+        })
+        .collect();
+    println!(
+        "  attention rollout: start token {:.3}; most from pixels {}",
+        rollout[0],
+        strongest.join(", ")
+    );
     let attribution = &report.attribution;
     let sum: f32 = attribution.parts.iter().map(|p| p.logit).sum();
     let mut parts: Vec<_> = attribution.parts.iter().collect();
@@ -196,6 +215,12 @@ fn panel(
             (i < selected).then(|| (mean[i + 1] / peak).sqrt())
         }));
     }
+    // The rollout, drawn as attention is: position i + 1 holds pixel i.
+    let flow = &report.rollout;
+    let peak = flow[1..].iter().copied().fold(1e-9, f32::max);
+    panels.push(heatmap(w, h, |i| {
+        (i < selected).then(|| (flow[i + 1] / peak).sqrt())
+    }));
     let columns = panels.len();
     // The next row: the logit lens's surprise in every layer, on one scale.
     let lens = &report.lens_bits_per_pixel;
