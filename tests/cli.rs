@@ -818,6 +818,32 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     let png = image::open(&panel).unwrap();
     assert_eq!((png.width(), png.height()), (138, 57));
 
+    // Zero ablation: the image's surprise without a head, and the change per pixel.
+    let ablated = json(&stdout_of(&[
+        "inspect", "--model", model, image, "--json", "--ablate", "head:1.2",
+    ]));
+    let ablation = &ablated["ablation"];
+    assert_eq!(ablation["part"], "layer 1 head 2");
+    let after: Vec<f64> = ablation["bits_per_pixel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_f64().unwrap())
+        .collect();
+    let delta = ablation["delta_bits"].as_array().unwrap();
+    assert_eq!((after.len(), delta.len()), (64, 64));
+    for ((a, d), b) in after.iter().zip(delta).zip(&bits) {
+        assert!((a - b - d.as_f64().unwrap()).abs() < 1e-5);
+    }
+    let mean_after = after.iter().sum::<f64>() / 64.0;
+    assert!((ablation["mean_delta"].as_f64().unwrap() - (mean_after - mean)).abs() < 1e-5);
+    assert!(
+        after.iter().zip(&bits).any(|(a, b)| (a - b).abs() > 1e-6),
+        "the head changed nothing"
+    );
+    let bad = igpt(&["inspect", "--model", model, image, "--ablate", "head:2.0"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("the model has layers 0 to 1"));
+
     // An image of a dataset, as `complete` takes it.
     let out = json(&stdout_of(&[
         "inspect",

@@ -1,6 +1,7 @@
 //! Looking at what a model learned: the inspector's numbers (CLI and page alike), their principal
 //! components and direct logit attribution; natively also baselines, per-layer features, linear probes and classification.
 
+pub mod ablation;
 pub mod attribution;
 pub mod inspect;
 pub mod pca;

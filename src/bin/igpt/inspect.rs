@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use igpt::analysis::ablation::{self, Ablated, AblationReport};
+use igpt::analysis::inspect::floats;
 use igpt::analysis::inspect::{Inspected, Report, heat};
 use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel};
@@ -36,6 +38,10 @@ pub struct InspectArgs {
     /// its attention rollout; below, the logit lens's surprise map of each layer (one scale for all).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Also run the image with one part silenced (zero ablation): `head:LAYER.HEAD`,
+    /// `attention:LAYER` or `mlp:LAYER` (from 0). Prints what it costs; --json adds `ablation`.
+    #[arg(long, value_name = "PART")]
+    ablate: Option<Ablated>,
     /// Size of one image pixel in the panel.
     #[arg(long, default_value_t = 4)]
     scale: usize,
@@ -63,10 +69,25 @@ impl BackendJob for InspectArgs {
             .pixel
             .unwrap_or([tokenizer.height / 2, tokenizer.width / 2]);
         let report = inspected.report(pixel)?;
+        let ablation = match self.ablate {
+            Some(part) => {
+                let silenced = ablation::ablated(&stored.model, part)?;
+                let bits = floats(ablation::bits_per_pixel(&silenced, &ids).into_data())?;
+                Some(AblationReport::new(part, bits, &report.bits_per_pixel))
+            }
+            None => None,
+        };
         if self.json {
-            println!("{}", serde_json::to_string(&report)?);
+            let mut line = serde_json::to_value(&report)?;
+            if let Some(ablation) = &ablation {
+                line["ablation"] = serde_json::to_value(ablation)?;
+            }
+            println!("{line}");
         } else {
             describe(&self, &stored, &report)?;
+            if let Some(ablation) = &ablation {
+                describe_ablation(ablation, tokenizer.width);
+            }
         }
         if let Some(path) = &self.output {
             let panel = panel(&inspected, &tokenizer, &report, self.scale.clamp(1, 64))?;
@@ -180,6 +201,23 @@ fn describe<B: Backend>(
         largest.join(", ")
     );
     Ok(())
+}
+
+/// What silencing a part cost, in words.
+fn describe_ablation(ablation: &AblationReport, width: usize) {
+    let (worst, delta) = ablation
+        .delta_bits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or((0, 0.0), |(i, &d)| (i, d));
+    println!(
+        "without {}: {:+.4} bits per pixel on average; pixel {},{} lost most ({delta:+.3} bits)",
+        ablation.part,
+        ablation.mean_delta,
+        worst / width,
+        worst % width
+    );
 }
 
 fn mean_over_heads(heads: &[Vec<f32>]) -> Vec<f32> {

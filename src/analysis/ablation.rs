@@ -1,0 +1,277 @@
+//! Zero ablation: the model with one part silenced (one attention head, one layer's whole attention,
+//! or one MLP), to see what the image's pixels cost without it.
+//!
+//! Silencing is done on the weights, so every path (the inspector's pass, eval, sampling and its
+//! cache) runs the ablated model unchanged: a head's output reaches the stream only through its rows
+//! of the attention's output projection, so zeroing those rows removes it; zeroing a sublayer's
+//! whole output projection (bias included) removes that sublayer.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::ImageGpt;
+use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
+
+/// The part of the model an ablation silences (layers and heads counted from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ablated {
+    Head { layer: usize, head: usize },
+    Attention { layer: usize },
+    Mlp { layer: usize },
+}
+
+impl fmt::Display for Ablated {
+    /// The same words as direct logit attribution's parts: `layer 1 head 2`, `layer 1 attention`,
+    /// `layer 1 MLP`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ablated::Head { layer, head } => write!(f, "layer {layer} head {head}"),
+            Ablated::Attention { layer } => write!(f, "layer {layer} attention"),
+            Ablated::Mlp { layer } => write!(f, "layer {layer} MLP"),
+        }
+    }
+}
+
+impl FromStr for Ablated {
+    type Err = Error;
+
+    /// `head:L.H`, `attention:L` or `mlp:L`.
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "cannot read the part `{text}`: use head:LAYER.HEAD, attention:LAYER or mlp:LAYER (from 0), e.g. head:1.2"
+            ))
+        };
+        let (kind, at) = text.split_once(':').ok_or_else(bad)?;
+        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
+        match kind.trim() {
+            "head" => {
+                let (layer, head) = at.split_once('.').ok_or_else(bad)?;
+                Ok(Ablated::Head {
+                    layer: number(layer)?,
+                    head: number(head)?,
+                })
+            }
+            "attention" => Ok(Ablated::Attention { layer: number(at)? }),
+            "mlp" => Ok(Ablated::Mlp { layer: number(at)? }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Ablated {
+    /// Refuses a layer or head the model does not have.
+    pub fn check<B: Backend>(&self, model: &ImageGpt<B>) -> Result<()> {
+        let (layer, head) = match *self {
+            Ablated::Head { layer, head } => (layer, Some(head)),
+            Ablated::Attention { layer } | Ablated::Mlp { layer } => (layer, None),
+        };
+        if layer >= model.n_layer() {
+            return Err(Error::invalid(format!(
+                "{self}: the model has layers 0 to {}",
+                model.n_layer() - 1
+            )));
+        }
+        let heads = model.h[layer].attn.n_head;
+        if head.is_some_and(|h| h >= heads) {
+            return Err(Error::invalid(format!(
+                "{self}: layer {layer} has heads 0 to {}",
+                heads - 1
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `model` with `part` silenced (see the module's doc); the original is untouched.
+pub fn ablated<B: Backend>(model: &ImageGpt<B>, part: Ablated) -> Result<ImageGpt<B>> {
+    part.check(model)?;
+    let mut model = model.clone();
+    match part {
+        Ablated::Head { layer, head } => {
+            let attn = &mut model.h[layer].attn;
+            let [d, out] = attn.c_proj.weight.dims();
+            let hd = d / attn.n_head;
+            let weight = attn.c_proj.weight.val();
+            let rows = Tensor::zeros([hd, out], &weight.device());
+            let weight = weight.slice_assign([head * hd..(head + 1) * hd, 0..out], rows);
+            attn.c_proj.weight = Param::from_tensor(weight);
+        }
+        Ablated::Attention { layer } => silence(&mut model.h[layer].attn.c_proj),
+        Ablated::Mlp { layer } => silence(&mut model.h[layer].mlp.c_proj),
+    }
+    Ok(model)
+}
+
+/// Zeroes a projection's weight and bias: its sublayer adds nothing to the stream.
+fn silence<B: Backend>(projection: &mut Linear<B>) {
+    let weight = projection.weight.val();
+    projection.weight = Param::from_tensor(weight.zeros_like());
+    if let Some(bias) = &projection.bias {
+        projection.bias = Some(Param::from_tensor(bias.val().zeros_like()));
+    }
+}
+
+/// What silencing a part costs one image: its pixels' surprise without the part, and the change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AblationReport {
+    /// The part, in words (`layer 1 head 2`).
+    pub part: String,
+    /// Surprise of every pixel in bits without the part, raster order.
+    pub bits_per_pixel: Vec<f32>,
+    /// Ablated minus intact surprise per pixel: positive where the part helped.
+    pub delta_bits: Vec<f32>,
+    pub mean_delta: f64,
+}
+
+impl AblationReport {
+    /// From the ablated model's surprise per pixel and the intact model's.
+    pub fn new(part: Ablated, bits_per_pixel: Vec<f32>, intact: &[f32]) -> Self {
+        let delta_bits: Vec<f32> = bits_per_pixel
+            .iter()
+            .zip(intact)
+            .map(|(a, b)| a - b)
+            .collect();
+        let mean_delta =
+            delta_bits.iter().map(|&d| f64::from(d)).sum::<f64>() / delta_bits.len().max(1) as f64;
+        Self {
+            part: part.to_string(),
+            bits_per_pixel,
+            delta_bits,
+            mean_delta,
+        }
+    }
+}
+
+/// Every pixel's surprise in bits under `model` (one plain forward over one image), as a tensor to
+/// read back: `[pixels]`.
+pub fn bits_per_pixel<B: Backend>(model: &ImageGpt<B>, ids: &[u16]) -> Tensor<B, 1> {
+    let (inputs, targets) =
+        inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
+    target_log_probs(model.forward(inputs), targets)
+        .reshape([-1])
+        .mul_scalar(-1.0 / std::f64::consts::LN_2)
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::model::{ForwardOptions, ImageGptConfig};
+    use burn::backend::Flex;
+    use burn::tensor::{Int, TensorData};
+
+    fn model() -> ImageGpt<Flex> {
+        // Two layers of four heads, random weights (a zero head changes nothing checked here).
+        ImageGptConfig::new(16, 12)
+            .with_n_embd(16)
+            .with_n_layer(2)
+            .with_n_head(4)
+            .init::<Flex>(&Default::default())
+            .materialised()
+    }
+
+    /// The last block's input (`residual[1]`) and output (`residual[2]`) on a fixed sequence, with
+    /// each layer's per-head attention outputs.
+    fn traced(model: &ImageGpt<Flex>) -> (Vec<Tensor<Flex, 3>>, Vec<Tensor<Flex, 4>>) {
+        let ids: Vec<i64> = vec![16, 3, 7, 7, 1, 0, 15, 2, 9, 9, 4, 11];
+        let ids =
+            Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [1, 12]), &Default::default());
+        let options = ForwardOptions {
+            residual: true,
+            attention: true,
+            ..Default::default()
+        };
+        let pass = model.forward_with(ids, options);
+        (
+            pass.residual,
+            pass.attention.into_iter().map(|a| a.out).collect(),
+        )
+    }
+
+    fn close(a: Tensor<Flex, 3>, b: Tensor<Flex, 3>) -> bool {
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        diff < 1e-5
+    }
+
+    #[test]
+    fn silencing_the_last_mlp_leaves_the_stream_after_attention() {
+        let intact = model();
+        let (x, _) = traced(&intact);
+        let (y, _) = traced(&ablated(&intact, Ablated::Mlp { layer: 1 }).unwrap());
+        // Intact: x2 = m + mlp(ln_2(m)), where m is what the ablated model ends with.
+        let block = &intact.h[1];
+        let m = y[2].clone();
+        let rebuilt = m.clone() + block.mlp.forward(block.ln_2.forward(m), intact.precision);
+        assert!(close(rebuilt, x[2].clone()));
+        assert!(close(y[1].clone(), x[1].clone()), "layer 0 changed");
+    }
+
+    #[test]
+    fn silencing_a_head_of_the_last_layer_removes_exactly_its_output() {
+        let intact = model();
+        let (x, heads) = traced(&intact);
+        let head = 2;
+        let (y, _) = traced(&ablated(&intact, Ablated::Head { layer: 1, head }).unwrap());
+        // Intact, the last block's stream after attention is m = x1 + c_proj(all heads); without
+        // the head it is m - (the head's output through its rows), and the MLP follows on that.
+        let block = &intact.h[1];
+        let (hd, d) = (4, 16);
+        let all = heads[1].clone().swap_dims(1, 2).reshape([1, 12, d]);
+        let m = x[1].clone() + block.attn.c_proj.forward(all);
+        let rows = block
+            .attn
+            .c_proj
+            .weight
+            .val()
+            .slice([head * hd..(head + 1) * hd, 0..d]);
+        let written = heads[1]
+            .clone()
+            .slice([0..1, head..head + 1, 0..12, 0..hd])
+            .reshape([1, 12, hd])
+            .matmul(rows.unsqueeze());
+        let without = m - written;
+        let expected = without.clone()
+            + block
+                .mlp
+                .forward(block.ln_2.forward(without), intact.precision);
+        assert!(close(y[2].clone(), expected));
+        assert!(!close(y[2].clone(), x[2].clone()), "the head wrote nothing");
+    }
+
+    #[test]
+    fn bad_parts_are_refused_and_the_model_is_untouched() {
+        let intact = model();
+        for text in ["head:1", "head:a.b", "mlp", "neuron:1", "attention:x"] {
+            assert!(text.parse::<Ablated>().is_err(), "{text}");
+        }
+        let part: Ablated = "head:1.3".parse().unwrap();
+        assert_eq!(part.to_string(), "layer 1 head 3");
+        assert_eq!(
+            "mlp:0".parse::<Ablated>().unwrap().to_string(),
+            "layer 0 MLP"
+        );
+        for (text, says) in [
+            ("head:2.0", "layers 0 to 1"),
+            ("head:1.4", "heads 0 to 3"),
+            ("mlp:5", "layers 0 to 1"),
+        ] {
+            let e = ablated(&intact, text.parse().unwrap())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let before = intact.h[1].attn.c_proj.weight.val();
+        let _ = ablated(&intact, part).unwrap();
+        let after = intact.h[1].attn.c_proj.weight.val();
+        let diff: f32 = (before - after).abs().max().into_scalar();
+        assert_eq!(diff, 0.0);
+    }
+}
