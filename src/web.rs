@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
+use crate::analysis::ablation::{self, Ablated, AblationReport};
 use crate::analysis::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
 use crate::pixels::raster::Raster;
@@ -18,6 +19,9 @@ use crate::store::ModelFiles;
 /// A model on one backend with the generation in progress, if any.
 struct Engine<B: Backend> {
     model: Model<B>,
+    /// A copy with one part silenced, which generation uses while it is set (the inspector's
+    /// "resample under the ablation"); the inspector itself always reads `model`.
+    ablated: Option<Model<B>>,
     generation: Option<Generation<B>>,
 }
 
@@ -29,7 +33,7 @@ impl<B: Backend> Engine<B> {
         seed: u64,
     ) -> Result<(), JsError> {
         self.generation = Some(Generation::new(
-            &self.model,
+            self.ablated.as_ref().unwrap_or(&self.model),
             prefixes,
             config,
             Decoding::Cached,
@@ -44,8 +48,9 @@ impl<B: Backend> Engine<B> {
             .generation
             .as_mut()
             .ok_or_else(|| JsError::new("call start() before advance()"))?;
+        let model = self.ablated.as_ref().unwrap_or(&self.model);
         for _ in 0..steps {
-            generation.step(&self.model);
+            generation.step(model);
         }
         if let Some(tokens) = generation.take_pending() {
             let data = tokens
@@ -77,6 +82,24 @@ impl<B: Backend> Engine<B> {
             traced.scale,
             numbers,
         )?)
+    }
+
+    /// What silencing `part` costs the inspected image, read back without blocking.
+    async fn ablation(
+        &self,
+        inspected: &Inspected,
+        part: Ablated,
+    ) -> Result<AblationReport, JsError> {
+        let silenced = ablation::ablated(&self.model, part)?;
+        let data = ablation::bits_per_pixel(&silenced, &inspected.ids)
+            .into_data_async()
+            .await
+            .map_err(|e| JsError::new(&format!("reading the ablation back failed: {e:?}")))?;
+        Ok(AblationReport::new(
+            part,
+            floats(data)?,
+            &inspected.bits_per_pixel(),
+        ))
     }
 
     fn is_done(&self) -> bool {
@@ -128,6 +151,7 @@ impl ImageGpt {
             let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
             let engine = Engine {
                 model: stored.model,
+                ablated: None,
                 generation: None,
             };
             (Backends::Gpu(engine), card, tokenizer)
@@ -136,6 +160,7 @@ impl ImageGpt {
             let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
             let engine = Engine {
                 model: stored.model,
+                ablated: None,
                 generation: None,
             };
             (Backends::Cpu(engine), card, tokenizer)
@@ -310,6 +335,32 @@ impl ImageGpt {
             Backends::Cpu(e) => e.inspect(&ids, width).await?,
         };
         Ok(Inspection { inner })
+    }
+
+    /// What silencing `part` (`head:L.H`, `attention:L` or `mlp:L`) costs the inspected image: JSON
+    /// as `igpt inspect --ablate PART --json` gives under `ablation`.
+    pub async fn ablation(&self, inspection: &Inspection, part: String) -> Result<String, JsError> {
+        let part: Ablated = part.parse()?;
+        let report = match &self.engine {
+            Backends::Gpu(e) => e.ablation(&inspection.inner, part).await?,
+            Backends::Cpu(e) => e.ablation(&inspection.inner, part).await?,
+        };
+        serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Generation from now on runs with `part` silenced, or intact with none (the inspector's
+    /// resample under an ablation).
+    pub fn set_ablation(&mut self, part: Option<String>) -> Result<(), JsError> {
+        let part = part.map(|p| p.parse::<Ablated>()).transpose()?;
+        match &mut self.engine {
+            Backends::Gpu(e) => {
+                e.ablated = part.map(|p| ablation::ablated(&e.model, p)).transpose()?
+            }
+            Backends::Cpu(e) => {
+                e.ablated = part.map(|p| ablation::ablated(&e.model, p)).transpose()?
+            }
+        }
+        Ok(())
     }
 
     /// RGBA of every palette colour, colour id after colour id.

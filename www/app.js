@@ -278,7 +278,7 @@ function settings() {
 /// Generates one image per canvas, each continuing the same prefix (`from`: the first `pixels` of a
 /// tokenized `image`, or null for none), painting rows as the worker sends them. If the GPU is lost,
 /// it goes on from the rows drawn so far on the CPU.
-async function generate(canvases, from, label) {
+async function generate(canvases, from, label, ablate = null) {
   // The model serves one call at a time. Another generate() may start while this one waits, so wait
   // until none runs; nothing awaits between this loop and taking `current`.
   await inspector?.passing;
@@ -291,7 +291,7 @@ async function generate(canvases, from, label) {
   let start = { from };
   try {
     for (;;) {
-      const result = await engine.worker.generate({ count, ...start, ...settings(),
+      const result = await engine.worker.generate({ count, ...start, ablate, ...settings(),
         loseGpuAfterRow: loseGpuHere(label) ? Number(params.get("lose-gpu-after-row")) : undefined },
       ({ first, rgba, drawn, tokensPerSecond }) => {
         const each = rgba.length / count;
@@ -587,14 +587,15 @@ async function completeChosen() {
 
 /// The inspector's "resample from here": `count` completions of the first `pixels` (any number) of a
 /// tokenized `image` into `out`, the whole rows of `given` (that image's RGBA) painted first.
-async function resampleFrom({ image, pixels }, given, count, out) {
+async function resampleFrom({ image, pixels }, given, count, out, ablate = null) {
   state.resampleDone = false;
   state.resampledFrom = pixels;
   out.replaceChildren();
-  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${pixels}: ${i + 1}`));
+  const without = ablate ? ` without ${ablate.label}` : "";
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${pixels}${without}: ${i + 1}`));
   const whole = Math.floor(pixels / engine.width) * engine.width * 4;
   for (const c of canvases) paintRows(c, given.subarray(0, whole), 0);
-  if (await generate(canvases, { image, pixels }, "Resampling")) state.resampleDone = true;
+  if (await generate(canvases, { image, pixels }, "Resampling", ablate?.part)) state.resampleDone = true;
 }
 
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.

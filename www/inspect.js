@@ -80,6 +80,7 @@ export class Inspector {
     for (const id of ["inspect-layer", "inspect-head"]) $(id).onchange = () => this.drawPixelViews();
     for (const id of ["inspect-temperature", "inspect-top-k"]) $(id).oninput = () => this.reshape();
     $("inspect-resample").onclick = () => this.resample();
+    $("inspect-ablate").onchange = () => this.ablate().catch((e) => ($("ablation-summary").textContent = `Could not ablate: ${e.message ?? e}`));
   }
 
   /// Inspects an image (`{ image, rgba }` from the worker's tokenize), selecting `pixel` (default: the
@@ -113,6 +114,7 @@ export class Inspector {
     app.state.inspectPassMs = result.ms;
     const mean = result.bits.reduce((a, b) => a + b, 0) / result.bits.length;
     $("inspect-summary").textContent = `${mean.toFixed(3)} bits per pixel on average; every view computed in ${ms.toFixed(0)} ms.`;
+    if ($("inspect-ablate").value) await this.ablate(); // the chosen part, silenced on this image too
     app.state.inspectDone = true;
   }
 
@@ -125,6 +127,10 @@ export class Inspector {
     };
     keep("inspect-layer", Array.from({ length: layers }, (_, l) => [String(l), `${l}`]));
     keep("inspect-head", [["mean", "mean of heads"], ...Array.from({ length: heads }, (_, h) => [String(h), `${h}`])]);
+    // The parts an ablation can silence, as `igpt inspect --ablate` names them.
+    keep("inspect-ablate", [["", "nothing"], ...Array.from({ length: layers }, (_, l) => [
+      ...Array.from({ length: heads }, (_, h) => [`head:${l}.${h}`, `layer ${l} head ${h}`]),
+      [`attention:${l}`, `layer ${l} attention`], [`mlp:${l}`, `layer ${l} MLP`]]).flat()]);
   }
 
   /// The image and its surprise, with the shown pixel outlined (redrawn as it moves).
@@ -362,10 +368,29 @@ export class Inspector {
     }));
   }
 
-  /// Completions that keep every pixel before the chosen one.
+  /// Completions that keep every pixel before the chosen one (with the chosen part silenced, if any).
   async resample() {
     if (this.pinned === null) return;
     const count = Math.max(1, Math.min(16, Number($("inspect-resample-count").value) || 1));
-    await this.app.resample({ image: this.result.image, pixels: this.pinned }, this.result.rgba, count, $("inspect-resample-out"));
+    const select = $("inspect-ablate");
+    const ablate = select.value ? { part: select.value, label: select.selectedOptions[0].textContent } : null;
+    await this.app.resample({ image: this.result.image, pixels: this.pinned }, this.result.rgba, count, $("inspect-resample-out"), ablate);
+  }
+
+  /// The image without the chosen part: each pixel's change in surprise (the worker's numbers).
+  async ablate() {
+    const part = $("inspect-ablate").value;
+    $("inspect-ablation-view").hidden = !part;
+    $("ablation-summary").textContent = "";
+    this.app.state.ablation = null;
+    if (!part || !this.result) return;
+    const report = await this.app.worker().call({ type: "ablate", part });
+    if ($("inspect-ablate").value !== part) return; // another part was chosen meanwhile
+    const { width: w, height: h } = this.app;
+    const peak = Math.max(1e-6, ...report.delta_bits.map(Math.abs));
+    paintCells($("inspect-ablation"), w, h, (i) => diverging(report.delta_bits[i] / peak), this.pixel);
+    $("ablation-caption").textContent = `without ${report.part}: change in bits per pixel (±${peak.toFixed(2)} at the ends)`;
+    $("ablation-summary").textContent = `Without ${report.part}: ${report.mean_delta >= 0 ? "+" : ""}${report.mean_delta.toFixed(4)} bits per pixel on average.`;
+    this.app.state.ablation = report;
   }
 }

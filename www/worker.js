@@ -5,8 +5,8 @@
 // image and length; it sees only colours.
 //
 // Messages in:  size {config, batch}, load {base, files, webgpu}, generate {run, count, from?: {image, pixels}
-//               | resume: true, temperature, topK, seed, loseGpuAfterRow}, stop, tokenize {bytes} | {rgba,
-//               width, height}, inspect {image}, inspectPixel {pixel, temperature, topK}, distribution
+//               | resume: true, ablate?, temperature, topK, seed, loseGpuAfterRow}, stop, tokenize {bytes} | {rgba,
+//               width, height}, inspect {image}, inspectPixel {pixel, temperature, topK}, ablate {part}, distribution
 //               {pixel, temperature, topK}, memory, handOver {port} (to a successor), takeOver {port}
 // Messages out: progress {fraction, text}, notice {text} (e.g. the weights could not be cached), reply to size {gpuBufferBytes}, loaded {backend, card, width, height},
 //               rows {run, first, last, rgba, drawn, tokensPerSecond}, finished {run, stopped},
@@ -133,9 +133,10 @@ async function generate(message) {
 
 // Generates `count` images, each continuing its own prefix (`startingIds`: `count` prefixes of one
 // length, concatenated), one message per row, until done or stopped.
-async function generateRows({ run, count, from, resume, temperature, topK, seed, loseGpuAfterRow }) {
+async function generateRows({ run, count, from, resume, ablate, temperature, topK, seed, loseGpuAfterRow }) {
   stopRequested = false;
   const width = model.width();
+  model.set_ablation(ablate || undefined); // the inspector's resample under an ablation; else intact
   const prefixes = startingIds({ count, from, resume });
   const given = prefixes.length / count;
   model.start_each(prefixes, count, temperature, topK, 0, seed >>> 0);
@@ -279,6 +280,10 @@ onmessage = async ({ data: message }) => {
         break;
       case "inspectPixel":
         post({ type: "reply", call, ...inspectPixel(message) });
+        break;
+      case "ablate":
+        if (!inspection) throw new Error("nothing is inspected yet");
+        post({ type: "reply", call, ...JSON.parse(await model.ablation(inspection, message.part)) });
         break;
       case "distribution":
         post({ type: "reply", call, ...distribution(message) });

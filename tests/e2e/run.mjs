@@ -640,6 +640,28 @@ for (const backend of ["cpu", "webgpu"]) {
           Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data).filter((_, i) => i < 4 * kept && i % 4 !== 3)), kept);
         const changed = drawn.map((d) => d.findIndex((v, i) => v !== given[i]));
         check(drawn.length === 2 && changed.every((i) => i === -1), `a resample changed a pixel before the chosen one (${kept}): at ${changed}, ${changed.map((i, k) => `${drawn[k].slice(i - i % 3, i - i % 3 + 3)} vs ${given.slice(i - i % 3, i - i % 3 + 3)}`)}`);
+        // Ablation: the page's change per pixel without a head is igpt inspect --ablate's, and a
+        // resample runs without it too.
+        const part = "head:1.2";
+        await page.selectOption("#inspect-ablate", part);
+        await waitFor(page, () => window.igptState.ablation || window.igptState.errors.length);
+        const ablated = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+          path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--ablate", part], { encoding: "utf8" });
+        check(ablated.status === 0, `igpt inspect --ablate failed: ${ablated.stderr}`);
+        const want = JSON.parse(ablated.stdout).ablation;
+        const got = await page.evaluate(() => window.igptState.ablation);
+        check(got.part === want.part && got.delta_bits.length === want.delta_bits.length, `ablation ${got.part} vs ${want.part}`);
+        const off = Math.max(Math.abs(got.mean_delta - want.mean_delta), ...got.delta_bits.map((d, i) => Math.abs(d - want.delta_bits[i])));
+        check(off <= 1e-3, `the ablation's numbers differ from the CLI's by ${off}`);
+        check(got.delta_bits.some((d) => Math.abs(d) > 1e-4), "silencing the head changed nothing");
+        const [ablationCanvas] = await canvasStats(page, "#inspect-ablation");
+        check(ablationCanvas[0] === 1 && ablationCanvas[1] > 4, `the ablation view is blank: ${ablationCanvas}`);
+        await page.fill("#inspect-resample-count", "1");
+        await page.click("#inspect-resample");
+        await waitFor(page, () => window.igptState.resampleDone || window.igptState.errors.length);
+        const caption = await page.textContent("#inspect-resample-out figcaption");
+        check(caption.includes("without layer 1 head 2"), `the resample does not say it ran without the head: ${caption}`);
+        console.log(`     ${defaultModel}: silencing layer 1 head 2 changes the mean surprise by ${want.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${off.toExponential(1)})`);
         await section.screenshot({ path: path.join(artifacts, "inspect-cpu-clicked.png") });
       }
       check(errors.length === 0, errors.join("\n"));
