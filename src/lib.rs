@@ -3,11 +3,13 @@
 //! Data flows one way: image → palette tokens → model → logits → sampler → tokens → palette colours →
 //! pixels. The folders are that flow: `pixels` (palette, raster), `data` (datasets), `model` (the
 //! transformer), `kernels` (the CPU and GPU routines under it), `train` (the one loop, its step and run
-//! folder), `analysis` (probes, inspection, baselines), `store` (model directories). The model is
+//! folder), `analysis` (probes, features, baselines), `inspect` (what the model makes of one image:
+//! the inspector's views), `store` (model directories). The model is
 //! generic over Burn's backend; the CLI (native) and `web.rs` (wasm) choose one.
 
 pub mod analysis;
 pub mod error;
+pub mod inspect;
 pub(crate) mod kernels;
 pub mod model;
 pub mod pixels;

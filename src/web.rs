@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
-use crate::analysis::ablation::{self, Ablated, AblationReport};
-use crate::analysis::inspect::{self, Inspected, TRACED_TENSORS, floats};
+use crate::inspect::ablation::{self, Ablated, AblationReport};
+use crate::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
 use crate::pixels::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};

@@ -1,4 +1,4 @@
-//! The inspector's numbers (`igpt::analysis::inspect`) on the HF fixture (2 layers, 4 heads, 8×8): the traced
+//! The inspector's numbers (`igpt::inspect`) on the HF fixture (2 layers, 4 heads, 8×8): the traced
 //! pass gives the fused pass's logits, its attention probabilities are HF's (`output_attentions`,
 //! `attentions.json`), and the per-pixel surprise agrees with `eval`.
 
@@ -6,8 +6,8 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, expected, fixture_dir, max_abs_diff};
-use igpt::analysis::inspect::Inspected;
 use igpt::eval::sequence_nll;
+use igpt::inspect::Inspected;
 use igpt::sample::SamplingConfig;
 use igpt::{ForwardOptions, store};
 
@@ -202,7 +202,7 @@ fn layer_features_and_position_similarity_cover_every_position() {
 /// outside, and the page's table of it ends on the same colours.
 #[test]
 fn the_heat_ramp_runs_through_its_stops_and_the_page_gets_the_same_table() {
-    use igpt::analysis::inspect::{heat, heat_ramp};
+    use igpt::inspect::{heat, heat_ramp};
     assert_eq!(heat(0.0), [0, 0, 4]);
     assert_eq!(heat(1.0 / 3.0), [100, 30, 130]);
     assert_eq!(heat(2.0 / 3.0), [235, 100, 50]);

@@ -1,9 +1,7 @@
-//! Looking at what a model learned: the inspector's numbers (CLI and page alike), their principal
-//! components and direct logit attribution; natively also baselines, per-layer features, linear probes and classification.
+//! Measuring what a model learned over datasets: principal components; natively also baselines,
+//! per-layer features, linear probes and classification. (What it makes of one image is
+//! `crate::inspect`.)
 
-pub mod ablation;
-pub mod attribution;
-pub mod inspect;
 pub mod pca;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,4 +1,4 @@
-//! `igpt inspect`: what the model makes of one image (see `igpt::analysis::inspect`): how surprising each pixel
+//! `igpt inspect`: what the model makes of one image (see `igpt::inspect`): how surprising each pixel
 //! is, what it expected at one pixel, where that pixel looked, what each layer already knew (the
 //! logit lens) and which parts of the model wrote its colour's logit (direct logit attribution). The
 //! web page's inspector shows the same numbers.
@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use igpt::analysis::ablation::{self, Ablated, AblationReport};
-use igpt::analysis::inspect::floats;
-use igpt::analysis::inspect::{Inspected, Report, heat};
+use igpt::inspect::ablation::{self, Ablated, AblationReport};
+use igpt::inspect::floats;
+use igpt::inspect::{Inspected, Report, heat};
 use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};

@@ -1,12 +1,16 @@
 //! What the inspector shows of one image, computed once from a traced forward pass: each pixel's
-//! surprise (bits), the model's next-colour distribution at any pixel, attention from any pixel, and
-//! the logit lens (every layer's hidden states read by the final norm and head, as if the model
-//! stopped there) and direct logit attribution (`crate::analysis::attribution`). `igpt inspect` and
-//! the web page report the same numbers from here.
+//! surprise (bits), the model's next-colour distribution at any pixel, attention and its rollout
+//! from any pixel, the logit lens (every layer's hidden states read by the final norm and head, as
+//! if the model stopped there) and direct logit attribution ([`attribution`]); and the same image
+//! with one part silenced ([`ablation`]). `igpt inspect` and the web page report the same numbers
+//! from here.
 //!
 //! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
 //! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
 //! weights over positions 0..=p: the start token and every earlier pixel.
+
+pub mod ablation;
+pub mod attribution;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -14,12 +18,12 @@ use serde::Serialize;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::analysis::attribution::{self, Attribution, Part};
 use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
 use crate::pixels::tokens::{check_image, inputs_and_targets};
 use crate::sample::SamplingConfig;
+use attribution::{Attribution, Part};
 
 /// One colour of a next-pixel distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
