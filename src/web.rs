@@ -97,6 +97,7 @@ impl<B: Backend> Engine<B> {
             .map_err(|e| JsError::new(&format!("reading the ablation back failed: {e:?}")))?;
         Ok(AblationReport::new(
             part,
+            false,
             floats(data)?,
             &inspected.bits_per_pixel(),
         ))

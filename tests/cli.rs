@@ -844,6 +844,43 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     let bad = igpt(&["inspect", "--model", model, image, "--ablate", "head:2.0"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the model has layers 0 to 1"));
 
+    // Mean ablation: refused until the means are measured beside the model (a copy here), then the
+    // head's output is replaced by its mean write, which is not what zeroing it gives.
+    let copy = dir.path().join("model");
+    std::fs::create_dir(&copy).unwrap();
+    for file in std::fs::read_dir(model).unwrap() {
+        let file = file.unwrap().path();
+        if file.is_file() {
+            std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let copy = copy.to_str().unwrap();
+    let mean_args = [
+        "inspect", "--model", copy, image, "--json", "--ablate", "head:1.2", "--mean",
+    ];
+    let refused = igpt(&mean_args);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run igpt ablation-means"));
+    stdout_of(&[
+        "ablation-means",
+        "--model",
+        copy,
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        "8",
+    ]);
+    let means =
+        json(&std::fs::read_to_string(dir.path().join("model/ablation-means.json")).unwrap());
+    assert_eq!(means["images"], 8);
+    assert_eq!(means["heads"].as_array().unwrap().len(), 2);
+    assert_eq!(means["heads"][0].as_array().unwrap().len(), 4);
+    let averaged = json(&stdout_of(&mean_args))["ablation"].clone();
+    assert_eq!(
+        (averaged["mode"].as_str(), ablation["mode"].as_str()),
+        (Some("mean"), Some("zero"))
+    );
+    assert_ne!(averaged["delta_bits"], ablation["delta_bits"]);
+
     // An image of a dataset, as `complete` takes it.
     let out = json(&stdout_of(&[
         "inspect",

@@ -11,10 +11,11 @@ use std::str::FromStr;
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
+use super::ablation_means::AblationMeans;
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
 use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
@@ -110,6 +111,32 @@ pub fn ablated<B: Backend>(model: &ImageGpt<B>, part: Ablated) -> Result<ImageGp
     Ok(model)
 }
 
+/// `model` with `part` replaced by its mean write over a dataset (mean ablation): silenced as by
+/// [`ablated`], then its mean added to the output projection's bias, a constant in every position.
+pub fn mean_ablated<B: Backend>(
+    model: &ImageGpt<B>,
+    part: Ablated,
+    means: &AblationMeans,
+) -> Result<ImageGpt<B>> {
+    means.check(model)?;
+    let mut model = ablated(model, part)?;
+    let (projection, mean) = match part {
+        Ablated::Head { layer, head } => {
+            (&mut model.h[layer].attn.c_proj, &means.heads[layer][head])
+        }
+        Ablated::Attention { layer } => (&mut model.h[layer].attn.c_proj, &means.attention[layer]),
+        Ablated::Mlp { layer } => (&mut model.h[layer].mlp.c_proj, &means.mlp[layer]),
+    };
+    let device = projection.weight.device();
+    let mean = Tensor::<B, 1>::from_data(TensorData::new(mean.clone(), [mean.len()]), &device);
+    let bias = match &projection.bias {
+        Some(bias) => bias.val() + mean,
+        None => mean,
+    };
+    projection.bias = Some(Param::from_tensor(bias));
+    Ok(model)
+}
+
 /// Zeroes a projection's weight and bias: its sublayer adds nothing to the stream.
 fn silence<B: Backend>(projection: &mut Linear<B>) {
     let weight = projection.weight.val();
@@ -124,6 +151,8 @@ fn silence<B: Backend>(projection: &mut Linear<B>) {
 pub struct AblationReport {
     /// The part, in words (`layer 1 head 2`).
     pub part: String,
+    /// `zero` or `mean`: what replaced the part's output.
+    pub mode: String,
     /// Surprise of every pixel in bits without the part, raster order.
     pub bits_per_pixel: Vec<f32>,
     /// Ablated minus intact surprise per pixel: positive where the part helped.
@@ -133,7 +162,7 @@ pub struct AblationReport {
 
 impl AblationReport {
     /// From the ablated model's surprise per pixel and the intact model's.
-    pub fn new(part: Ablated, bits_per_pixel: Vec<f32>, intact: &[f32]) -> Self {
+    pub fn new(part: Ablated, mean: bool, bits_per_pixel: Vec<f32>, intact: &[f32]) -> Self {
         let delta_bits: Vec<f32> = bits_per_pixel
             .iter()
             .zip(intact)
@@ -143,6 +172,7 @@ impl AblationReport {
             delta_bits.iter().map(|&d| f64::from(d)).sum::<f64>() / delta_bits.len().max(1) as f64;
         Self {
             part: part.to_string(),
+            mode: if mean { "mean" } else { "zero" }.to_string(),
             bits_per_pixel,
             delta_bits,
             mean_delta,
@@ -273,5 +303,99 @@ mod tests {
         let after = intact.h[1].attn.c_proj.weight.val();
         let diff: f32 = (before - after).abs().max().into_scalar();
         assert_eq!(diff, 0.0);
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod mean_tests {
+    use super::*;
+    use crate::model::{ForwardOptions, ImageGptConfig};
+    use burn::backend::Flex;
+    use burn::tensor::Int;
+
+    const IMAGE: [u16; 12] = [3, 7, 7, 1, 0, 15, 2, 9, 9, 4, 11, 5];
+
+    fn model(layers: usize) -> ImageGpt<Flex> {
+        ImageGptConfig::new(16, 12)
+            .with_n_embd(16)
+            .with_n_layer(layers)
+            .with_n_head(4)
+            .init::<Flex>(&Default::default())
+            .materialised()
+    }
+
+    /// The last layer's hidden states, `[12, 16]` as numbers.
+    fn last_states(model: &ImageGpt<Flex>) -> Vec<f32> {
+        let ids: Vec<i64> = std::iter::once(16)
+            .chain(IMAGE[..11].iter().map(|&i| i as i64))
+            .collect();
+        let ids =
+            Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [1, 12]), &Default::default());
+        let options = ForwardOptions {
+            residual: true,
+            ..Default::default()
+        };
+        let residual = model.forward_with(ids, options).residual;
+        residual
+            .last()
+            .unwrap()
+            .clone()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Measured on the one image it then runs, the last MLP's mean write keeps the sum over
+    /// positions of the last layer's states (each position gets the average of what it wrote)
+    /// while moving each position's.
+    #[test]
+    fn a_mean_ablated_last_mlp_keeps_the_states_sum_over_positions() {
+        let intact = model(2);
+        let means =
+            AblationMeans::measure(&intact, &[IMAGE.to_vec()], 1, "one image", |_| {}).unwrap();
+        let averaged = mean_ablated(&intact, Ablated::Mlp { layer: 1 }, &means).unwrap();
+        let (x, y) = (last_states(&intact), last_states(&averaged));
+        let sum = |v: &[f32], c: usize| v.iter().skip(c).step_by(16).sum::<f32>();
+        for c in 0..16 {
+            assert!((sum(&x, c) - sum(&y, c)).abs() < 1e-4, "channel {c}");
+        }
+        assert!(
+            x.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-4),
+            "nothing moved"
+        );
+        // A head's and the whole attention's means are as wide as the stream; the heads of a layer
+        // and its bias add up to the attention's mean.
+        for l in 0..2 {
+            for c in 0..16 {
+                let heads: f32 = means.heads[l].iter().map(|h| h[c]).sum();
+                let bias: f32 = intact.h[l]
+                    .attn
+                    .c_proj
+                    .bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .into_vec::<f32>()
+                    .unwrap()[c];
+                assert!(
+                    (heads + bias - means.attention[l][c]).abs() < 1e-5,
+                    "layer {l}, channel {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn means_of_another_shape_are_refused() {
+        let means =
+            AblationMeans::measure(&model(2), &[IMAGE.to_vec()], 1, "one image", |_| {}).unwrap();
+        let e = mean_ablated(&model(3), Ablated::Mlp { layer: 0 }, &means)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("another shape of model"), "{e}");
+        let text = serde_json::to_string(&means).unwrap();
+        assert_eq!(AblationMeans::parse(&text).unwrap(), means);
     }
 }

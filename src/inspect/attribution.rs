@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor};
 use serde::Serialize;
 
 use crate::kernels::matmul::linear;
-use crate::model::ImageGpt;
+use crate::model::{Block, ImageGpt};
 
 /// One part's share of a logit.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -74,17 +74,8 @@ pub(crate) fn contributions<B: Backend>(
     let mut parts = vec![logit_of(residual[0].clone())];
     for (l, block) in model.h.iter().enumerate() {
         let projection = &block.attn.c_proj;
-        let weight = projection.weight.val(); // [d, d]: rows head-major, as the heads are concatenated
-        let out = heads[l].clone(); // [1, h, n, hd]
-        let [_, h, _, hd] = out.dims();
         let mut attention = Tensor::zeros([1, n, d], &device);
-        for head in 0..h {
-            let rows = weight.clone().slice([head * hd..(head + 1) * hd, 0..d]);
-            let written = out
-                .clone()
-                .slice([0..1, head..head + 1, 0..n, 0..hd])
-                .reshape([1, n, hd]);
-            let written = linear(written, rows, None);
+        for written in head_writes(block, heads[l].clone()) {
             attention = attention + written.clone();
             parts.push(logit_of(written));
         }
@@ -102,4 +93,23 @@ pub(crate) fn contributions<B: Backend>(
         parts.push(logit_of(mlp));
     }
     Tensor::cat(parts, 0)
+}
+
+/// What each head of `block` writes into the stream: its output (`[batch, heads, seq, head_dim]`)
+/// through its rows of the attention's output projection (rows head-major, as the heads are
+/// concatenated), bias left out: one `[batch, seq, d]` per head.
+pub(crate) fn head_writes<B: Backend>(block: &Block<B>, out: Tensor<B, 4>) -> Vec<Tensor<B, 3>> {
+    let weight = block.attn.c_proj.weight.val(); // [d, d]
+    let [b, h, n, hd] = out.dims();
+    let d = weight.dims()[1];
+    (0..h)
+        .map(|head| {
+            let rows = weight.clone().slice([head * hd..(head + 1) * hd, 0..d]);
+            let own = out
+                .clone()
+                .slice([0..b, head..head + 1, 0..n, 0..hd])
+                .reshape([b, n, hd]);
+            linear(own, rows, None)
+        })
+        .collect()
 }

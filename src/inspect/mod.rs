@@ -10,6 +10,7 @@
 //! weights over positions 0..=p: the start token and every earlier pixel.
 
 pub mod ablation;
+pub mod ablation_means;
 pub mod attribution;
 
 use burn::tensor::activation::log_softmax;

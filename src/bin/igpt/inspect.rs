@@ -9,6 +9,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::inspect::ablation::{self, Ablated, AblationReport};
+use igpt::inspect::ablation_means::{AblationMeans, MEANS_FILE};
 use igpt::inspect::floats;
 use igpt::inspect::{Inspected, Report, heat};
 use igpt::pixels::raster::tile;
@@ -42,6 +43,10 @@ pub struct InspectArgs {
     /// `attention:LAYER` or `mlp:LAYER` (from 0). Prints what it costs; --json adds `ablation`.
     #[arg(long, value_name = "PART")]
     ablate: Option<Ablated>,
+    /// With --ablate: replace the part's output by its mean over a dataset instead of zero (mean
+    /// ablation; the means come from `igpt ablation-means`, in the model directory).
+    #[arg(long, requires = "ablate")]
+    mean: bool,
     /// Size of one image pixel in the panel.
     #[arg(long, default_value_t = 4)]
     scale: usize,
@@ -71,9 +76,25 @@ impl BackendJob for InspectArgs {
         let report = inspected.report(pixel)?;
         let ablation = match self.ablate {
             Some(part) => {
-                let silenced = ablation::ablated(&stored.model, part)?;
+                let silenced = if self.mean {
+                    let means = AblationMeans::read(&self.model)?.with_context(|| {
+                        format!(
+                            "{} has no {MEANS_FILE}: run igpt ablation-means --model {} --data SPEC first",
+                            self.model.display(),
+                            self.model.display()
+                        )
+                    })?;
+                    ablation::mean_ablated(&stored.model, part, &means)?
+                } else {
+                    ablation::ablated(&stored.model, part)?
+                };
                 let bits = floats(ablation::bits_per_pixel(&silenced, &ids).into_data())?;
-                Some(AblationReport::new(part, bits, &report.bits_per_pixel))
+                Some(AblationReport::new(
+                    part,
+                    self.mean,
+                    bits,
+                    &report.bits_per_pixel,
+                ))
             }
             None => None,
         };
@@ -212,8 +233,9 @@ fn describe_ablation(ablation: &AblationReport, width: usize) {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or((0, 0.0), |(i, &d)| (i, d));
     println!(
-        "without {}: {:+.4} bits per pixel on average; pixel {},{} lost most ({delta:+.3} bits)",
+        "without {} ({} ablation): {:+.4} bits per pixel on average; pixel {},{} lost most ({delta:+.3} bits)",
         ablation.part,
+        ablation.mode,
         ablation.mean_delta,
         worst / width,
         worst % width

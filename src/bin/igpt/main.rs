@@ -1,5 +1,6 @@
 //! `igpt`: the command line. `main` parses, dispatches to a subcommand module, and prints errors.
 
+mod ablation_means;
 mod backend;
 mod baselines;
 mod bench;
@@ -62,6 +63,8 @@ enum Command {
     Baselines(baselines::BaselinesArgs),
     /// What the model makes of one image: surprise per pixel, expected colours and attention at a pixel.
     Inspect(inspect::InspectArgs),
+    /// The mean write of every head, attention and MLP over a dataset, saved for mean ablation.
+    AblationMeans(ablation_means::AblationMeansArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
     /// A training run's milestone probes against their held-out bits/token (table and chart).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Baselines(args) => baselines::run(args),
         Command::Examples(args) => examples::run(args),
         Command::Inspect(args) => run_on(args.device, args),
+        Command::AblationMeans(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
         Command::ProbeCurve(args) => probe_curve::run(args),
         Command::Finetune(args) => run_on(args.device, args),
