@@ -66,13 +66,16 @@ impl AblationMeans {
             };
             let pass = model.forward_with(inputs, options);
             for (l, block) in model.h.iter().enumerate() {
-                let out = pass.attention[l].out.clone();
-                let [b, _, n, hd] = out.dims();
-                for (h, written) in head_writes(block, out.clone()).into_iter().enumerate() {
+                // The attention's output is its heads' writes plus the projection's bias.
+                let mut attention = match &block.attn.c_proj.bias {
+                    Some(bias) => bias.val().reshape([1, 1, d]),
+                    None => Tensor::zeros([1, 1, d], &device),
+                };
+                let writes = head_writes(block, pass.attention[l].out.clone());
+                for (h, written) in writes.into_iter().enumerate() {
+                    attention = attention + written.clone();
                     head_sums[l][h] = head_sums[l][h].clone() + total(written);
                 }
-                let concatenated = out.swap_dims(1, 2).reshape([b, n, heads * hd]);
-                let attention = block.attn.c_proj.forward(concatenated);
                 let mlp =
                     pass.residual[l + 1].clone() - pass.residual[l].clone() - attention.clone();
                 attention_sums[l] = attention_sums[l].clone() + total(attention);

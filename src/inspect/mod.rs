@@ -172,18 +172,19 @@ impl Inspected {
         } = model.forward_with(inputs, options);
         // The logit lens: every layer's hidden states through the final norm and head; the last
         // layer's is the model's output.
-        let lens: Vec<Tensor<B, 1>> = residual
+        let read: Vec<Tensor<B, 3>> = residual
             .iter()
-            .map(|x| flat(log_softmax(model.logits(model.final_norm(x.clone())), 2)))
+            .map(|x| model.logits(model.final_norm(x.clone())))
             .collect();
+        let output = read.last().expect("the embeddings at least").clone();
+        let lens: Vec<Tensor<B, 1>> = read.into_iter().map(|l| flat(log_softmax(l, 2))).collect();
         // The true colour's logit at every pixel, and its parts.
         let device = model.device();
         let targets = Tensor::<B, 1, Int>::from_data(
             TensorData::new(ids.iter().map(|&id| id as i64).collect(), [ids.len()]),
             &device,
         );
-        let logits = model.logits(model.final_norm(residual[residual.len() - 1].clone()));
-        let true_logits = logits
+        let true_logits = output
             .reshape([ids.len(), model.n_colors()])
             .gather(1, targets.clone().reshape([ids.len(), 1]))
             .reshape([-1]);

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use igpt::analysis::probe::{LayerResult, ProbeReport};
@@ -30,22 +31,8 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
     let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{title}: linear probe accuracy by layer"),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(-0.3f64..last as f64 + 0.3, low..high)?;
-        chart
-            .configure_mesh()
-            .x_desc("layer (0 = embeddings)")
-            .y_desc("test accuracy (%)")
-            .x_labels(last + 1)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()?;
+        let caption = format!("{title}: linear probe accuracy by layer");
+        let mut chart = layer_axes(&root, Some(&caption), last, (low, high))?;
         let points = |layers: &[LayerResult]| -> Vec<(f64, f64)> {
             layers
                 .iter()
@@ -84,18 +71,11 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
         let best = (report.best_layer as f64, percent(report.best_accuracy));
         chart.draw_series([Circle::new(best, 7, model_colour.stroke_width(2))])?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         root.present()?;
         Ok(())
     };
-    draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot write the chart {}", path.display()))
+    written(path, draw())
 }
 
 /// One milestone of a run: its step, bits/token on the run's held-out training images, its probe.
@@ -161,7 +141,7 @@ pub fn probe_curve_svg(
             .configure_mesh()
             .x_desc("bits/token on held-out training images (fewer is better)")
             .y_desc("test accuracy (%)")
-            .x_label_formatter(&|x| format!("{x:.2}"))
+            .x_label_formatter(&|x| format!("{x:.3}"))
             .draw()?;
         let best: Vec<(f64, f64)> = milestones
             .iter()
@@ -187,25 +167,9 @@ pub fn probe_curve_svg(
             ))?
             .label(format!("raw pixels {pixels:.1}%"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
 
-        let mut chart = ChartBuilder::on(&right)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(-0.3f64..last_layer as f64 + 0.3, low..high)?;
-        chart
-            .configure_mesh()
-            .x_desc("layer (0 = embeddings)")
-            .y_desc("test accuracy (%)")
-            .x_labels(last_layer + 1)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()?;
+        let mut chart = layer_axes(&right, None, last_layer, (low, high))?;
         for (i, m) in milestones.iter().enumerate() {
             let colour = shade(i);
             let points: Vec<(f64, f64)> = m
@@ -225,16 +189,55 @@ pub fn probe_curve_svg(
             [(-0.3, pixels), (last_layer as f64 + 0.3, pixels)],
             pixel_colour.stroke_width(1),
         ))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         root.present()?;
         Ok(())
     };
-    draw()
+    written(path, draw())
+}
+
+type Axes = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+type Drawn<DB, T> = Result<T, DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Axes of test accuracy (`low..high` percent, up) by layer (0 = the embeddings to `last`, across).
+fn layer_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: Option<&str>,
+    last: usize,
+    (low, high): (f64, f64),
+) -> Drawn<DB, ChartContext<'a, DB, Axes>> {
+    let mut builder = ChartBuilder::on(area);
+    if let Some(caption) = caption {
+        builder.caption(caption, ("sans-serif", 18));
+    }
+    let mut chart = builder
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.3f64..last as f64 + 0.3, low..high)?;
+    chart
+        .configure_mesh()
+        .x_desc("layer (0 = embeddings)")
+        .y_desc("test accuracy (%)")
+        .x_labels(last + 1)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The series' labels, boxed at the lower right (the charts leave room there).
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, Axes>) -> Drawn<DB, ()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+}
+
+/// A drawing's outcome, with the chart's path in the error.
+fn written(path: &Path, drawn: Result<(), Box<dyn std::error::Error + '_>>) -> anyhow::Result<()> {
+    drawn
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot write the chart {}", path.display()))
 }
