@@ -245,3 +245,33 @@ fn the_index_gives_every_model_file_its_size_and_hash() {
         }
     }
 }
+
+/// The page's model menu shows each index label, which states the model's size and test bits/token
+/// by hand: both must be the card's (a label went stale once when a new milestone shipped).
+#[test]
+fn every_index_label_states_its_cards_bits_and_size() {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let index: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
+    for entry in index {
+        let path = entry["path"].as_str().unwrap();
+        let label = entry["label"].as_str().expect("each entry has a label");
+        let card: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(models.join(path).join("card.json")).unwrap(),
+        )
+        .unwrap();
+        let bits = card["metrics"]["test_bits_per_token"]
+            .as_f64()
+            .expect("each shipped card has its test bits");
+        let parameters = card["training"]["parameters"].as_f64().unwrap() / 1e6;
+        for stated in [
+            format!("{bits:.2} bits"),
+            format!("{parameters:.1}M parameters"),
+        ] {
+            assert!(
+                label.contains(&stated),
+                "{path}: the label {label:?} should say {stated:?} (from card.json)"
+            );
+        }
+    }
+}
