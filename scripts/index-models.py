@@ -9,7 +9,8 @@ import hashlib
 import json
 import pathlib
 
-FILES = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json"]
+# ablation-means.json is optional: the inspector offers mean ablation when a model has it.
+FILES = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json", "ablation-means.json"]
 models = pathlib.Path(__file__).resolve().parent.parent / "models"
 index_path = models / "index.json"
 index = json.loads(index_path.read_text())

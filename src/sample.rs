@@ -6,7 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::{ImageGpt, KvCache, Workload};
+use crate::model::patch::Patch;
+use crate::model::{ForwardOptions, ImageGpt, KvCache, Workload};
 use crate::pixels::tokens::{check_ids, continuation_input};
 
 /// How the next token is chosen from the logits.
@@ -152,6 +153,8 @@ pub struct Generation<B: Backend> {
     /// Tokens per image drawn so far (prefix included).
     drawn: usize,
     total: usize,
+    /// Stream replaced at one layer in every step (the inspector's completion under a patch).
+    patch: Option<Patch<B>>,
 }
 
 impl<B: Backend> Generation<B> {
@@ -199,7 +202,14 @@ impl<B: Backend> Generation<B> {
             sequences: prefixes,
             drawn: len,
             total,
+            patch: None,
         })
+    }
+
+    /// Runs every step with `patch` applied (its positions may lie in the prefix or ahead).
+    pub fn with_patch(mut self, patch: Option<Patch<B>>) -> Self {
+        self.patch = patch;
+        self
     }
 
     pub fn batch(&self) -> usize {
@@ -225,10 +235,12 @@ impl<B: Backend> Generation<B> {
         if self.is_done() {
             return;
         }
-        let logits = match &mut self.cache {
-            Some(cache) => model.forward_cached(self.input.clone(), cache),
-            None => model.forward(self.input.clone()),
+        let options = ForwardOptions {
+            cache: self.cache.as_mut(),
+            patch: self.patch.as_ref(),
+            ..Default::default()
         };
+        let logits = model.logits(model.forward_with(self.input.clone(), options).normed);
         let [b, t, k] = logits.dims();
         let next = self
             .config

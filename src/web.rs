@@ -10,8 +10,12 @@ use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
 use crate::inspect::ablation::{self, Ablated, AblationReport};
+use crate::inspect::ablation_means::AblationMeans;
+use crate::inspect::intervention;
+use crate::inspect::patching::{self, PatchReport, Region};
 use crate::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
+use crate::model::patch::Patch;
 use crate::pixels::raster::Raster;
 use crate::sample::{Decoding, Generation, SamplingConfig};
 use crate::store::ModelFiles;
@@ -22,6 +26,9 @@ struct Engine<B: Backend> {
     /// A copy with one part silenced, which generation uses while it is set (the inspector's
     /// "resample under the ablation"); the inspector itself always reads `model`.
     ablated: Option<Model<B>>,
+    /// Another image's states patched into every generation while it is set (the inspector's
+    /// "resample under the patch").
+    patch: Option<Patch<B>>,
     generation: Option<Generation<B>>,
 }
 
@@ -32,13 +39,16 @@ impl<B: Backend> Engine<B> {
         config: SamplingConfig,
         seed: u64,
     ) -> Result<(), JsError> {
-        self.generation = Some(Generation::new(
-            self.ablated.as_ref().unwrap_or(&self.model),
-            prefixes,
-            config,
-            Decoding::Cached,
-            Some(seed),
-        )?);
+        self.generation = Some(
+            Generation::new(
+                self.ablated.as_ref().unwrap_or(&self.model),
+                prefixes,
+                config,
+                Decoding::Cached,
+                Some(seed),
+            )?
+            .with_patch(self.patch.clone()),
+        );
         Ok(())
     }
 
@@ -84,22 +94,47 @@ impl<B: Backend> Engine<B> {
         )?)
     }
 
-    /// What silencing `part` costs the inspected image, read back without blocking.
+    /// What silencing `part` (by its mean write when `means` are given, else zero) costs the
+    /// inspected image, read back without blocking.
     async fn ablation(
         &self,
         inspected: &Inspected,
         part: Ablated,
+        means: Option<&AblationMeans>,
     ) -> Result<AblationReport, JsError> {
-        let silenced = ablation::ablated(&self.model, part)?;
-        let data = ablation::bits_per_pixel(&silenced, &inspected.ids)
+        let silenced = ablation::silenced(&self.model, part, means)?;
+        let data = intervention::bits_per_pixel(&silenced, &inspected.ids, None)
             .into_data_async()
             .await
             .map_err(|e| JsError::new(&format!("reading the ablation back failed: {e:?}")))?;
         Ok(AblationReport::new(
             part,
-            false,
+            means.is_some(),
             floats(data)?,
             &inspected.bits_per_pixel(),
+        ))
+    }
+
+    /// What patching `source`'s states over `region` at `layer` does to the inspected image, read
+    /// back without blocking.
+    async fn patching(
+        &self,
+        inspected: &Inspected,
+        source: &[u16],
+        layer: usize,
+        region: Region,
+    ) -> Result<PatchReport, JsError> {
+        let patch = patching::patch_from(&self.model, source, layer, region, inspected.width)?;
+        let data = intervention::bits_per_pixel(&self.model, &inspected.ids, Some(&patch))
+            .into_data_async()
+            .await
+            .map_err(|e| JsError::new(&format!("reading the patched run back failed: {e:?}")))?;
+        Ok(PatchReport::new(
+            layer,
+            region,
+            floats(data)?,
+            &inspected.bits_per_pixel(),
+            inspected.width,
         ))
     }
 
@@ -112,9 +147,10 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+/// (Boxed: an engine is kilobytes, and the two differ in size.)
 enum Backends {
-    Gpu(Engine<Wgpu>),
-    Cpu(Engine<Flex>),
+    Gpu(Box<Engine<Wgpu>>),
+    Cpu(Box<Engine<Flex>>),
 }
 
 /// Image GPT in the page: load a model, sample or complete images step by step, paint them.
@@ -125,6 +161,8 @@ pub struct ImageGpt {
     card: String,
     /// RGBA of every palette colour, so painting is a table lookup per pixel.
     colours: Vec<[u8; 4]>,
+    /// The parts' mean writes for mean ablation, when the model ships them (`set_means`).
+    means: Option<AblationMeans>,
 }
 
 #[wasm_bindgen]
@@ -153,18 +191,20 @@ impl ImageGpt {
             let engine = Engine {
                 model: stored.model,
                 ablated: None,
+                patch: None,
                 generation: None,
             };
-            (Backends::Gpu(engine), card, tokenizer)
+            (Backends::Gpu(Box::new(engine)), card, tokenizer)
         } else {
             let stored = files.load::<Flex>(&Default::default())?;
             let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
             let engine = Engine {
                 model: stored.model,
                 ablated: None,
+                patch: None,
                 generation: None,
             };
-            (Backends::Cpu(engine), card, tokenizer)
+            (Backends::Cpu(Box::new(engine)), card, tokenizer)
         };
         let k = tokenizer.palette.len();
         let all: Vec<u16> = (0..k as u16).collect();
@@ -179,7 +219,25 @@ impl ImageGpt {
             tokenizer,
             card: serde_json::to_string(&stored_card).unwrap_or_default(),
             colours,
+            means: None,
         })
+    }
+
+    /// Gives the model its `ablation-means.json` (text), checked against its shape, so ablations
+    /// can replace a part by its mean write instead of zero.
+    pub fn set_means(&mut self, text: String) -> Result<(), JsError> {
+        let means = AblationMeans::parse(&text)?;
+        match &self.engine {
+            Backends::Gpu(e) => means.check(&e.model)?,
+            Backends::Cpu(e) => means.check(&e.model)?,
+        }
+        self.means = Some(means);
+        Ok(())
+    }
+
+    /// Whether mean ablation is possible (the model's means were given).
+    pub fn has_means(&self) -> bool {
+        self.means.is_some()
     }
 
     /// `"webgpu"` or `"cpu"`.
@@ -338,28 +396,75 @@ impl ImageGpt {
         Ok(Inspection { inner })
     }
 
-    /// What silencing `part` (`head:L.H`, `attention:L` or `mlp:L`) costs the inspected image: JSON
-    /// as `igpt inspect --ablate PART --json` gives under `ablation`.
-    pub async fn ablation(&self, inspection: &Inspection, part: String) -> Result<String, JsError> {
+    /// What silencing `part` (`head:L.H`, `attention:L` or `mlp:L`) costs the inspected image, its
+    /// output zeroed or (`mean`) replaced by its mean write: JSON as `igpt inspect --ablate PART
+    /// [--mean] --json` gives under `ablation`.
+    pub async fn ablation(
+        &self,
+        inspection: &Inspection,
+        part: String,
+        mean: bool,
+    ) -> Result<String, JsError> {
         let part: Ablated = part.parse()?;
+        let means = means_for(mean, self.means.as_ref())?;
         let report = match &self.engine {
-            Backends::Gpu(e) => e.ablation(&inspection.inner, part).await?,
-            Backends::Cpu(e) => e.ablation(&inspection.inner, part).await?,
+            Backends::Gpu(e) => e.ablation(&inspection.inner, part, means).await?,
+            Backends::Cpu(e) => e.ablation(&inspection.inner, part, means).await?,
         };
         serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// Generation from now on runs with `part` silenced, or intact with none (the inspector's
-    /// resample under an ablation).
-    pub fn set_ablation(&mut self, part: Option<String>) -> Result<(), JsError> {
+    /// Generation from now on runs with `part` silenced (zeroed, or replaced by its mean write with
+    /// `mean`), or intact with none (the inspector's resample under an ablation).
+    pub fn set_ablation(&mut self, part: Option<String>, mean: bool) -> Result<(), JsError> {
         let part = part.map(|p| p.parse::<Ablated>()).transpose()?;
+        let means = means_for(mean, self.means.as_ref())?;
         match &mut self.engine {
             Backends::Gpu(e) => {
-                e.ablated = part.map(|p| ablation::ablated(&e.model, p)).transpose()?
+                e.ablated = part
+                    .map(|p| ablation::silenced(&e.model, p, means))
+                    .transpose()?
             }
             Backends::Cpu(e) => {
-                e.ablated = part.map(|p| ablation::ablated(&e.model, p)).transpose()?
+                e.ablated = part
+                    .map(|p| ablation::silenced(&e.model, p, means))
+                    .transpose()?
             }
+        }
+        Ok(())
+    }
+
+    /// What running the inspected image with `source`'s hidden states (token ids, as `tokenize`
+    /// gives them) over `region` (`TOP,LEFT,BOTTOM,RIGHT`) at `layer` changes: JSON as `igpt inspect
+    /// --patch-from IMAGE --patch-layer LAYER --patch-region REGION --json` gives under `patching`.
+    pub async fn patching(
+        &self,
+        inspection: &Inspection,
+        source: Vec<u16>,
+        layer: usize,
+        region: String,
+    ) -> Result<String, JsError> {
+        let region: Region = region.parse()?;
+        let inspected = &inspection.inner;
+        let report = match &self.engine {
+            Backends::Gpu(e) => e.patching(inspected, &source, layer, region).await?,
+            Backends::Cpu(e) => e.patching(inspected, &source, layer, region).await?,
+        };
+        serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Generation from now on runs with `source`'s states over `region` at `layer` patched in, or
+    /// unpatched with no source (the inspector's resample under a patch).
+    pub fn set_patch(
+        &mut self,
+        source: Option<Vec<u16>>,
+        layer: usize,
+        region: String,
+    ) -> Result<(), JsError> {
+        let (source, width) = (source.as_deref(), self.tokenizer.width);
+        match &mut self.engine {
+            Backends::Gpu(e) => e.patch = patch_for(&e.model, source, layer, &region, width)?,
+            Backends::Cpu(e) => e.patch = patch_for(&e.model, source, layer, &region, width)?,
         }
         Ok(())
     }
@@ -379,6 +484,34 @@ impl ImageGpt {
     ) -> Result<Vec<u16>, JsError> {
         let image = Raster::from_rgba(width, height, rgba, self.tokenizer.palette.channels())?;
         Ok(self.tokenizer.tokenize(&image))
+    }
+}
+
+/// The patch of `source`'s states over `region` at `layer`; none without a source.
+fn patch_for<B: Backend>(
+    model: &Model<B>,
+    source: Option<&[u16]>,
+    layer: usize,
+    region: &str,
+    width: usize,
+) -> Result<Option<Patch<B>>, JsError> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let region: Region = region.parse()?;
+    Ok(Some(patching::patch_from(
+        model, source, layer, region, width,
+    )?))
+}
+
+/// The means a mean ablation uses (`mean`), or none for a zero ablation.
+fn means_for(mean: bool, means: Option<&AblationMeans>) -> Result<Option<&AblationMeans>, JsError> {
+    match (mean, means) {
+        (false, _) => Ok(None),
+        (true, Some(means)) => Ok(Some(means)),
+        (true, None) => Err(JsError::new(
+            "this model has no ablation means, so only zero ablation is possible",
+        )),
     }
 }
 

@@ -881,6 +881,65 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     );
     assert_ne!(averaged["delta_bits"], ablation["delta_bits"]);
 
+    // Patching: the image with its own states patched in is unchanged; another image's states
+    // over a region at the last layer change exactly that region's pixels (a pixel's prediction
+    // reads its own final state only), and a region outside the image is refused.
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/examples/emoji-test-43.png");
+    let patched = |from: &str, region: &str| {
+        json(&stdout_of(&[
+            "inspect",
+            "--model",
+            model,
+            image,
+            "--json",
+            "--patch-from",
+            from,
+            "--patch-layer",
+            "2",
+            "--patch-region",
+            region,
+        ]))["patching"]
+            .clone()
+    };
+    let delta = |report: &serde_json::Value| -> Vec<f64> {
+        report["delta_bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_f64().unwrap())
+            .collect()
+    };
+    let itself = patched(image, "2,1,3,4");
+    assert!(delta(&itself).iter().all(|d| d.abs() < 1e-5));
+    let swapped = patched(other.to_str().unwrap(), "2,1,3,4");
+    assert_eq!(swapped["layer"], 2);
+    assert_eq!(
+        swapped["region"],
+        serde_json::json!({"top": 2, "left": 1, "bottom": 3, "right": 4})
+    );
+    // (A region pixel whose earlier pixels are the same in both images has the same state.)
+    let region = [17, 18, 19, 20, 25, 26, 27, 28];
+    let changed: Vec<usize> = (0..64)
+        .filter(|&p| delta(&swapped)[p].abs() > 1e-6)
+        .collect();
+    assert!(
+        changed.len() >= 4 && changed.iter().all(|p| region.contains(p)),
+        "{changed:?}"
+    );
+    let outside = igpt(&[
+        "inspect",
+        "--model",
+        model,
+        image,
+        "--patch-from",
+        image,
+        "--patch-layer",
+        "1",
+        "--patch-region",
+        "0,0,8,3",
+    ]);
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("leaves the 8×8 image"));
+
     // An image of a dataset, as `complete` takes it.
     let out = json(&stdout_of(&[
         "inspect",

@@ -275,3 +275,34 @@ fn every_index_label_states_its_cards_bits_and_size() {
         }
     }
 }
+
+/// The page offers mean ablation for a model that ships `ablation-means.json`: the means must fit
+/// the model's shape and come from its own training data (not the test split, which chooses nothing).
+#[test]
+fn shipped_ablation_means_fit_their_models() {
+    use igpt::inspect::ablation_means::AblationMeans;
+    let mut checked = 0;
+    for (dir, stored) in listed_models() {
+        let Some(means) = AblationMeans::read(&dir).unwrap() else {
+            continue;
+        };
+        means.check(&stored.model).unwrap();
+        assert_eq!(
+            Some(means.data.as_str()),
+            stored.card.dataset.as_deref(),
+            "{}: means over another dataset than the one trained on",
+            dir.display()
+        );
+        assert!(
+            means.images >= 100,
+            "{}: means over too few images",
+            dir.display()
+        );
+        checked += 1;
+    }
+    // The page's default (the index's first) ships them, so an unfiltered run checks at least one.
+    if std::env::var("IGPT_SHIPPED_MODEL").is_err() {
+        assert!(checked >= 1, "no shipped model has ablation-means.json");
+    }
+    eprintln!("{checked} models ship ablation means");
+}

@@ -154,7 +154,7 @@ async function modelEntry() {
 /// cache when they can.
 async function startEngine(name, files, webgpu, worker = new ModelWorker()) {
   const base = `models/${name.replace(/\/?$/, "/")}`;
-  const wanted = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json"];
+  const wanted = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json", "ablation-means.json"];
   try {
     const loaded = await worker.call({ type: "load", base, webgpu,
       files: Object.fromEntries(wanted.map((f) => [f, files?.[f] ?? null])) });
@@ -278,7 +278,7 @@ function settings() {
 /// Generates one image per canvas, each continuing the same prefix (`from`: the first `pixels` of a
 /// tokenized `image`, or null for none), painting rows as the worker sends them. If the GPU is lost,
 /// it goes on from the rows drawn so far on the CPU.
-async function generate(canvases, from, label, ablate = null) {
+async function generate(canvases, from, label, { ablate = null, patch = null } = {}) {
   // The model serves one call at a time. Another generate() may start while this one waits, so wait
   // until none runs; nothing awaits between this loop and taking `current`.
   await inspector?.passing;
@@ -291,7 +291,7 @@ async function generate(canvases, from, label, ablate = null) {
   let start = { from };
   try {
     for (;;) {
-      const result = await engine.worker.generate({ count, ...start, ablate, ...settings(),
+      const result = await engine.worker.generate({ count, ...start, ablate, patch, ...settings(),
         loseGpuAfterRow: loseGpuHere(label) ? Number(params.get("lose-gpu-after-row")) : undefined },
       ({ first, rgba, drawn, tokensPerSecond }) => {
         const each = rgba.length / count;
@@ -587,15 +587,17 @@ async function completeChosen() {
 
 /// The inspector's "resample from here": `count` completions of the first `pixels` (any number) of a
 /// tokenized `image` into `out`, the whole rows of `given` (that image's RGBA) painted first.
-async function resampleFrom({ image, pixels }, given, count, out, ablate = null) {
+async function resampleFrom({ image, pixels }, given, count, out, { ablate = null, patch = null } = {}) {
   state.resampleDone = false;
   state.resampledFrom = pixels;
   out.replaceChildren();
-  const without = ablate ? ` without ${ablate.label}` : "";
-  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${pixels}${without}: ${i + 1}`));
+  const how = [ablate && ` without ${ablate.label}`, patch && ` with ${patch.label}`].filter(Boolean).join(",");
+  const canvases = Array.from({ length: count }, (_, i) => canvasFor(out, `from pixel ${pixels}${how}: ${i + 1}`));
   const whole = Math.floor(pixels / engine.width) * engine.width * 4;
   for (const c of canvases) paintRows(c, given.subarray(0, whole), 0);
-  if (await generate(canvases, { image, pixels }, "Resampling", ablate?.part)) state.resampleDone = true;
+  const under = { ablate: ablate && { part: ablate.part, mean: ablate.mean },
+    patch: patch && { image: patch.image, layer: patch.layer, region: patch.region } };
+  if (await generate(canvases, { image, pixels }, "Resampling", under)) state.resampleDone = true;
 }
 
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.
@@ -620,7 +622,9 @@ async function main() {
   const card = engine.card ? JSON.parse(engine.card) : {};
   setUpDrawing(card);
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
-  inspector = new Inspector({ worker: () => engine.worker, width: engine.width, height: engine.height,
+  inspector = new Inspector({ worker: () => engine.worker, means: () => engine.means, width: engine.width, height: engine.height,
+    examples: () => [...$("example").options].map((o) => [o.value, o.textContent]),
+    tokenize: (source) => (source === "drawing" ? tokensOfDrawing() : tokensOfExample(source)),
     card, state, stopCurrent, resample: resampleFrom });
   $("inspect").onclick = () => inspectChosen(false);
   $("inspect-drawing").onclick = () => inspectChosen(true);

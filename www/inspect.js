@@ -45,7 +45,8 @@ function paintCells(canvas, w, h, colour, selected) {
 }
 
 export class Inspector {
-  /// `app`: { worker(), width, height, card, state, stopCurrent(), resample({ image, pixels }, rgba, count, out) }.
+  /// `app`: { worker(), means(), examples() ([file, label] pairs), tokenize(file or "drawing"), width, height, card, state,
+  /// stopCurrent(), resample({ image, pixels }, rgba, count, out, { ablate, patch }) }.
   constructor(app) {
     this.app = app;
     this.result = null; // the pass: bits, features, colours, layers, heads, rgb of the image
@@ -55,6 +56,8 @@ export class Inspector {
     this.pending = null; // a pixel asked for while another is on its way
     this.busy = false;
     this.passing = null; // the worker's pass, while it runs
+    this.patchImage = null; // the worker's handle of the image the shown patch comes from
+    this.regionSet = false; // the patch region gets its default once, then keeps the visitor's
     for (const id of ["inspect-image", "inspect-surprise", "inspect-attention", "inspect-rollout", "inspect-positions"]) {
       const canvas = $(id);
       const at = (e) => {
@@ -80,7 +83,12 @@ export class Inspector {
     for (const id of ["inspect-layer", "inspect-head"]) $(id).onchange = () => this.drawPixelViews();
     for (const id of ["inspect-temperature", "inspect-top-k"]) $(id).oninput = () => this.reshape();
     $("inspect-resample").onclick = () => this.resample();
-    $("inspect-ablate").onchange = () => this.ablate().catch((e) => ($("ablation-summary").textContent = `Could not ablate: ${e.message ?? e}`));
+    for (const id of ["inspect-patch-source", "inspect-patch-layer", "inspect-patch-top", "inspect-patch-bottom", "inspect-patch-left", "inspect-patch-right"]) {
+      $(id).onchange = () => this.patch().catch((e) => ($("patch-summary").textContent = `Could not patch: ${e.message ?? e}`));
+    }
+    for (const id of ["inspect-ablate", "inspect-ablate-mode"]) {
+      $(id).onchange = () => this.ablate().catch((e) => ($("ablation-summary").textContent = `Could not ablate: ${e.message ?? e}`));
+    }
   }
 
   /// Inspects an image (`{ image, rgba }` from the worker's tokenize), selecting `pixel` (default: the
@@ -115,6 +123,7 @@ export class Inspector {
     const mean = result.bits.reduce((a, b) => a + b, 0) / result.bits.length;
     $("inspect-summary").textContent = `${mean.toFixed(3)} bits per pixel on average; every view computed in ${ms.toFixed(0)} ms.`;
     if ($("inspect-ablate").value) await this.ablate(); // the chosen part, silenced on this image too
+    if ($("inspect-patch-source").value) await this.patch(); // and the chosen patch
     app.state.inspectDone = true;
   }
 
@@ -131,6 +140,24 @@ export class Inspector {
     keep("inspect-ablate", [["", "nothing"], ...Array.from({ length: layers }, (_, l) => [
       ...Array.from({ length: heads }, (_, h) => [`head:${l}.${h}`, `layer ${l} head ${h}`]),
       [`attention:${l}`, `layer ${l} attention`], [`mlp:${l}`, `layer ${l} MLP`]]).flat()]);
+    // Patching: the other image (a bundled example or the drawing), the layer of the stream (as the
+    // lens counts them) and the region, the top half at first.
+    keep("inspect-patch-source", [["", "nothing"], ...this.app.examples(), ["drawing", "your drawing"]]);
+    keep("inspect-patch-layer", Array.from({ length: layers + 1 }, (_, l) => [String(l), l === 0 ? "0 (embeddings)" : `${l}`]));
+    if (!this.regionSet) {
+      $("inspect-patch-layer").value = String(Math.ceil(layers / 2));
+      const { width: w, height: h } = this.app;
+      [["top", 0, h], ["bottom", Math.floor(h / 2) - 1, h], ["left", 0, w], ["right", w - 1, w]].forEach(([side, value, size]) => {
+        $(`inspect-patch-${side}`).value = value;
+        $(`inspect-patch-${side}`).max = size - 1;
+      });
+      this.regionSet = true;
+    }
+    // Mean ablation needs the model's ablation-means.json; without it only zero is offered.
+    const mode = $("inspect-ablate-mode");
+    mode.disabled = !this.app.means();
+    mode.title = mode.disabled ? "this model ships no mean writes (igpt ablation-means), so the part is zeroed" : "";
+    if (mode.disabled) mode.value = "zero";
   }
 
   /// The image and its surprise, with the shown pixel outlined (redrawn as it moves).
@@ -368,29 +395,77 @@ export class Inspector {
     }));
   }
 
-  /// Completions that keep every pixel before the chosen one (with the chosen part silenced, if any).
+  /// Completions that keep every pixel before the chosen one (with the chosen part silenced and the
+  /// chosen patch applied, if any).
   async resample() {
     if (this.pinned === null) return;
     const count = Math.max(1, Math.min(16, Number($("inspect-resample-count").value) || 1));
+    const chosen = this.patching();
+    const patch = chosen && this.patchImage !== null ? { ...chosen, image: this.patchImage } : null;
+    await this.app.resample({ image: this.result.image, pixels: this.pinned }, this.result.rgba, count, $("inspect-resample-out"),
+      { ablate: this.ablation(), patch });
+  }
+
+  /// The chosen patch, `{ source, layer, region, label }` (region: `TOP,LEFT,BOTTOM,RIGHT`), or null.
+  patching() {
+    const source = $("inspect-patch-source");
+    if (!source.value) return null;
+    const [top, left, bottom, right] = ["top", "left", "bottom", "right"].map((side) => Number($(`inspect-patch-${side}`).value));
+    const layer = Number($("inspect-patch-layer").value);
+    return { source: source.value, layer, region: [top, left, bottom, right].join(","), box: { top, left, bottom, right },
+      label: `rows ${top}-${bottom}, columns ${left}-${right} of ${source.selectedOptions[0].textContent} at layer ${layer}` };
+  }
+
+  /// The image run with the other image's states over the region: each pixel's change in surprise.
+  async patch() {
+    const chosen = this.patching();
+    $("inspect-patch-view").hidden = !chosen;
+    $("patch-summary").textContent = "";
+    this.app.state.patching = null;
+    this.patchImage = null;
+    if (!chosen || !this.result) return;
+    const { image, rgba } = await this.app.tokenize(chosen.source);
+    const report = await this.app.worker().call({ type: "patch", image, layer: chosen.layer, region: chosen.region });
+    if (this.patching()?.label !== chosen.label) return; // another patch was chosen meanwhile
+    this.patchImage = image;
+    const { width: w, height: h } = this.app;
+    paintCells($("inspect-patch-from"), w, h, (i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]], null);
+    const { top, left, bottom, right } = chosen.box;
+    const ctx = $("inspect-patch-from").getContext("2d");
+    ctx.strokeStyle = "#0ff";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(left * SCALE + 1, top * SCALE + 1, (right - left + 1) * SCALE - 2, (bottom - top + 1) * SCALE - 2);
+    const peak = Math.max(1e-6, ...report.delta_bits.map(Math.abs));
+    paintCells($("inspect-patch"), w, h, (i) => diverging(report.delta_bits[i] / peak), this.pixel);
+    $("patch-caption").textContent = `with ${chosen.label}: change in bits per pixel (±${peak.toFixed(2)} at the ends)`;
+    const signed = (x) => `${x >= 0 ? "+" : ""}${x.toFixed(4)}`;
+    $("patch-summary").textContent = `With ${chosen.label}: ${signed(report.mean_delta)} bits per pixel on average, ${signed(report.mean_delta_outside)} outside the region.`;
+    this.app.state.patching = report;
+  }
+
+  /// The chosen ablation, `{ part, mean, label }`, or null for none.
+  ablation() {
     const select = $("inspect-ablate");
-    const ablate = select.value ? { part: select.value, label: select.selectedOptions[0].textContent } : null;
-    await this.app.resample({ image: this.result.image, pixels: this.pinned }, this.result.rgba, count, $("inspect-resample-out"), ablate);
+    if (!select.value) return null;
+    const mean = $("inspect-ablate-mode").value === "mean";
+    return { part: select.value, mean, label: `${select.selectedOptions[0].textContent}${mean ? " (mean)" : ""}` };
   }
 
   /// The image without the chosen part: each pixel's change in surprise (the worker's numbers).
   async ablate() {
-    const part = $("inspect-ablate").value;
-    $("inspect-ablation-view").hidden = !part;
+    const chosen = this.ablation();
+    $("inspect-ablation-view").hidden = !chosen;
     $("ablation-summary").textContent = "";
     this.app.state.ablation = null;
-    if (!part || !this.result) return;
-    const report = await this.app.worker().call({ type: "ablate", part });
-    if ($("inspect-ablate").value !== part) return; // another part was chosen meanwhile
+    if (!chosen || !this.result) return;
+    const report = await this.app.worker().call({ type: "ablate", part: chosen.part, mean: chosen.mean });
+    if (this.ablation()?.label !== chosen.label) return; // another part or mode was chosen meanwhile
     const { width: w, height: h } = this.app;
     const peak = Math.max(1e-6, ...report.delta_bits.map(Math.abs));
+    const without = `${report.part}${report.mode === "mean" ? " (replaced by its mean)" : ""}`;
     paintCells($("inspect-ablation"), w, h, (i) => diverging(report.delta_bits[i] / peak), this.pixel);
-    $("ablation-caption").textContent = `without ${report.part}: change in bits per pixel (±${peak.toFixed(2)} at the ends)`;
-    $("ablation-summary").textContent = `Without ${report.part}: ${report.mean_delta >= 0 ? "+" : ""}${report.mean_delta.toFixed(4)} bits per pixel on average.`;
+    $("ablation-caption").textContent = `without ${without}: change in bits per pixel (±${peak.toFixed(2)} at the ends)`;
+    $("ablation-summary").textContent = `Without ${without}: ${report.mean_delta >= 0 ? "+" : ""}${report.mean_delta.toFixed(4)} bits per pixel on average.`;
     this.app.state.ablation = report;
   }
 }

@@ -4,13 +4,18 @@
 // Token ids stay here: the page names an image by the handle tokenize gave it, and a prefix by its
 // image and length; it sees only colours.
 //
-// Messages in:  size {config, batch}, load {base, files, webgpu}, generate {run, count, from?: {image, pixels}
-//               | resume: true, ablate?, temperature, topK, seed, loseGpuAfterRow}, stop, tokenize {bytes} | {rgba,
-//               width, height}, inspect {image}, inspectPixel {pixel, temperature, topK}, ablate {part}, distribution
-//               {pixel, temperature, topK}, memory, handOver {port} (to a successor), takeOver {port}
-// Messages out: progress {fraction, text}, notice {text} (e.g. the weights could not be cached), reply to size {gpuBufferBytes}, loaded {backend, card, width, height},
-//               rows {run, first, last, rgba, drawn, tokensPerSecond}, finished {run, stopped},
-//               gpuLost {run, drawn}, reply {call, ...}, failed {call?, run?, message, retry}
+// Messages in:
+//   size {config, batch}; load {base, files, webgpu}; stop; memory;
+//   generate {run, count, from?: {image, pixels} | resume: true, ablate?: {part, mean},
+//             patch?: {image, layer, region}, temperature, topK, seed, loseGpuAfterRow};
+//   tokenize {bytes} | {rgba, width, height}; inspect {image}; inspectPixel {pixel, temperature, topK};
+//   ablate {part, mean}; patch {image, layer, region}; distribution {pixel, temperature, topK};
+//   handOver {port} (to a successor); takeOver {port}
+// Messages out:
+//   progress {fraction, text}; notice {text} (e.g. the weights could not be cached);
+//   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means};
+//   rows {run, first, last, rgba, drawn, tokensPerSecond}; finished {run, stopped}; gpuLost {run, drawn};
+//   reply {call, ...}; failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
@@ -76,7 +81,9 @@ async function load({ base, files, webgpu }) {
   post({ type: "progress", fraction: 1, text: "Starting the model…" });
   model = await ImageGpt.load(fetched["model.safetensors"], text("config.json"),
     text("preprocessor_config.json"), text("card.json"), webgpu);
-  return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height() };
+  // Optional: the parts' mean writes (igpt ablation-means), for mean ablation in the inspector.
+  if (fetched["ablation-means.json"]) model.set_means(text("ablation-means.json"));
+  return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height(), means: model.has_means() };
 }
 
 // On WebGPU, the tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left
@@ -89,6 +96,12 @@ let handedOver = null;
 const images = new Map();
 let nextImage = 1;
 const KEPT_IMAGES = 16;
+
+function keptImage(image) {
+  const ids = images.get(image);
+  if (!ids) throw new Error("that image is no longer kept; choose it again");
+  return ids;
+}
 
 function keepImage(ids) {
   const image = nextImage++;
@@ -107,8 +120,7 @@ function startingIds({ count, from, resume }) {
     return ids;
   }
   if (!from) return new Uint16Array(0);
-  const ids = images.get(from.image);
-  if (!ids) throw new Error("that image is no longer kept; choose it again");
+  const ids = keptImage(from.image);
   const prefix = ids.subarray(0, from.pixels);
   const all = new Uint16Array(prefix.length * count);
   for (let i = 0; i < count; i++) all.set(prefix, i * prefix.length);
@@ -133,10 +145,12 @@ async function generate(message) {
 
 // Generates `count` images, each continuing its own prefix (`startingIds`: `count` prefixes of one
 // length, concatenated), one message per row, until done or stopped.
-async function generateRows({ run, count, from, resume, ablate, temperature, topK, seed, loseGpuAfterRow }) {
+async function generateRows({ run, count, from, resume, ablate, patch, temperature, topK, seed, loseGpuAfterRow }) {
   stopRequested = false;
   const width = model.width();
-  model.set_ablation(ablate || undefined); // the inspector's resample under an ablation; else intact
+  // The inspector's resample under an ablation or a patch; else intact.
+  model.set_ablation(ablate?.part, !!ablate?.mean);
+  model.set_patch(patch ? keptImage(patch.image) : undefined, patch?.layer ?? 0, patch?.region ?? "");
   const prefixes = startingIds({ count, from, resume });
   const given = prefixes.length / count;
   model.start_each(prefixes, count, temperature, topK, 0, seed >>> 0);
@@ -167,8 +181,7 @@ async function generateRows({ run, count, from, resume, ablate, temperature, top
 let inspection = null;
 
 async function inspect({ image }) {
-  const ids = images.get(image);
-  if (!ids) throw new Error("that image is no longer kept; choose it again");
+  const ids = keptImage(image);
   inspection?.free();
   inspection = null;
   const began = performance.now();
@@ -283,7 +296,11 @@ onmessage = async ({ data: message }) => {
         break;
       case "ablate":
         if (!inspection) throw new Error("nothing is inspected yet");
-        post({ type: "reply", call, ...JSON.parse(await model.ablation(inspection, message.part)) });
+        post({ type: "reply", call, ...JSON.parse(await model.ablation(inspection, message.part, !!message.mean)) });
+        break;
+      case "patch":
+        if (!inspection) throw new Error("nothing is inspected yet");
+        post({ type: "reply", call, ...JSON.parse(await model.patching(inspection, keptImage(message.image), message.layer, message.region)) });
         break;
       case "distribution":
         post({ type: "reply", call, ...distribution(message) });

@@ -16,9 +16,9 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
 use super::ablation_means::AblationMeans;
+use super::intervention::Change;
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
-use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
 
 /// The part of the model an ablation silences (layers and heads counted from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +137,19 @@ pub fn mean_ablated<B: Backend>(
     Ok(model)
 }
 
+/// `model` with `part` replaced by its mean write when `means` are given (mean ablation), else
+/// zeroed (zero ablation): the one choice the CLI and the page both make.
+pub fn silenced<B: Backend>(
+    model: &ImageGpt<B>,
+    part: Ablated,
+    means: Option<&AblationMeans>,
+) -> Result<ImageGpt<B>> {
+    match means {
+        Some(means) => mean_ablated(model, part, means),
+        None => ablated(model, part),
+    }
+}
+
 /// Zeroes a projection's weight and bias: its sublayer adds nothing to the stream.
 fn silence<B: Backend>(projection: &mut Linear<B>) {
     let weight = projection.weight.val();
@@ -153,41 +166,20 @@ pub struct AblationReport {
     pub part: String,
     /// `zero` or `mean`: what replaced the part's output.
     pub mode: String,
-    /// Surprise of every pixel in bits without the part, raster order.
-    pub bits_per_pixel: Vec<f32>,
-    /// Ablated minus intact surprise per pixel: positive where the part helped.
-    pub delta_bits: Vec<f32>,
-    pub mean_delta: f64,
+    /// `delta_bits` is positive where the part helped.
+    #[serde(flatten)]
+    pub change: Change,
 }
 
 impl AblationReport {
     /// From the ablated model's surprise per pixel and the intact model's.
     pub fn new(part: Ablated, mean: bool, bits_per_pixel: Vec<f32>, intact: &[f32]) -> Self {
-        let delta_bits: Vec<f32> = bits_per_pixel
-            .iter()
-            .zip(intact)
-            .map(|(a, b)| a - b)
-            .collect();
-        let mean_delta =
-            delta_bits.iter().map(|&d| f64::from(d)).sum::<f64>() / delta_bits.len().max(1) as f64;
         Self {
             part: part.to_string(),
             mode: if mean { "mean" } else { "zero" }.to_string(),
-            bits_per_pixel,
-            delta_bits,
-            mean_delta,
+            change: Change::new(bits_per_pixel, intact),
         }
     }
-}
-
-/// Every pixel's surprise in bits under `model` (one plain forward over one image), as a tensor to
-/// read back: `[pixels]`.
-pub fn bits_per_pixel<B: Backend>(model: &ImageGpt<B>, ids: &[u16]) -> Tensor<B, 1> {
-    let (inputs, targets) =
-        inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
-    target_log_probs(model.forward(inputs), targets)
-        .reshape([-1])
-        .mul_scalar(-1.0 / std::f64::consts::LN_2)
 }
 
 #[cfg(all(test, feature = "flex"))]

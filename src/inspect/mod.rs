@@ -2,8 +2,8 @@
 //! surprise (bits), the model's next-colour distribution at any pixel, attention and its rollout
 //! from any pixel, the logit lens (every layer's hidden states read by the final norm and head, as
 //! if the model stopped there) and direct logit attribution ([`attribution`]); and the same image
-//! with one part silenced ([`ablation`]). `igpt inspect` and the web page report the same numbers
-//! from here.
+//! with one part silenced ([`ablation`]) or with another image's hidden states patched in
+//! ([`patching`]). `igpt inspect` and the web page report the same numbers from here.
 //!
 //! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
 //! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
@@ -12,6 +12,8 @@
 pub mod ablation;
 pub mod ablation_means;
 pub mod attribution;
+pub mod intervention;
+pub mod patching;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;

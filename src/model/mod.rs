@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod patch;
 pub(crate) mod placeholder;
 pub mod precision;
 
@@ -14,6 +15,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use crate::error::{Error, Result};
 use crate::model::activation::quick_gelu;
 use crate::model::attention::{Qkv, causal_attention, causal_attention_weights};
+use crate::model::patch::Patch;
 use crate::model::precision::Precision;
 
 /// Shape of an iGPT model. The palette and image decide `n_colors` and `n_positions`; a preset the rest.
@@ -437,6 +439,8 @@ pub struct ForwardOptions<'a, B: Backend> {
     /// Keep every layer's attention: queries, keys and each head's output ([`ForwardPass::attention`]),
     /// for the inspector.
     pub attention: bool,
+    /// Replace part of the stream at one layer (activation patching, the inspector).
+    pub patch: Option<&'a Patch<B>>,
 }
 
 impl<B: Backend> Default for ForwardOptions<'_, B> {
@@ -446,6 +450,7 @@ impl<B: Backend> Default for ForwardOptions<'_, B> {
             keep: None,
             residual: false,
             attention: false,
+            patch: None,
         }
     }
 }
@@ -623,6 +628,7 @@ impl<B: Backend> ImageGpt<B> {
             keep,
             residual: keep_residual,
             attention: keep_attention,
+            patch,
         } = options;
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
@@ -648,7 +654,12 @@ impl<B: Backend> ImageGpt<B> {
         let mut x = self.wte.forward(ids) + positions; // [b, t, d]
         let mut residual = Vec::new();
         let mut attention = Vec::new();
+        let patched = |x: Tensor<B, 3>, layer: usize| match patch {
+            Some(patch) if patch.layer == layer => patch.apply(x, start),
+            _ => x,
+        };
         for (i, block) in self.h.iter().enumerate() {
+            x = patched(x, i);
             if keep_residual {
                 residual.push(x.clone());
             }
@@ -663,6 +674,7 @@ impl<B: Backend> ImageGpt<B> {
         if let Some(cache) = cache {
             cache.len += t;
         }
+        x = patched(x, self.n_layer());
         if keep_residual {
             residual.push(x.clone());
         }

@@ -603,6 +603,26 @@ for (const backend of ["cpu", "webgpu"]) {
       check(lens.length === layers + 1 && lens.every(([opaque, colours]) => opaque === 1 && colours > 2), `lens: ${JSON.stringify(lens)}`);
       check((await page.$$("#inspect-lens-pixel li")).length === layers + 1, "the lens at the pixel lacks a layer");
       check((await page.$$("#inspect-attribution td")).length === 1 + layers * (heads + 2), "the attribution table lacks a part");
+      // Patching: another bundled example's hidden states over the default region (the top half) at
+      // the default layer give igpt inspect --patch-from's numbers.
+      const source = await page.$$eval("#inspect-patch-source option", (os, own) => os.map((o) => o.value).find((v) => v && v !== "drawing" && v !== own), inspectExample);
+      await page.selectOption("#inspect-patch-source", source);
+      await waitFor(page, () => window.igptState.patching || window.igptState.errors.length);
+      const patchLayer = await page.inputValue("#inspect-patch-layer");
+      const region = await Promise.all(["top", "left", "bottom", "right"].map((side) => page.inputValue(`#inspect-patch-${side}`)));
+      const patchRun = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+        path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--patch-from", path.join(dist, "examples", source),
+        "--patch-layer", patchLayer, "--patch-region", region.join(",")], { encoding: "utf8" });
+      check(patchRun.status === 0, `igpt inspect --patch-from failed: ${patchRun.stderr}`);
+      const wantPatch = JSON.parse(patchRun.stdout).patching;
+      const gotPatch = await page.evaluate(() => window.igptState.patching);
+      check(gotPatch.layer === wantPatch.layer && gotPatch.delta_bits.length === wantPatch.delta_bits.length, `patch at ${gotPatch.layer} vs ${wantPatch.layer}`);
+      const offPatch = Math.max(Math.abs(gotPatch.mean_delta - wantPatch.mean_delta), ...gotPatch.delta_bits.map((d, i) => Math.abs(d - wantPatch.delta_bits[i])));
+      check(offPatch <= 1e-3, `the patch's numbers differ from the CLI's by ${offPatch}`);
+      check(gotPatch.delta_bits.some((d) => Math.abs(d) > 1e-3), "patching another image's states changed nothing");
+      const patchViews = await canvasStats(page, "#inspect-patch-view canvas");
+      check(patchViews.length === 2 && patchViews.every(([opaque, colours]) => opaque === 1 && colours > 2), `patch views: ${JSON.stringify(patchViews)}`);
+      console.log(`     ${defaultModel}: ${source}'s rows ${region[0]}-${region[2]} patched in at layer ${patchLayer} change the mean surprise by ${wantPatch.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${offPatch.toExponential(1)})`);
       const section = await page.$("section[aria-labelledby=inspect-title]");
       await section.screenshot({ path: path.join(artifacts, `inspect-${backend}.png`) });
       if (backend === "cpu") {
@@ -662,6 +682,30 @@ for (const backend of ["cpu", "webgpu"]) {
         const caption = await page.textContent("#inspect-resample-out figcaption");
         check(caption.includes("without layer 1 head 2"), `the resample does not say it ran without the head: ${caption}`);
         console.log(`     ${defaultModel}: silencing layer 1 head 2 changes the mean surprise by ${want.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${off.toExponential(1)})`);
+        // Mean ablation: the head replaced by its mean write (the model's shipped ablation-means.json)
+        // gives igpt inspect --ablate --mean's numbers, which differ from zeroing it.
+        check(await page.isEnabled("#inspect-ablate-mode"), "the default model ships no ablation means");
+        await page.evaluate(() => (window.igptState.ablation = null));
+        await page.selectOption("#inspect-ablate-mode", "mean");
+        await waitFor(page, () => window.igptState.ablation || window.igptState.errors.length);
+        const meaned = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+          path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--ablate", part, "--mean"], { encoding: "utf8" });
+        check(meaned.status === 0, `igpt inspect --ablate --mean failed: ${meaned.stderr}`);
+        const wantMean = JSON.parse(meaned.stdout).ablation;
+        const gotMean = await page.evaluate(() => window.igptState.ablation);
+        check(gotMean.mode === "mean" && wantMean.mode === "mean", `modes ${gotMean.mode}, ${wantMean.mode}`);
+        const offMean = Math.max(Math.abs(gotMean.mean_delta - wantMean.mean_delta), ...gotMean.delta_bits.map((d, i) => Math.abs(d - wantMean.delta_bits[i])));
+        check(offMean <= 1e-3, `the mean ablation's numbers differ from the CLI's by ${offMean}`);
+        check(gotMean.delta_bits.some((d, i) => Math.abs(d - got.delta_bits[i]) > 1e-4), "replacing the head by its mean changed nothing against zeroing it");
+        await page.click("#inspect-resample");
+        await waitFor(page, () => window.igptState.resampleDone || window.igptState.errors.length);
+        const meanCaption = await page.textContent("#inspect-resample-out figcaption");
+        check(meanCaption.includes("without layer 1 head 2 (mean)"), `the resample does not say it ran with the head's mean: ${meanCaption}`);
+        console.log(`     ${defaultModel}: replacing layer 1 head 2 by its mean write changes the mean surprise by ${wantMean.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${offMean.toExponential(1)})`);
+        // A resample under the patch (and the ablation) says so; its pixels before the chosen one are kept
+        // as above.
+        const patchCaption = await page.textContent("#inspect-resample-out figcaption");
+        check(patchCaption.includes(`with rows ${region[0]}-${region[2]}, columns ${region[1]}-${region[3]} of`), `the resample does not say it ran under the patch: ${patchCaption}`);
         await section.screenshot({ path: path.join(artifacts, "inspect-cpu-clicked.png") });
       }
       check(errors.length === 0, errors.join("\n"));

@@ -10,8 +10,10 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::inspect::ablation::{self, Ablated, AblationReport};
 use igpt::inspect::ablation_means::{AblationMeans, MEANS_FILE};
-use igpt::inspect::floats;
+use igpt::inspect::intervention::Change;
+use igpt::inspect::patching::{self, PatchReport, Region};
 use igpt::inspect::{Inspected, Report, heat};
+use igpt::inspect::{floats, intervention};
 use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel};
 use igpt::{Raster, Tokenizer};
@@ -47,6 +49,18 @@ pub struct InspectArgs {
     /// ablation; the means come from `igpt ablation-means`, in the model directory).
     #[arg(long, requires = "ablate")]
     mean: bool,
+    /// Also run the image with a region of its hidden states taken from this image's run
+    /// (activation patching, at --patch-layer over --patch-region). Prints what it changes; --json
+    /// adds `patching`.
+    #[arg(long, value_name = "IMAGE", requires_all = ["patch_layer", "patch_region"])]
+    patch_from: Option<PathBuf>,
+    /// The layer of the stream patched: 0 the embeddings, 1 the first block's output, and so on.
+    #[arg(long, value_name = "LAYER", requires = "patch_from")]
+    patch_layer: Option<usize>,
+    /// The pixels patched, TOP,LEFT,BOTTOM,RIGHT (corners included, from 0); a pixel's hidden state
+    /// is the one that predicts it.
+    #[arg(long, value_name = "REGION", requires = "patch_from")]
+    patch_region: Option<Region>,
     /// Size of one image pixel in the panel.
     #[arg(long, default_value_t = 4)]
     scale: usize,
@@ -76,19 +90,19 @@ impl BackendJob for InspectArgs {
         let report = inspected.report(pixel)?;
         let ablation = match self.ablate {
             Some(part) => {
-                let silenced = if self.mean {
-                    let means = AblationMeans::read(&self.model)?.with_context(|| {
+                let means = if self.mean {
+                    Some(AblationMeans::read(&self.model)?.with_context(|| {
                         format!(
                             "{} has no {MEANS_FILE}: run igpt ablation-means --model {} --data SPEC first",
                             self.model.display(),
                             self.model.display()
                         )
-                    })?;
-                    ablation::mean_ablated(&stored.model, part, &means)?
+                    })?)
                 } else {
-                    ablation::ablated(&stored.model, part)?
+                    None
                 };
-                let bits = floats(ablation::bits_per_pixel(&silenced, &ids).into_data())?;
+                let silenced = ablation::silenced(&stored.model, part, means.as_ref())?;
+                let bits = floats(intervention::bits_per_pixel(&silenced, &ids, None).into_data())?;
                 Some(AblationReport::new(
                     part,
                     self.mean,
@@ -98,16 +112,50 @@ impl BackendJob for InspectArgs {
             }
             None => None,
         };
+        let patching = match (&self.patch_from, self.patch_layer, self.patch_region) {
+            (Some(path), Some(layer), Some(region)) => {
+                let source =
+                    tokenizer.tokenize(&igpt::Raster::open(path, tokenizer.palette.channels())?);
+                let patch =
+                    patching::patch_from(&stored.model, &source, layer, region, tokenizer.width)?;
+                let bits = intervention::bits_per_pixel(&stored.model, &ids, Some(&patch));
+                Some(PatchReport::new(
+                    layer,
+                    region,
+                    floats(bits.into_data())?,
+                    &report.bits_per_pixel,
+                    tokenizer.width,
+                ))
+            }
+            _ => None,
+        };
         if self.json {
             let mut line = serde_json::to_value(&report)?;
             if let Some(ablation) = &ablation {
                 line["ablation"] = serde_json::to_value(ablation)?;
             }
+            if let Some(patching) = &patching {
+                line["patching"] = serde_json::to_value(patching)?;
+            }
             println!("{line}");
         } else {
             describe(&self, &stored, &report)?;
             if let Some(ablation) = &ablation {
-                describe_ablation(ablation, tokenizer.width);
+                let words = format!("without {} ({} ablation)", ablation.part, ablation.mode);
+                describe_change(&words, &ablation.change, tokenizer.width);
+            }
+            if let (Some(patching), Some(path)) = (&patching, &self.patch_from) {
+                let words = format!(
+                    "with {} of {} patched in at layer {}",
+                    patching.region,
+                    path.display(),
+                    patching.layer
+                );
+                describe_change(&words, &patching.change, tokenizer.width);
+                println!(
+                    "  outside the region: {:+.4} bits per pixel on average",
+                    patching.mean_delta_outside
+                );
             }
         }
         if let Some(path) = &self.output {
@@ -224,19 +272,17 @@ fn describe<B: Backend>(
     Ok(())
 }
 
-/// What silencing a part cost, in words.
-fn describe_ablation(ablation: &AblationReport, width: usize) {
-    let (worst, delta) = ablation
+/// What an intervention (`words`: an ablation, a patch) changed, in words.
+fn describe_change(words: &str, change: &Change, width: usize) {
+    let (worst, delta) = change
         .delta_bits
         .iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or((0, 0.0), |(i, &d)| (i, d));
     println!(
-        "without {} ({} ablation): {:+.4} bits per pixel on average; pixel {},{} lost most ({delta:+.3} bits)",
-        ablation.part,
-        ablation.mode,
-        ablation.mean_delta,
+        "{words}: {:+.4} bits per pixel on average; pixel {},{} lost most ({delta:+.3} bits)",
+        change.mean_delta,
         worst / width,
         worst % width
     );
