@@ -657,4 +657,16 @@ function fail(e) {
   }
 }
 
+/// Offline visits: the service worker (sw.js) keeps the site's own files once they are all fetched
+/// (state.offlineReady); where it cannot run (not https or localhost, or no support) the page works
+/// online as before.
+function keepForOffline() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("sw.js")
+    .then(() => navigator.serviceWorker.ready)
+    .then(() => (state.offlineReady = true))
+    .catch((e) => (state.offlineError = String(e?.message ?? e)));
+}
+
+keepForOffline();
 main().catch(fail);

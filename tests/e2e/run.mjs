@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
 import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -46,6 +47,8 @@ const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "applic
 // served with one byte changed, a path in `breakOff` stops after half its bytes.
 const hits = new Map();
 const faults = { corrupt: new Set(), breakOff: new Set() };
+// A later deploy, as the offline test makes one: path -> the new file's bytes, served instead.
+const deployed = new Map();
 // The site's own response headers (dist/_headers, as Netlify and Cloudflare Pages read it: a path
 // pattern, then indented "Name: value" lines); this server sends the "/*" block with every file, so
 // every test runs under them, the worker's CSP included.
@@ -68,6 +71,10 @@ const server = http.createServer((req, res) => {
   hits.set(url, (hits.get(url) ?? 0) + 1);
   if (url === "/csp-probe-worker.js") {
     res.writeHead(200, { ...siteHeaders, "content-type": "text/javascript" }).end(probeWorker);
+    return;
+  }
+  if (deployed.has(url)) {
+    res.writeHead(200, { ...siteHeaders, "content-type": TYPES[path.extname(url)] ?? "application/octet-stream" }).end(deployed.get(url));
     return;
   }
   const file = path.join(dist, url.endsWith("/") ? url + "index.html" : url);
@@ -835,6 +842,62 @@ await test("a GPU lost mid-completion: the CPU worker takes over the tokens, and
     }
     check(errors.every((e) => /lost|destroyed|Device|map buffer/i.test(e)), errors.join("\n"));
   } finally {
+    await browser.close();
+  }
+});
+await test("offline after the first visit: a reload samples, completes and inspects a drawing; a new deploy is taken whole", async () => {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: BASE_FLAGS });
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
+    await page.goto(`${origin}/index.html?model=${model}&backend=cpu&count=1`);
+    await waitFor(page, () => (window.igptState.galleryDone && window.igptState.offlineReady) || window.igptState.errors.length || window.igptState.offlineError);
+    const manifest = JSON.parse(fs.readFileSync(path.join(dist, "site-manifest.json"), "utf8"));
+    const siteCaches = () => page.evaluate(async () => (await caches.keys()).filter((k) => k.startsWith("igpt-site-")));
+    check(JSON.stringify(await siteCaches()) === JSON.stringify([`igpt-site-${manifest.version}`]), `site caches: ${await siteCaches()}`);
+
+    // The network cut: the reload comes from the service worker's cache, the weights from theirs.
+    const served = () => ["/index.html", "/app.js", "/igpt_bg.wasm"].map((f) => hits.get(f) ?? 0).join();
+    const before = served();
+    await context.setOffline(true);
+    await page.reload();
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    check(served() === before, `offline, the server was asked for site files (${before} -> ${served()})`);
+    let s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0 && s.backend === "cpu", `offline: ${s.errors.join("; ")}`);
+    await page.fill("#completions", "1");
+    await page.click("#complete");
+    await waitFor(page, () => window.igptState.completionDone || window.igptState.errors.length);
+    await page.focus("#draw");
+    for (const key of ["ArrowUp", "ArrowUp", "ArrowLeft", "ArrowDown", "ArrowDown"]) await page.keyboard.press(key);
+    await page.click("#inspect-drawing");
+    await waitFor(page, () => window.igptState.inspectDone || window.igptState.errors.length);
+    s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0 && s.completionDone && s.inspectDone, `offline: ${s.errors.join("; ")}`);
+    for (const [opaque, colours] of await canvasStats(page, "#gallery canvas")) check(opaque === 1 && colours > 1, "a blank image offline");
+
+    // A new deploy (app.js changed, its manifest with it), online: the next visit runs it, and the
+    // cache then holds that version alone, so offline it is the one that loads.
+    const changed = Buffer.concat([fs.readFileSync(path.join(dist, "app.js")), Buffer.from("\nwindow.igptDeploy = 2;\n")]);
+    const files = { ...manifest.files, "app.js": crypto.createHash("sha256").update(changed).digest("hex") };
+    const version = crypto.createHash("sha256").update(Object.entries(files).map(([p, h]) => `${p} ${h}\n`).join("")).digest("hex").slice(0, 16);
+    deployed.set("/app.js", changed);
+    deployed.set("/site-manifest.json", JSON.stringify({ version, files }));
+    await context.setOffline(false);
+    await page.reload();
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    check(await page.evaluate(() => window.igptDeploy === 2), "online, the page did not run the new deploy");
+    await waitFor(page, async (want) => JSON.stringify((await caches.keys()).filter((k) => k.startsWith("igpt-site-"))) === JSON.stringify([want]), `igpt-site-${version}`);
+    await context.setOffline(true);
+    await page.reload();
+    await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
+    check(await page.evaluate(() => window.igptDeploy === 2), "offline, the old deploy loaded");
+    check(errors.length === 0, errors.join("\n"));
+    console.log(`     offline reload: sampled, completed and inspected a drawing from the cache; deploy ${manifest.version} -> ${version} taken whole`);
+  } finally {
+    deployed.clear();
     await browser.close();
   }
 });
