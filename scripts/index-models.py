@@ -9,8 +9,10 @@ import hashlib
 import json
 import pathlib
 
-# ablation-means.json is optional: the inspector offers mean ablation when a model has it.
-FILES = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json", "ablation-means.json"]
+# Optional: ablation-means.json (the inspector offers mean ablation when a model has it) and
+# model.q6.safetensors (the light weights the page downloads instead of the full ones, igpt quantize).
+FILES = ["model.safetensors", "model.q6.safetensors", "config.json", "preprocessor_config.json",
+         "card.json", "ablation-means.json"]
 models = pathlib.Path(__file__).resolve().parent.parent / "models"
 index_path = models / "index.json"
 index = json.loads(index_path.read_text())

@@ -306,3 +306,50 @@ fn shipped_ablation_means_fit_their_models() {
     }
     eprintln!("{checked} models ship ablation means");
 }
+
+/// The light weights the page downloads (`igpt quantize`) score their card's pinned check again, and
+/// keep the promises README makes for them: at most half the full file's gzipped bytes, and at most
+/// +0.01 bits/token over the full weights on the whole test split.
+#[test]
+fn the_light_weights_score_their_check_and_keep_their_promises() {
+    let mut checked = 0;
+    for (dir, stored) in listed_models() {
+        let Some(light) = &stored.card.quantized else {
+            continue;
+        };
+        let model = store::load_dir_with::<B>(&dir, &light.file, &Default::default()).unwrap();
+        let check = stored
+            .card
+            .check
+            .as_ref()
+            .expect("a card with light weights has a check");
+        let sequences = tokens(&model, &check.data, Some(check.images));
+        let bits = sequence_nll(&model.model, &sequences, 16, |_| {})
+            .unwrap()
+            .bits_per_token;
+        assert!(
+            (bits - light.check_bits_per_token).abs() < 1e-4,
+            "{}: the light weights score {bits}, the card says {}",
+            dir.display(),
+            light.check_bits_per_token
+        );
+        assert!(
+            2 * light.gzip_bytes <= light.full_gzip_bytes,
+            "{}: not half",
+            dir.display()
+        );
+        let full = stored.card.metrics["test_bits_per_token"];
+        assert!(
+            light.test_bits_per_token - full <= 0.01,
+            "{}: the light weights cost {} bits/token",
+            dir.display(),
+            light.test_bits_per_token - full
+        );
+        eprintln!("{}: light weights {bits:.6} on the check", dir.display());
+        checked += 1;
+    }
+    // The page's default (the index's first) ships them, so an unfiltered run checks at least one.
+    if std::env::var("IGPT_SHIPPED_MODEL").is_err() {
+        assert!(checked >= 1, "no shipped model has light weights");
+    }
+}

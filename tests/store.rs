@@ -62,6 +62,39 @@ fn f16_weights_halve_the_file_and_keep_the_logits() {
 }
 
 #[test]
+fn light_weights_pack_the_large_tensors_and_keep_the_logits_close() {
+    use igpt::store::q6::{Q6_WEIGHTS_FILE, SCALES_SUFFIX};
+    let original = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    original.save_dir(dir.path(), WeightPrecision::F32).unwrap();
+    let light_path = dir.path().join(Q6_WEIGHTS_FILE);
+    original
+        .save_weights(&light_path, WeightPrecision::Q6)
+        .unwrap();
+    // The fixture's MLP projections (32x128 and 128x32) are large enough to pack, each with its
+    // scales; everything else is f16.
+    let bytes = std::fs::read(&light_path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let packed: Vec<String> = st
+        .tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::U8)
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(packed.len(), 4, "{packed:?}");
+    for name in &packed {
+        assert!(st.tensor(&format!("{name}{SCALES_SUFFIX}")).is_ok());
+    }
+    let light =
+        store::load_dir_with::<B>(dir.path(), Q6_WEIGHTS_FILE, &Default::default()).unwrap();
+    let diff = max_abs_diff(&logits(&light), &logits(&original));
+    assert!(
+        diff < 0.05 && diff > 0.0,
+        "6-bit weights moved the logits by {diff}"
+    );
+}
+
+#[test]
 fn a_new_model_keeps_the_papers_attention_scale() {
     let config = ImageGptConfig::preset("tiny", 16, 36).unwrap();
     assert!(config.exact_attention_scale);

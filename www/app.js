@@ -154,7 +154,12 @@ async function modelEntry() {
 /// cache when they can.
 async function startEngine(name, files, webgpu, worker = new ModelWorker()) {
   const base = `models/${name.replace(/\/?$/, "/")}`;
-  const wanted = ["model.safetensors", "config.json", "preprocessor_config.json", "card.json", "ablation-means.json"];
+  // The light weights (block-wise 6-bit, `igpt quantize`) when the model ships them, unless
+  // ?weights=full asks for the full file.
+  const light = files?.["model.q6.safetensors"] && params.get("weights") !== "full";
+  const weights = light ? "model.q6.safetensors" : "model.safetensors";
+  state.weightsFile = weights;
+  const wanted = [weights, "config.json", "preprocessor_config.json", "card.json", "ablation-means.json"];
   try {
     const loaded = await worker.call({ type: "load", base, webgpu,
       files: Object.fromEntries(wanted.map((f) => [f, files?.[f] ?? null])) });

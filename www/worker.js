@@ -79,7 +79,9 @@ async function load({ base, files, webgpu }) {
   }
   const text = (name) => (fetched[name] ? new TextDecoder().decode(fetched[name]) : undefined);
   post({ type: "progress", fraction: 1, text: "Starting the model…" });
-  model = await ImageGpt.load(fetched["model.safetensors"], text("config.json"),
+  // The light form unpacks in the same loader (igpt::store::q6).
+  const weights = fetched["model.q6.safetensors"] ?? fetched["model.safetensors"];
+  model = await ImageGpt.load(weights, text("config.json"),
     text("preprocessor_config.json"), text("card.json"), webgpu);
   // Optional: the parts' mean writes (igpt ablation-means), for mean ablation in the inspector.
   if (fetched["ablation-means.json"]) model.set_means(text("ablation-means.json"));

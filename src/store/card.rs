@@ -53,6 +53,27 @@ pub struct ModelCard {
     /// What fine-tuning this model gave (`igpt finetune --record`, in the parent's card).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetuned: Option<FinetunedRecord>,
+    /// The light weights file beside the full one and what it costs (`igpt quantize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantized: Option<QuantizedRecord>,
+}
+
+/// The light form of the weights (`model.q6.safetensors`, block-wise 6-bit): its size against the
+/// full file's and its scores on the card's own test and check images.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizedRecord {
+    pub file: String,
+    /// `q6`: 6-bit levels packed four to three bytes, in blocks of 64 values, one f16 scale each.
+    pub format: String,
+    pub bytes: u64,
+    pub gzip_bytes: u64,
+    /// The full weights file's, for comparison.
+    pub full_bytes: u64,
+    pub full_gzip_bytes: u64,
+    /// On all of the card's `test_data`, and on its `check` subset.
+    pub test_bits_per_token: f64,
+    pub check_bits_per_token: f64,
 }
 
 /// One stage of training: the run's own numbers and, when it started from another model, that

@@ -7,6 +7,8 @@ use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
+
+use super::q6;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -152,6 +154,8 @@ impl HfConfig {
 pub enum WeightPrecision {
     F32,
     F16,
+    /// Block-wise 6-bit, packed ([`super::q6`]): the page's light download.
+    Q6,
 }
 
 /// A parameter of the model as the checkpoint names and lays it out.
@@ -224,9 +228,19 @@ fn slots<B: Backend>(model: &mut ImageGpt<B>) -> Vec<(String, Slot<'_, B>)> {
 pub(super) fn check_parameter_count(config: &ImageGptConfig, tensors: &SafeTensors) -> Result<()> {
     let held: u64 = tensors
         .iter()
-        .filter(|(name, _)| !is_known_buffer(name) && *name != "score.weight")
-        // safetensors has checked every shape against its byte range, so the product fits.
-        .map(|(_, view)| view.shape().iter().product::<usize>() as u64)
+        .filter(|(name, _)| {
+            !is_known_buffer(name) && *name != "score.weight" && !name.ends_with(q6::SCALES_SUFFIX)
+        })
+        // safetensors has checked every shape against its byte range, so the product fits; a
+        // packed tensor holds four values in three bytes.
+        .map(|(_, view)| {
+            let stored = view.shape().iter().product::<usize>() as u64;
+            if view.dtype() == Dtype::U8 {
+                stored / 3 * 4
+            } else {
+                stored
+            }
+        })
         .sum();
     let declared = config.param_count();
     if held != declared {
@@ -268,8 +282,23 @@ pub(super) fn load_weights<B: Backend>(
         let view = tensors
             .tensor(&name)
             .map_err(|_| format!("tensor `{name}` is missing"))?;
-        let values = to_f32(view.dtype(), view.data()).map_err(|e| format!("`{name}`: {e}"))?;
-        let shape = view.shape().to_vec();
+        let (values, shape) = if view.dtype() == Dtype::U8 {
+            let scales_name = format!("{name}{}", q6::SCALES_SUFFIX);
+            let scales = tensors
+                .tensor(&scales_name)
+                .map_err(|_| format!("`{name}` is packed but `{scales_name}` is missing"))?;
+            let scales: Vec<half::f16> = match scales.dtype() {
+                Dtype::F16 => bytemuck::pod_collect_to_vec(scales.data()),
+                other => return Err(format!("`{scales_name}` is {other:?}, not F16")),
+            };
+            expected.insert(scales_name);
+            let shape = q6::unpacked_shape(view.shape()).map_err(|e| format!("`{name}`: {e}"))?;
+            let values = q6::unpack(view.data(), &scales).map_err(|e| format!("`{name}`: {e}"))?;
+            (values, shape)
+        } else {
+            let values = to_f32(view.dtype(), view.data()).map_err(|e| format!("`{name}`: {e}"))?;
+            (values, view.shape().to_vec())
+        };
         let check = |want: Vec<usize>| {
             if shape == want {
                 Ok(())
@@ -357,7 +386,7 @@ pub(crate) fn weights_to_safetensors<B: Backend>(
     // anew by the clone, so draw it in the model itself first (what is written is what computes).
     model.materialise();
     let mut model = model.clone();
-    let mut stored: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut stored: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, slot) in slots(&mut model) {
         let data = match slot {
             Slot::Vector(p) => p.val().into_data(),
@@ -369,21 +398,31 @@ pub(crate) fn weights_to_safetensors<B: Backend>(
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| Error::invalid(format!("reading `{name}` back: {e:?}")))?;
-        let bytes = match precision {
-            WeightPrecision::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            WeightPrecision::F16 => values
+        let f16_bytes = |values: &[f32]| -> Vec<u8> {
+            values
                 .iter()
                 .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
+                .collect()
         };
-        stored.push((name, shape, bytes));
+        match precision {
+            WeightPrecision::F32 => {
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                stored.push((name, Dtype::F32, shape, bytes));
+            }
+            WeightPrecision::Q6 if q6::is_packed(&shape) => {
+                let (packed, scales) = q6::pack(&values);
+                let scales_bytes = bytemuck::cast_slice(&scales).to_vec();
+                let scales_name = format!("{name}{}", q6::SCALES_SUFFIX);
+                stored.push((scales_name, Dtype::F16, vec![scales.len()], scales_bytes));
+                stored.push((name, Dtype::U8, q6::packed_shape(&shape), packed));
+            }
+            WeightPrecision::F16 | WeightPrecision::Q6 => {
+                stored.push((name, Dtype::F16, shape, f16_bytes(&values)));
+            }
+        }
     }
-    let dtype = match precision {
-        WeightPrecision::F32 => Dtype::F32,
-        WeightPrecision::F16 => Dtype::F16,
-    };
-    let views = stored.iter().map(|(name, shape, bytes)| {
-        let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+    let views = stored.iter().map(|(name, dtype, shape, bytes)| {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
             .expect("byte count matches shape");
         (name.clone(), view)
     });

@@ -3,10 +3,11 @@
 
 mod card;
 mod hf;
+pub mod q6;
 
 pub use card::{
     Baselines, BaselinesRecord, CARD_FILE, CheckRecord, FinetuneRecord, FinetunedRecord,
-    LayerResult, ModelCard, ProbeReport, StartedFrom, TrainingRecord,
+    LayerResult, ModelCard, ProbeReport, QuantizedRecord, StartedFrom, TrainingRecord,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use hf::weights_to_safetensors;
@@ -110,6 +111,13 @@ impl ModelFiles {
     /// Reads a model directory's files.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_dir(dir: &std::path::Path) -> Result<Self> {
+        Self::read_dir_with(dir, WEIGHTS_FILE)
+    }
+
+    /// Reads a model directory's files, the weights from `weights_file` (e.g. the light form,
+    /// [`q6::Q6_WEIGHTS_FILE`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_dir_with(dir: &std::path::Path, weights_file: &str) -> Result<Self> {
         use crate::error::read_file;
         let text = |name: &str| -> Result<String> {
             let path = dir.join(name);
@@ -117,7 +125,7 @@ impl ModelFiles {
         };
         let card_path = dir.join(CARD_FILE);
         Ok(Self {
-            weights: read_file(&dir.join(WEIGHTS_FILE))?,
+            weights: read_file(&dir.join(weights_file))?,
             config: text(CONFIG_FILE)?,
             preprocessor: text(PREPROCESSOR_FILE)?,
             card: if card_path.exists() {
@@ -144,9 +152,24 @@ pub fn parse_config(text: &str) -> Result<ImageGptConfig> {
 /// Loads a model directory (ours or a plain HF checkpoint). Errors name the file at fault.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_dir<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Result<StoredModel<B>> {
-    ModelFiles::read_dir(dir)?
+    load_dir_with(dir, WEIGHTS_FILE, device)
+}
+
+/// Loads a model directory with its weights from `weights_file` (e.g. [`q6::Q6_WEIGHTS_FILE`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_dir_with<B: Backend>(
+    dir: &std::path::Path,
+    weights_file: &str,
+    device: &B::Device,
+) -> Result<StoredModel<B>> {
+    ModelFiles::read_dir_with(dir, weights_file)?
         .load(device)
         .map_err(|e| match e {
+            // The loader names the weights by their usual name: name the file actually read.
+            Error::Format { path, reason } if path.as_os_str() == WEIGHTS_FILE => Error::Format {
+                path: dir.join(weights_file),
+                reason,
+            },
             Error::Format { path, reason } => Error::Format {
                 path: dir.join(path),
                 reason,
@@ -238,6 +261,13 @@ pub fn read_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl<B: Backend> StoredModel<B> {
+    /// Writes only the weights, in `precision`, to `path` (atomically): e.g. the light form beside
+    /// the full file.
+    pub fn save_weights(&self, path: &std::path::Path, precision: WeightPrecision) -> Result<()> {
+        let weights = weights_to_safetensors(&self.model, precision)?;
+        crate::error::write_file_atomic(path, &weights)
+    }
+
     /// Writes the model directory (created if needed); each file is replaced atomically.
     pub fn save_dir(&self, dir: &std::path::Path, precision: WeightPrecision) -> Result<()> {
         use crate::error::write_file_atomic;

@@ -41,6 +41,11 @@ if (!model) {
   fs.writeFileSync(path.join(target, "card.json"), JSON.stringify(card));
 }
 
+// The weights file the page downloads for `model`: the light form when it ships one.
+const weightsFile = (model) => (index.find((m) => m.path === model)?.files?.["model.q6.safetensors"]
+  ? "model.q6.safetensors" : "model.safetensors");
+// The CLI reads the same weights as the page, to compare their numbers.
+const pageWeights = (model) => ["--weights", weightsFile(model)];
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
   ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml" };
 // Requests by path (the tests count weight downloads), and faults to serve: a path in `corrupt` is
@@ -453,7 +458,7 @@ await test("the main thread has no long task (> 50 ms) while the CPU fallback sa
   console.log(`     CPU (worker): ${s.tokensPerSecond.toFixed(0)} tokens/s; ${s.longTasks.length} long tasks before the model loaded`);
 });
 await test("weights are cached: a reload downloads no model file", async () => {
-  const weights = `/models/${model}/model.safetensors`;
+  const weights = `/models/${model}/${weightsFile(model)}`;
   const before = hits.get(weights) ?? 0;
   check(before >= 1, "the weights were never downloaded");
   const first = await cpu.page.evaluate(() => window.igptState.firstRowMs);
@@ -488,11 +493,15 @@ await cpu.browser.close();
 
 await test("the page opens on the first listed model; a colour model samples, completes and draws in colour (CPU)", async () => {
   const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${defaultModel}/card.json`), "utf8"));
-  const { browser, page, errors } = await open([], "backend=cpu&count=2&completions=2", undefined, null);
+  const { browser, page, errors, requests } = await open([], "backend=cpu&count=2&completions=2", undefined, null);
   try {
     await waitFor(page, () => window.igptState.galleryDone || window.igptState.errors.length);
     const s = await page.evaluate(() => window.igptState);
     check(s.errors.length === 0 && s.model === defaultModel, `model ${s.model}; errors: ${s.errors}`);
+    // The light weights, when the model ships them, are the only weights downloaded.
+    const fetched = (file) => requests.some((u) => u.endsWith(`/models/${defaultModel}/${file}`));
+    const light = weightsFile(defaultModel) === "model.q6.safetensors";
+    check(!light || (fetched("model.q6.safetensors") && !fetched("model.safetensors")), `weights requested: ${requests.filter((u) => u.includes("safetensors"))}`);
     const stats = await canvasStats(page, "#gallery canvas");
     // 512 colours: a sample of a colour model has many; of a grey one, at most its palette.
     const enough = card.channels === 3 ? 8 : 2;
@@ -549,7 +558,7 @@ await test("the default model on WebGPU: its sampling speed over the first rows"
 });
 // The inspector against the CLI: `igpt inspect --json` on the same bundled example.
 function cliInspection(model, file) {
-  const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", model),
+  const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", model), ...pageWeights(model),
     path.join(dist, "examples", file), "--json", "--device", "flex"], { encoding: "utf8" });
   check(run.status === 0, `${igptBinary} inspect failed: ${run.error ?? run.stderr}`);
   return JSON.parse(run.stdout);
@@ -617,7 +626,7 @@ for (const backend of ["cpu", "webgpu"]) {
       await waitFor(page, () => window.igptState.patching || window.igptState.errors.length);
       const patchLayer = await page.inputValue("#inspect-patch-layer");
       const region = await Promise.all(["top", "left", "bottom", "right"].map((side) => page.inputValue(`#inspect-patch-${side}`)));
-      const patchRun = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+      const patchRun = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
         path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--patch-from", path.join(dist, "examples", source),
         "--patch-layer", patchLayer, "--patch-region", region.join(",")], { encoding: "utf8" });
       check(patchRun.status === 0, `igpt inspect --patch-from failed: ${patchRun.stderr}`);
@@ -639,7 +648,7 @@ for (const backend of ["cpu", "webgpu"]) {
         const side = Math.sqrt(cli.bits_per_pixel.length);
         await page.mouse.click(box[0] + ((col + 0.5) / side) * box[2], box[1] + ((row + 0.5) / side) * box[3]);
         await waitFor(page, ([r, c]) => window.igptState.inspect.pixel[0] === r && window.igptState.inspect.pixel[1] === c, [row, col]);
-        const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+        const run = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
           path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--pixel", `${row},${col}`], { encoding: "utf8" });
         const clicked = inspectionDiff(await page.evaluate(() => window.igptState.inspect), JSON.parse(run.stdout));
         check(clicked <= 1e-3, `at the clicked pixel the numbers differ by ${clicked}`);
@@ -672,7 +681,7 @@ for (const backend of ["cpu", "webgpu"]) {
         const part = "head:1.2";
         await page.selectOption("#inspect-ablate", part);
         await waitFor(page, () => window.igptState.ablation || window.igptState.errors.length);
-        const ablated = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+        const ablated = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
           path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--ablate", part], { encoding: "utf8" });
         check(ablated.status === 0, `igpt inspect --ablate failed: ${ablated.stderr}`);
         const want = JSON.parse(ablated.stdout).ablation;
@@ -695,7 +704,7 @@ for (const backend of ["cpu", "webgpu"]) {
         await page.evaluate(() => (window.igptState.ablation = null));
         await page.selectOption("#inspect-ablate-mode", "mean");
         await waitFor(page, () => window.igptState.ablation || window.igptState.errors.length);
-        const meaned = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel),
+        const meaned = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
           path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--ablate", part, "--mean"], { encoding: "utf8" });
         check(meaned.status === 0, `igpt inspect --ablate --mean failed: ${meaned.stderr}`);
         const wantMean = JSON.parse(meaned.stdout).ablation;
@@ -722,7 +731,7 @@ for (const backend of ["cpu", "webgpu"]) {
   });
 }
 await test("a corrupted weight file gives a message and a Retry button, and Retry recovers", async () => {
-  const weights = `/models/${model}/model.safetensors`;
+  const weights = `/models/${model}/${weightsFile(model)}`;
   faults.corrupt.add(weights);
   const { browser, page, errors } = await open([], "backend=cpu&count=1");
   try {
@@ -740,13 +749,13 @@ await test("a corrupted weight file gives a message and a Retry button, and Retr
   }
 });
 await test("an interrupted download gives a message and a Retry button", async () => {
-  const weights = `/models/${model}/model.safetensors`;
+  const weights = `/models/${model}/${weightsFile(model)}`;
   faults.breakOff.add(weights);
   const { browser, page } = await open([], "backend=cpu&count=1");
   try {
     await waitFor(page, () => window.igptState.errors.length > 0);
     const text = await page.textContent("#status");
-    check(/broke off|failed/.test(text) && /model\.safetensors/.test(text), text);
+    check(/broke off|failed/.test(text) && /model(\.q6)?\.safetensors/.test(text), text);
     check(await page.isVisible("#retry"), "no Retry button");
   } finally {
     faults.breakOff.delete(weights);
@@ -791,7 +800,7 @@ await test("on a 390x844 phone screen nothing overflows sideways, and every cont
   check(unlabelled.length === 0, `controls without a label: ${unlabelled}`);
 });
 await test("a GPU that cannot hold the model is passed over before any weight is downloaded", async () => {
-  const weights = `/models/${model}/model.safetensors`;
+  const weights = `/models/${model}/${weightsFile(model)}`;
   const before = hits.get(weights) ?? 0;
   const { browser, page } = await open(WEBGPU_FLAGS, "count=1&gpu-buffer-limit=1000");
   await waitFor(page, () => window.igptState.backend !== null || window.igptState.errors.length);

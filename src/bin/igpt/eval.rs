@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
 use igpt::eval::{Nll, sequence_nll};
-use igpt::store::{self, CheckRecord, ModelCard};
+use igpt::store::{self, CheckRecord, ModelCard, WEIGHTS_FILE};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::{load_data, progress, tokenize_images};
@@ -17,6 +17,10 @@ pub struct EvalArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
+    /// The weights file in the model directory: e.g. model.q6.safetensors, the light form the page
+    /// downloads (`igpt quantize`). --record pins only the full weights' figure.
+    #[arg(long, default_value = WEIGHTS_FILE)]
+    weights: String,
     /// JSON file holding an array of token-id arrays (without SOS).
     #[arg(long, conflicts_with = "data", required_unless_present = "data")]
     ids: Option<PathBuf>,
@@ -44,7 +48,10 @@ impl BackendJob for EvalArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let stored = store::load_dir::<B>(&self.model, &device)?;
+        if self.record && self.weights != WEIGHTS_FILE {
+            bail!("--record pins the full weights' figure; the light form's is igpt quantize's");
+        }
+        let stored = store::load_dir_with::<B>(&self.model, &self.weights, &device)?;
         let mut sequences = match (&self.ids, &self.data) {
             (Some(path), _) => read_ids(path)?,
             (None, Some(spec)) => {

@@ -15,7 +15,7 @@ use igpt::inspect::patching::{self, PatchReport, Region};
 use igpt::inspect::{Inspected, Report, heat};
 use igpt::inspect::{floats, intervention};
 use igpt::pixels::raster::tile;
-use igpt::store::{self, StoredModel};
+use igpt::store::{self, StoredModel, WEIGHTS_FILE};
 use igpt::{Raster, Tokenizer};
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -26,6 +26,10 @@ pub struct InspectArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
+    /// The weights file in the model directory: e.g. model.q6.safetensors, the light form the page
+    /// downloads (`igpt quantize`).
+    #[arg(long, default_value = WEIGHTS_FILE)]
+    weights: String,
     /// The image (resized to the model's size and quantised to its palette).
     #[command(flatten)]
     source: ImageSource,
@@ -79,7 +83,7 @@ impl BackendJob for InspectArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let stored = store::load_dir::<B>(&self.model, &device)?;
+        let stored = store::load_dir_with::<B>(&self.model, &self.weights, &device)?;
         let tokenizer = stored.tokenizer();
         let image = self.source.load(tokenizer.palette.channels())?;
         let ids = tokenizer.tokenize(&image);

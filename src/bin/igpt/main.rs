@@ -15,6 +15,7 @@ mod inspect;
 mod prepare;
 mod probe;
 mod probe_curve;
+mod quantize;
 mod sample;
 mod signals;
 mod train;
@@ -69,6 +70,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// A training run's milestone probes against their held-out bits/token (table and chart).
     ProbeCurve(probe_curve::ProbeCurveArgs),
+    /// Write a model's light weights (block-wise 6-bit) beside the full ones and score them into its card.
+    Quantize(quantize::QuantizeArgs),
     /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
     Finetune(finetune::FinetuneArgs),
     /// Label image files with a fine-tuned model.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::AblationMeans(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
         Command::ProbeCurve(args) => probe_curve::run(args),
+        Command::Quantize(args) => run_on(args.device, args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),
         Command::Bench(bench::BenchCommand::Train(args)) => run_on(args.shape.device, args),
