@@ -1,9 +1,17 @@
 //! Sampling and completion: the next token is drawn on the device (Gumbel-max) and fed straight back,
 //! so the loop needs no host readback per token; tokens are read back only when the caller asks.
+//!
+//! The Gumbel noise is igpt's own stream, not the backend's: a value per (seed, image, position,
+//! colour), the same on every backend and at every batch size. So WebGPU and the CPU draw the same
+//! image wherever their logits pick the same colour, and a generation resumed at any token (after a
+//! lost GPU) finishes as if it had never stopped.
+
+use std::ops::Range;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::ChaCha8Rng};
 
 use crate::error::{Error, Result};
 use crate::model::patch::Patch;
@@ -66,18 +74,22 @@ impl SamplingConfig {
         Ok(())
     }
 
-    /// Draws one token per row of `logits` (`[batch, K]`), on the device: `[batch, 1]` ids.
-    pub fn draw<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2, Int> {
+    /// Draws one token per row of `logits` (`[batch, K]`), on the device: `[batch, 1]` ids. Row `i`
+    /// is image `images.start + i`, drawing its token at `position` with `noise`.
+    pub fn draw<B: Backend>(
+        &self,
+        logits: Tensor<B, 2>,
+        noise: &SamplingNoise,
+        images: Range<usize>,
+        position: usize,
+    ) -> Tensor<B, 2, Int> {
         if self.temperature == 0.0 {
             return logits.argmax(1);
         }
         let logits = self.reshape(logits);
-        let [b, k] = logits.dims();
+        let k = logits.dims()[1];
         // Gumbel-max: argmax(logits + G) with G = -ln(-ln U) is an exact draw from softmax(logits).
-        let uniform =
-            Tensor::<B, 2>::random([b, k], Distribution::Uniform(0.0, 1.0), &logits.device())
-                .clamp(1e-7, 1.0 - 1e-7);
-        let gumbel = uniform.log().neg().log().neg();
+        let gumbel = noise.gumbel(images, position, k, &logits.device());
         (logits + gumbel).argmax(1)
     }
 
@@ -129,6 +141,46 @@ impl SamplingConfig {
     }
 }
 
+/// The Gumbel noise sampling adds to the logits: for each (image, position), `K` values from ChaCha8
+/// keyed by (seed, image, position). Keyed rather than streamed, so any token's noise is known
+/// without drawing the ones before it: a resumed generation, a bigger batch or another backend sees
+/// the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SamplingNoise {
+    seed: u64,
+}
+
+impl SamplingNoise {
+    pub fn new(seed: u64) -> Self {
+        Self { seed }
+    }
+
+    /// The noise of `images` at `position`, `[images.len(), k]`, on `device`.
+    pub fn gumbel<B: Backend>(
+        &self,
+        images: Range<usize>,
+        position: usize,
+        k: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let b = images.len();
+        let mut values = Vec::with_capacity(b * k);
+        for image in images {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&self.seed.to_le_bytes());
+            key[8..16].copy_from_slice(&(image as u64).to_le_bytes());
+            key[16..24].copy_from_slice(&(position as u64).to_le_bytes());
+            let mut rng = ChaCha8Rng::from_seed(key);
+            values.extend((0..k).map(|_| {
+                // U in (0, 1), never 0 or 1, so both logarithms are finite.
+                let uniform = (rng.next_u32() as f64 + 0.5) / 4_294_967_296.0;
+                -(-uniform.ln()).ln() as f32
+            }));
+        }
+        Tensor::from_data(TensorData::new(values, [b, k]), device)
+    }
+}
+
 /// How each step computes its logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoding {
@@ -155,17 +207,19 @@ pub struct Generation<B: Backend> {
     total: usize,
     /// Stream replaced at one layer in every step (the inspector's completion under a patch).
     patch: Option<Patch<B>>,
+    noise: SamplingNoise,
 }
 
 impl<B: Backend> Generation<B> {
     /// Starts `prefixes.len()` images, each continuing its prefix (empty for unconditional samples; all
-    /// the same length). `seed` fixes the backend's random stream: same seed and backend, same images.
+    /// the same length). `seed` fixes the draws ([`SamplingNoise`]): the same seed gives the same
+    /// images on every backend, up to the colours where the backends' logits pick differently.
     pub fn new(
         model: &ImageGpt<B>,
         prefixes: Vec<Vec<u16>>,
         config: SamplingConfig,
         decoding: Decoding,
-        seed: Option<u64>,
+        seed: u64,
     ) -> Result<Self> {
         let (k, total) = (model.n_colors(), model.n_positions());
         config.validate(k)?;
@@ -188,11 +242,7 @@ impl<B: Backend> Generation<B> {
         for prefix in &prefixes {
             check_ids("a prefix", prefix, k)?;
         }
-        let device = model.device();
-        if let Some(seed) = seed {
-            B::seed(&device, seed);
-        }
-        let input = continuation_input(&prefixes, k, &device);
+        let input = continuation_input(&prefixes, k, &model.device());
         Ok(Self {
             config,
             decoding,
@@ -203,6 +253,7 @@ impl<B: Backend> Generation<B> {
             drawn: len,
             total,
             patch: None,
+            noise: SamplingNoise::new(seed),
         })
     }
 
@@ -242,9 +293,12 @@ impl<B: Backend> Generation<B> {
         };
         let logits = model.logits(model.forward_with(self.input.clone(), options).normed);
         let [b, t, k] = logits.dims();
-        let next = self
-            .config
-            .draw(logits.slice([0..b, t - 1..t, 0..k]).reshape([b, k]));
+        let next = self.config.draw(
+            logits.slice([0..b, t - 1..t, 0..k]).reshape([b, k]),
+            &self.noise,
+            0..b,
+            self.drawn,
+        );
         self.input = match self.decoding {
             Decoding::Cached => next.clone(),
             Decoding::Reforward => Tensor::cat(vec![self.input.clone(), next.clone()], 1),
@@ -301,7 +355,7 @@ pub fn generate<B: Backend>(
     model: &ImageGpt<B>,
     prefixes: Vec<Vec<u16>>,
     config: SamplingConfig,
-    seed: Option<u64>,
+    seed: u64,
     every: usize,
     mut progress: impl FnMut(&[Vec<u16>], usize),
 ) -> Result<Vec<Vec<u16>>> {

@@ -1,20 +1,14 @@
-//! Sampling: cached decoding draws exactly what the naive re-forward draws, greedy limits behave, and
-//! sampled frequencies follow the model's (filtered) softmax.
+//! Sampling: cached decoding draws exactly what the naive re-forward draws, greedy limits behave,
+//! sampled frequencies follow the model's (filtered) softmax, and a seed fixes the images whatever the
+//! batch and wherever a generation is resumed.
 
 mod common;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{B, fixture_dir};
-use igpt::sample::{Decoding, Generation, SamplingConfig, generate};
+use igpt::sample::{Decoding, Generation, SamplingConfig, SamplingNoise, generate};
 use igpt::{ImageGpt, store};
-
-/// The backend's random stream is global to the process: tests that seed it take turns.
-static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn seeded() -> std::sync::MutexGuard<'static, ()> {
-    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn model() -> ImageGpt<B> {
     store::load_dir::<B>(&fixture_dir(), &Default::default())
@@ -29,7 +23,7 @@ fn run(
     decoding: Decoding,
     seed: u64,
 ) -> Vec<Vec<u16>> {
-    let mut g = Generation::new(model, prefixes, config, decoding, Some(seed)).unwrap();
+    let mut g = Generation::new(model, prefixes, config, decoding, seed).unwrap();
     while !g.is_done() {
         g.step(model);
         if g.drawn().is_multiple_of(8) {
@@ -64,7 +58,6 @@ fn reference_greedy(model: &ImageGpt<B>, prefix: &[u16]) -> Vec<u16> {
 
 #[test]
 fn cached_and_reforward_decoding_draw_the_same_tokens() {
-    let _turn = seeded();
     let model = model();
     let prefixes = vec![vec![], vec![], vec![]];
     for config in [
@@ -129,13 +122,12 @@ fn greedy_matches_a_host_side_argmax_and_top_k_1_and_cold_temperature() {
 
 #[test]
 fn same_seed_same_images_other_seed_other_images() {
-    let _turn = seeded();
     let model = model();
     let a = generate(
         &model,
         vec![vec![]; 4],
         SamplingConfig::default(),
-        Some(11),
+        11,
         8,
         |_, _| {},
     )
@@ -144,7 +136,7 @@ fn same_seed_same_images_other_seed_other_images() {
         &model,
         vec![vec![]; 4],
         SamplingConfig::default(),
-        Some(11),
+        11,
         16,
         |_, _| {},
     )
@@ -153,13 +145,62 @@ fn same_seed_same_images_other_seed_other_images() {
         &model,
         vec![vec![]; 4],
         SamplingConfig::default(),
-        Some(12),
+        12,
         8,
         |_, _| {},
     )
     .unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+/// The noise is keyed by (seed, image, position): an image is the same drawn alone or in a batch, and
+/// a generation started again from any of its own prefixes (as the page does after a lost GPU)
+/// finishes with the same tokens.
+#[test]
+fn a_seeded_image_is_the_same_alone_in_a_batch_and_resumed() {
+    let model = model();
+    let config = SamplingConfig::default();
+    let batch = run(
+        &model,
+        vec![vec![]; 3],
+        config.clone(),
+        Decoding::Cached,
+        21,
+    );
+    let alone = run(&model, vec![vec![]], config.clone(), Decoding::Cached, 21);
+    assert_eq!(alone[0], batch[0]);
+    assert_ne!(
+        batch[0], batch[1],
+        "images of one batch draw different noise"
+    );
+    for cut in [1, 17, 40, 63] {
+        let prefixes = batch.iter().map(|s| s[..cut].to_vec()).collect();
+        let resumed = run(&model, prefixes, config.clone(), Decoding::Cached, 21);
+        assert_eq!(resumed, batch, "resumed after {cut} tokens");
+    }
+}
+
+/// The noise is standard Gumbel: its mean is the Euler–Mascheroni constant and its variance π²/6.
+#[test]
+fn sampling_noise_is_standard_gumbel() {
+    let values: Vec<f32> = SamplingNoise::new(9)
+        .gumbel::<B>(0..64, 3, 1000, &Default::default())
+        .into_data()
+        .into_vec()
+        .unwrap();
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let variance = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let (euler, pi2_6) = (0.577_215_66, std::f64::consts::PI.powi(2) / 6.0);
+    // Standard errors at n = 64,000: about 0.005 for the mean and 0.02 for the variance.
+    assert!((mean - euler).abs() < 0.03, "mean {mean}");
+    assert!((variance - pi2_6).abs() < 0.1, "variance {variance}");
+    assert!(values.iter().all(|v| v.is_finite()));
 }
 
 /// The model's logits for the first pixel, given only SOS, sharpened (x4) so some colours are rare.
@@ -173,7 +214,12 @@ fn first_pixel_logits() -> Tensor<B, 2> {
 fn frequencies(logits: &Tensor<B, 2>, config: &SamplingConfig, n: usize) -> Vec<f64> {
     let k = logits.dims()[1];
     let drawn: Vec<i64> = config
-        .draw(logits.clone().expand([n, k]))
+        .draw(
+            logits.clone().expand([n, k]),
+            &SamplingNoise::new(5),
+            0..n,
+            0,
+        )
         .into_data()
         .convert::<i64>()
         .into_vec()
@@ -187,9 +233,6 @@ fn frequencies(logits: &Tensor<B, 2>, config: &SamplingConfig, n: usize) -> Vec<
 
 #[test]
 fn sampled_frequencies_follow_the_softmax() {
-    use burn::tensor::backend::Backend;
-    let _turn = seeded();
-    B::seed(&Default::default(), 5);
     let logits = first_pixel_logits();
     let n = 40_000;
     for temperature in [1.0f32, 2.0] {
@@ -264,9 +307,6 @@ fn sampled_frequencies_follow_the_softmax() {
 /// argmax alone.
 #[test]
 fn probabilities_are_what_draw_draws() {
-    use burn::tensor::backend::Backend;
-    let _turn = seeded();
-    B::seed(&Default::default(), 6);
     let logits = first_pixel_logits();
     let n = 40_000;
     let settings = [
@@ -338,19 +378,10 @@ fn bad_settings_are_refused() {
         },
     ];
     for config in bad {
-        assert!(Generation::new(&model, vec![vec![]], config, Decoding::Cached, None).is_err());
+        assert!(Generation::new(&model, vec![vec![]], config, Decoding::Cached, 0).is_err());
     }
     let full = vec![vec![0u16; 64]];
-    assert!(
-        Generation::new(
-            &model,
-            full,
-            SamplingConfig::default(),
-            Decoding::Cached,
-            None
-        )
-        .is_err()
-    );
+    assert!(Generation::new(&model, full, SamplingConfig::default(), Decoding::Cached, 0).is_err());
     let ragged = vec![vec![0u16; 3], vec![0u16; 4]];
     assert!(
         Generation::new(
@@ -358,7 +389,7 @@ fn bad_settings_are_refused() {
             ragged,
             SamplingConfig::default(),
             Decoding::Cached,
-            None
+            0
         )
         .is_err()
     );

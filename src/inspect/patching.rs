@@ -239,7 +239,7 @@ mod tests {
                 vec![ids[..6].to_vec()],
                 SamplingConfig::zero_as_off(0.0, 0, 0.0),
                 decoding,
-                Some(3),
+                3,
             )
             .unwrap()
             .with_patch(Some(patch.clone()));
@@ -257,7 +257,7 @@ mod tests {
             vec![ids[..6].to_vec()],
             SamplingConfig::zero_as_off(0.0, 0, 0.0),
             Decoding::Cached,
-            Some(3),
+            3,
         )
         .unwrap();
         while !plain.is_done() {

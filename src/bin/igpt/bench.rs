@@ -235,7 +235,7 @@ impl BackendJob for BenchSampleArgs {
             vec![vec![]; self.batch],
             SamplingConfig::default(),
             Decoding::Cached,
-            Some(0),
+            0,
         )?;
         for _ in 0..tokens {
             warm.step(&model);
@@ -252,13 +252,7 @@ impl BackendJob for BenchSampleArgs {
             ("(c) KV cache, readback every token", Decoding::Cached, true),
         ] {
             let prefixes = vec![vec![]; self.batch];
-            let mut g = Generation::new(
-                &model,
-                prefixes,
-                SamplingConfig::default(),
-                decoding,
-                Some(0),
-            )?;
+            let mut g = Generation::new(&model, prefixes, SamplingConfig::default(), decoding, 0)?;
             B::sync(&device)?;
             let began = Instant::now();
             for _ in 0..tokens {

@@ -28,7 +28,8 @@ pub struct SamplingArgs {
     /// Draw only from the most likely colours whose probability adds up to P.
     #[arg(long)]
     top_p: Option<f32>,
-    /// Random seed: the same seed, model and device give the same images. Default: a fresh one, printed.
+    /// Random seed: the same seed and model give the same images on every device (where their logits
+    /// pick the same colours). Default: a fresh one, printed.
     #[arg(long)]
     seed: Option<u64>,
     /// Pixel size of one image pixel in the output PNG.
@@ -173,7 +174,7 @@ fn draw<B: Backend>(
         &stored.model,
         prefixes,
         sampling.config(),
-        Some(seed),
+        seed,
         tokenizer.width,
         |seqs, _| {
             let done = seqs[0].len() - start;
