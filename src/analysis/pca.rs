@@ -6,59 +6,95 @@
 /// returns `n × k` scores, components ordered by explained variance. Each component's sign is fixed so
 /// that its largest loading is positive (the same data give the same picture).
 pub(crate) fn principal_scores(rows: &[f32], d: usize, k: usize) -> Vec<f32> {
-    if d == 0 || rows.is_empty() {
-        return Vec::new();
+    match Principal::fit(rows, d, k) {
+        Some(principal) => principal.scores(rows),
+        None => Vec::new(),
     }
-    let n = rows.len() / d;
-    let k = k.min(d).min(n);
-    let mut mean = vec![0.0f64; d];
-    for row in rows.chunks_exact(d) {
-        for (m, &x) in mean.iter_mut().zip(row) {
-            *m += x as f64;
+}
+
+/// The first principal components of some rows: their mean, and the components as unit vectors with
+/// the variance along each, largest first. Fitted on some rows, it projects any others (the feature
+/// atlas fits on a sample and scores a whole split).
+pub(crate) struct Principal {
+    mean: Vec<f32>,
+    pub components: Vec<Vec<f32>>,
+    /// Variance of the fitted rows along each component.
+    pub variances: Vec<f32>,
+}
+
+impl Principal {
+    /// The first `k` components of the `n × d` rows (fewer when d or n is smaller); None without rows.
+    pub fn fit(rows: &[f32], d: usize, k: usize) -> Option<Self> {
+        if d == 0 || rows.is_empty() {
+            return None;
         }
-    }
-    let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
-    let centred: Vec<f32> = rows
-        .chunks_exact(d)
-        .flat_map(|row| row.iter().zip(&mean).map(|(&x, m)| x - m))
-        .collect();
-    // Start from fixed, well-spread directions; 25 rounds of V ← orth(Xᵀ X V) (the picture needs
-    // the leading directions, not digits: by then they have settled).
-    let mut basis: Vec<Vec<f32>> = (0..k)
-        .map(|j| {
-            (0..d)
-                .map(|i| ((i * 7 + j * 13) % 17) as f32 - 7.5)
-                .collect()
-        })
-        .collect();
-    orthonormalise(&mut basis);
-    for _ in 0..25 {
-        basis = covariance_times(&centred, d, &basis);
+        let n = rows.len() / d;
+        let k = k.min(d).min(n);
+        let mut mean = vec![0.0f64; d];
+        for row in rows.chunks_exact(d) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += x as f64;
+            }
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
+        let centred: Vec<f32> = rows
+            .chunks_exact(d)
+            .flat_map(|row| row.iter().zip(&mean).map(|(&x, m)| x - m))
+            .collect();
+        // Start from fixed, well-spread directions; 25 rounds of V ← orth(Xᵀ X V) (the picture needs
+        // the leading directions, not digits: by then they have settled).
+        let mut basis: Vec<Vec<f32>> = (0..k)
+            .map(|j| {
+                (0..d)
+                    .map(|i| ((i * 7 + j * 13) % 17) as f32 - 7.5)
+                    .collect()
+            })
+            .collect();
         orthonormalise(&mut basis);
-    }
-    // Order by variance (the Rayleigh quotient), then fix signs.
-    let spread = covariance_times(&centred, d, &basis);
-    let mut ranked: Vec<(f32, Vec<f32>)> = basis
-        .into_iter()
-        .zip(&spread)
-        .map(|(v, cv)| (dot(&v, cv), v))
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let components: Vec<Vec<f32>> = ranked
-        .into_iter()
-        .map(|(_, v)| {
-            let largest = v
-                .iter()
-                .copied()
-                .fold(0.0f32, |m, x| if x.abs() > m.abs() { x } else { m });
-            let sign = if largest < 0.0 { -1.0 } else { 1.0 };
-            v.into_iter().map(|x| x * sign).collect()
+        for _ in 0..25 {
+            basis = covariance_times(&centred, d, &basis);
+            orthonormalise(&mut basis);
+        }
+        // Order by variance (the Rayleigh quotient), then fix signs.
+        let spread = covariance_times(&centred, d, &basis);
+        let mut ranked: Vec<(f32, Vec<f32>)> = basis
+            .into_iter()
+            .zip(&spread)
+            .map(|(v, cv)| (dot(&v, cv), v))
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let variances = ranked.iter().map(|(v, _)| v / n as f32).collect();
+        let components = ranked
+            .into_iter()
+            .map(|(_, v)| {
+                let largest = v
+                    .iter()
+                    .copied()
+                    .fold(0.0f32, |m, x| if x.abs() > m.abs() { x } else { m });
+                let sign = if largest < 0.0 { -1.0 } else { 1.0 };
+                v.into_iter().map(|x| x * sign).collect()
+            })
+            .collect();
+        Some(Self {
+            mean,
+            components,
+            variances,
         })
-        .collect();
-    centred
-        .chunks_exact(d)
-        .flat_map(|row| components.iter().map(move |c| dot(row, c)))
-        .collect()
+    }
+
+    /// Each row's coordinates along the components: `n × k`, row-major.
+    pub fn scores(&self, rows: &[f32]) -> Vec<f32> {
+        let d = self.mean.len();
+        let mut centred = vec![0.0f32; d];
+        let mut out = Vec::with_capacity(rows.len() / d * self.components.len());
+        for row in rows.chunks_exact(d) {
+            for ((c, &x), m) in centred.iter_mut().zip(row).zip(&self.mean) {
+                *c = x - m;
+            }
+            out.extend(self.components.iter().map(|v| dot(&centred, v)));
+        }
+        out
+    }
 }
 
 /// Xᵀ(X v) for every v of `basis`, in one pass over the `n × d` rows X.

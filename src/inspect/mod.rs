@@ -11,6 +11,8 @@
 
 pub mod ablation;
 pub mod ablation_means;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod atlas;
 pub mod attribution;
 pub mod intervention;
 pub mod patching;

@@ -590,6 +590,24 @@ impl<B: Backend> ImageGpt<B> {
         self.ln_f.forward(x)
     }
 
+    /// Block `layer`'s MLP neurons, after the activation (`[batch, seq, 4d]`), for the block's input
+    /// stream `x` ([`ForwardPass::residual`]`[layer]`): the block's attention is run again to reach
+    /// them. The feature atlas ranks images by these.
+    pub fn mlp_neurons(&self, layer: usize, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let block = &self.h[layer];
+        let pass = LayerPass {
+            cache: None,
+            padding: None,
+            precision: self.precision,
+            trace: None,
+        };
+        let mid = x.clone() + block.attn.forward(block.ln_1.forward(x), pass);
+        quick_gelu(
+            self.precision
+                .linear(&block.mlp.c_fc, block.ln_2.forward(mid)),
+        )
+    }
+
     /// The next-colour scores from the final norm's output.
     pub fn logits(&self, normed: Tensor<B, 3>) -> Tensor<B, 3> {
         self.precision.linear(&self.lm_head, normed)
@@ -742,6 +760,45 @@ mod tests {
         let config = ImageGptConfig::new(512, 16).with_n_embd(8);
         assert_eq!(config.largest_buffer_bytes(1), 4 * 513 * 8);
         assert_eq!(config.largest_buffer_bytes(64), 4 * 64 * 16 * 8);
+    }
+
+    /// `mlp_neurons` are the block's own: a block's output y is mid + MLP(mid), with the neurons
+    /// n = act(c_fc(ln_2(mid))); so y - c_proj(n) must give back the mid that n came from.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn mlp_neurons_are_what_the_block_projects() {
+        use burn::backend::Flex;
+        use burn::tensor::TensorData;
+        let device = Default::default();
+        let model = ImageGptConfig::new(16, 12)
+            .with_n_embd(8)
+            .init::<Flex>(&device);
+        let ids = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new((0..24).map(|i| (i * 5 % 17) as i64).collect(), [2, 12]),
+            &device,
+        );
+        let options = ForwardOptions {
+            residual: true,
+            ..Default::default()
+        };
+        let pass = model.forward_with(ids, options);
+        for layer in 0..model.n_layer() {
+            let neurons = model.mlp_neurons(layer, pass.residual[layer].clone());
+            assert_eq!(neurons.dims(), [2, 12, 4 * 8]);
+            let block = &model.h[layer];
+            let mid = pass.residual[layer + 1].clone() - block.mlp.c_proj.forward(neurons.clone());
+            let again = quick_gelu(block.mlp.c_fc.forward(block.ln_2.forward(mid)));
+            let diff: f32 = (again - neurons.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "layer {layer}: {diff}");
+            // The check can tell: neurons read from the stream before attention are far off.
+            let before = block.ln_2.forward(pass.residual[layer].clone());
+            let wrong = quick_gelu(block.mlp.c_fc.forward(before));
+            let off: f32 = (wrong - neurons).abs().max().into_scalar();
+            assert!(
+                off > 1e-3,
+                "layer {layer}: skipping attention moves the neurons only {off}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `igpt`: the command line. `main` parses, dispatches to a subcommand module, and prints errors.
 
 mod ablation_means;
+mod atlas;
 mod backend;
 mod baselines;
 mod bench;
@@ -66,6 +67,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// The mean write of every head, attention and MLP over a dataset, saved for mean ablation.
     AblationMeans(ablation_means::AblationMeansArgs),
+    /// A layer's feature atlas: the images and pixels that excite its top directions and MLP neurons.
+    Atlas(atlas::AtlasArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
     /// A training run's milestone probes against their held-out bits/token (table and chart).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Examples(args) => examples::run(args),
         Command::Inspect(args) => run_on(args.device, args),
         Command::AblationMeans(args) => run_on(args.device, args),
+        Command::Atlas(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
         Command::ProbeCurve(args) => probe_curve::run(args),
         Command::Quantize(args) => run_on(args.device, args),
