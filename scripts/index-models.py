@@ -10,9 +10,10 @@ import json
 import pathlib
 
 # Optional: ablation-means.json (the inspector offers mean ablation when a model has it) and
-# model.q6.safetensors (the light weights the page downloads instead of the full ones, igpt quantize).
+# model.q6.safetensors (the light weights the page downloads instead of the full ones, igpt quantize),
+# atlas.json and atlas.png (the feature atlas, igpt atlas).
 FILES = ["model.safetensors", "model.q6.safetensors", "config.json", "preprocessor_config.json",
-         "card.json", "ablation-means.json"]
+         "card.json", "ablation-means.json", "atlas.json", "atlas.png"]
 models = pathlib.Path(__file__).resolve().parent.parent / "models"
 index_path = models / "index.json"
 index = json.loads(index_path.read_text())

@@ -17,6 +17,7 @@ use crate::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
 use crate::model::patch::Patch;
 use crate::pixels::raster::Raster;
+use crate::pixels::tokens::{check_image, inputs_and_targets};
 use crate::sample::{Decoding, Generation, SamplingConfig};
 use crate::store::ModelFiles;
 
@@ -45,7 +46,7 @@ impl<B: Backend> Engine<B> {
                 prefixes,
                 config,
                 Decoding::Cached,
-                Some(seed),
+                seed,
             )?
             .with_patch(self.patch.clone()),
         );
@@ -92,6 +93,20 @@ impl<B: Backend> Engine<B> {
             traced.scale,
             numbers,
         )?)
+    }
+
+    /// Every pixel's logits for one image, teacher-forced (`[pixels × K]`), read back without blocking.
+    async fn logits(&self, ids: &[u16], width: usize) -> Result<Vec<f32>, JsError> {
+        let model = &self.model;
+        check_image(ids, width, model.n_positions(), model.n_colors())?;
+        let (inputs, _) =
+            inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
+        let data = model
+            .forward(inputs)
+            .into_data_async()
+            .await
+            .map_err(|e| JsError::new(&format!("reading the logits back failed: {e:?}")))?;
+        Ok(floats(data)?)
     }
 
     /// What silencing `part` (by its mean write when `means` are given, else zero) costs the
@@ -394,6 +409,16 @@ impl ImageGpt {
             Backends::Cpu(e) => e.inspect(&ids, width).await?,
         };
         Ok(Inspection { inner })
+    }
+
+    /// Every pixel's logits for one image (its token ids, as `tokenize` gives them), teacher-forced:
+    /// `pixels × K` numbers, pixel by pixel. The page compares them across backends (CPU match).
+    pub async fn logits(&self, ids: Vec<u16>) -> Result<Vec<f32>, JsError> {
+        let width = self.tokenizer.width;
+        match &self.engine {
+            Backends::Gpu(e) => e.logits(&ids, width).await,
+            Backends::Cpu(e) => e.logits(&ids, width).await,
+        }
     }
 
     /// What silencing `part` (`head:L.H`, `attention:L` or `mlp:L`) costs the inspected image, its

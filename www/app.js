@@ -3,6 +3,8 @@
 
 import { verifiedBytes, DownloadError } from "./weights.js";
 import { Inspector } from "./inspect.js";
+import { cpuMatch } from "./cpu-match.js";
+import { showAtlas } from "./atlas.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -183,6 +185,7 @@ async function loadModel() {
   try {
     const config = new TextDecoder().decode(configBytes);
     const { gpuBufferBytes } = await worker.call({ type: "size", config, batch: MAX_COUNT });
+    gpuBytesNeeded = gpuBufferBytes;
     let why;
     ({ adapter, why } = await webgpuAdapter(gpuBufferBytes));
     state.cpuReason = why;
@@ -200,6 +203,9 @@ async function loadModel() {
   state.loadedAt = performance.now();
   return name;
 }
+
+/// The model's largest GPU buffer (the worker's sizing), kept to ask for a GPU again after a loss.
+let gpuBytesNeeded = 0;
 
 /// With more than one bundled model, a menu to switch (it reloads the page with ?model=NAME).
 function showModelPicker(models, selected) {
@@ -282,7 +288,8 @@ function settings() {
 
 /// Generates one image per canvas, each continuing the same prefix (`from`: the first `pixels` of a
 /// tokenized `image`, or null for none), painting rows as the worker sends them. If the GPU is lost,
-/// it goes on from the rows drawn so far on the CPU.
+/// it goes on from the tokens drawn so far, on a new GPU device or else on the CPU; the sampling
+/// noise is keyed by seed, image and position, so a seeded image finishes as if never interrupted.
 async function generate(canvases, from, label, { ablate = null, patch = null } = {}) {
   // The model serves one call at a time. Another generate() may start while this one waits, so wait
   // until none runs; nothing awaits between this loop and taking `current`.
@@ -309,7 +316,7 @@ async function generate(canvases, from, label, { ablate = null, patch = null } =
         status(`${label}: ${drawn}/${total} pixels, ${tokensPerSecond.toFixed(0)} tokens/s on ${backendName()}`);
       });
       if (result.type === "gpuLost") {
-        await continueOnCpu(result.drawn / count);
+        await recoverFromLostGpu(result.drawn / count);
         start = { resume: true };
         if (stopped) break;
         continue;
@@ -325,28 +332,82 @@ async function generate(canvases, from, label, { ablate = null, patch = null } =
 }
 
 /// Test hook (?lose-gpu-after-row=N, and ?lose-gpu-in=LABEL to pick one kind of generation, e.g.
-/// Completing): whether this generation destroys the WebGPU device after row N.
+/// Completing): whether this generation destroys the WebGPU device after row N. Once per visit, so
+/// the device that comes back is kept.
 function loseGpuHere(label) {
-  return params.has("lose-gpu-after-row") && state.backend === "webgpu" &&
+  return params.has("lose-gpu-after-row") && state.backend === "webgpu" && !state.gpuLost &&
     (!params.has("lose-gpu-in") || params.get("lose-gpu-in") === label);
 }
 
-/// The GPU device was lost: the page says so, and a CPU worker (weights from the cache) takes over
-/// the lost one's images and tokens.
-async function continueOnCpu(drawn) {
+/// The GPU device was lost: the page says so, asks for a new adapter and device, and a new worker on
+/// it (weights from the cache) takes over the lost one's images and tokens. Only if no device comes
+/// back does a CPU worker take over.
+async function recoverFromLostGpu(drawn) {
   state.gpuLost = true;
-  status(`The GPU was lost after ${drawn} pixels; going on with the CPU…`);
+  status(`The GPU was lost after ${drawn} pixels; asking for it again…`);
   const lost = engine.worker;
   const { name, files } = await modelEntry();
-  state.cpuReason = "the GPU was lost";
   try {
-    engine = await startEngine(name, files, false);
+    engine = await restartEngine(name, files);
     await engine.worker.takeOverFrom(lost);
   } finally {
     lost.terminate();
   }
   state.backend = engine.backend;
+  status(engine.backend === "webgpu" ? `The GPU was lost after ${drawn} pixels and came back; going on with it…`
+    : `The GPU was lost after ${drawn} pixels and did not come back; going on with the CPU…`);
   showCard(name, engine.card);
+}
+
+/// A worker on a new GPU device, or on the CPU if none is given (test hook ?gpu-stays-lost: none).
+async function restartEngine(name, files) {
+  const { adapter } = params.has("gpu-stays-lost") ? { adapter: null } : await webgpuAdapter(gpuBytesNeeded);
+  if (adapter) {
+    try {
+      return await startEngine(name, files, true);
+    } catch {
+      // No device on it after all: the CPU below.
+    }
+  }
+  state.cpuReason = "the GPU was lost and did not come back";
+  return startEngine(name, files, false);
+}
+
+/// The CPU-match check (cpu-match.js): this model's bundled examples, teacher-forced on the WebGPU
+/// worker and on a CPU worker started for it (weights from the cache). It holds the model as a
+/// generation does: Sample stops it, and it stops a generation.
+async function checkCpuMatch() {
+  await inspector?.passing;
+  while (current) await stopCurrent();
+  let finish;
+  let stopped = false;
+  const run = (current = { stop: () => (stopped = true), finished: new Promise((r) => (finish = r)) });
+  const out = $("cpu-match-result");
+  // Test hook (?cpu-match-images=N): the first N examples only (SwiftShader takes a minute an image).
+  const files = [...$("example").options].map((o) => o.value)
+    .slice(0, Number(params.get("cpu-match-images")) || undefined);
+  let cpu = null;
+  $("cpu-match").disabled = true;
+  try {
+    out.textContent = "Starting a CPU worker…";
+    const { name, files: modelFiles } = await modelEntry();
+    cpu = await startEngine(name, modelFiles, false);
+    const r = await cpuMatch(engine.worker, cpu.worker, files,
+      (done, total) => (out.textContent = `Checking: ${done} of ${total} images…`), () => stopped);
+    state.cpuMatch = { ...r, stopped };
+    const share = r.pixels ? (100 * r.agree) / r.pixels : 0;
+    out.textContent = `${stopped ? "Stopped; so far, " : ""}${r.images} images, ${r.pixels} pixels: ` +
+      `WebGPU and the CPU predict the same most likely colour at ${share.toFixed(3)}% of pixels ` +
+      `(${r.pixels - r.agree} differ); the largest logit difference is ${r.maxLogitDiff.toExponential(1)}.`;
+  } catch (e) {
+    state.cpuMatch = { error: String(e?.message ?? e) };
+    out.textContent = `The check failed: ${e?.message ?? e}`;
+  } finally {
+    cpu?.worker.terminate();
+    $("cpu-match").disabled = false;
+    finish();
+    if (current === run) current = null;
+  }
 }
 
 async function sampleGallery() {
@@ -458,6 +519,7 @@ function fineTuned(card) {
 
 function showCard(name, cardJson) {
   const card = cardJson ? JSON.parse(cardJson) : {};
+  $("cpu-match-box").hidden = state.backend !== "webgpu";
   const bits = card.metrics?.test_bits_per_token;
   const tuned = fineTuned(card);
   const colours = card.channels === 1 ? "grey" : "colour";
@@ -475,7 +537,9 @@ function showCard(name, cardJson) {
       `${card.baselines.per_position.toFixed(4)} (per-position unigram), ${card.baselines.uniform.toFixed(1)} (uniform)`]] : []),
     // A fine-tuned model's own accuracy, or the one `igpt finetune --record` stored in its parent's card.
     ...(tuned ? [["Fine-tuned test accuracy", tuned]] : []),
-    ["Backend", state.backend === "webgpu" ? `WebGPU (${state.adapter})` : `CPU in wasm (${state.cpuReason})`],
+    ["Backend", state.backend === "webgpu"
+      ? `WebGPU (${state.adapter}${state.gpuLost ? "; a new device after the GPU was lost" : ""})`
+      : `CPU in wasm (${state.cpuReason})`],
   ];
   $("card").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
@@ -617,6 +681,41 @@ async function inspectChosen(fromDrawing) {
   }
 }
 
+/// The model's feature atlas (igpt atlas), when models/index.json lists one: downloaded when the
+/// visitor first opens it, verified against its hashes and cached like the weights.
+async function offerAtlas(name) {
+  const { files } = await modelEntry();
+  if (!files?.["atlas.json"] || !files?.["atlas.png"]) return;
+  const details = $("atlas");
+  details.hidden = false;
+  details.addEventListener("toggle", () => {
+    if (!details.open || state.atlasShown || state.atlasLoading) return;
+    state.atlasLoading = true;
+    loadAtlas(name, files).catch((e) => {
+      state.atlasError = String(e?.message ?? e);
+      $("atlas-about").textContent = `Could not load the feature atlas: ${e?.message ?? e}`;
+    }).finally(() => (state.atlasLoading = false));
+  });
+}
+
+/// Shows the atlas; clicking one of its images opens it in the inspector at its pixel.
+async function loadAtlas(name, files) {
+  const base = `models/${name.replace(/\/?$/, "/")}`;
+  const [json, sprite] = await Promise.all(["atlas.json", "atlas.png"].map((f) =>
+    verifiedBytes(base + f, files[f], () => {})));
+  await showAtlas(JSON.parse(new TextDecoder().decode(json)), sprite, async (rgba, width, height, pixel) => {
+    try {
+      const image = await engine.worker.call({ type: "tokenize", rgba, width, height }, [rgba.buffer]);
+      $("inspect-title").scrollIntoView();
+      await inspector.inspect(image, pixel);
+      state.atlasOpened = { pixel, inspected: inspector.pinned };
+    } catch (e) {
+      $("inspect-summary").textContent = `Could not inspect that image: ${e.message ?? e}`;
+    }
+  });
+  state.atlasShown = true;
+}
+
 async function main() {
   const name = await loadModel();
   showCard(name, engine.card);
@@ -631,12 +730,14 @@ async function main() {
     examples: () => [...$("example").options].map((o) => [o.value, o.textContent]),
     tokenize: (source) => (source === "drawing" ? tokensOfDrawing() : tokensOfExample(source)),
     card, state, stopCurrent, resample: resampleFrom });
+  offerAtlas(name);
   $("inspect").onclick = () => inspectChosen(false);
   $("inspect-drawing").onclick = () => inspectChosen(true);
   $("sample-controls").onsubmit = (e) => { e.preventDefault(); sampleGallery().catch(fail); };
   $("stop").onclick = () => stopCurrent();
   $("complete").onclick = () => completeChosen();
   $("copy-link").onclick = () => copyLink();
+  $("cpu-match").onclick = () => checkCpuMatch();
   // ?inspect=FILE (a bundled example): the inspector opens on it, centre pixel selected, and the
   // gallery waits for Sample (it would hold the model while the visitor explores).
   if (params.has("inspect")) {

@@ -10,12 +10,13 @@
 //             patch?: {image, layer, region}, temperature, topK, seed, loseGpuAfterRow};
 //   tokenize {bytes} | {rgba, width, height}; inspect {image}; inspectPixel {pixel, temperature, topK};
 //   ablate {part, mean}; patch {image, layer, region}; distribution {pixel, temperature, topK};
+//   logits {image} (teacher-forced, for the CPU-match check);
 //   handOver {port} (to a successor); takeOver {port}
 // Messages out:
 //   progress {fraction, text}; notice {text} (e.g. the weights could not be cached);
 //   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means};
 //   rows {run, first, last, rgba, drawn, tokensPerSecond}; finished {run, stopped}; gpuLost {run, drawn};
-//   reply {call, ...}; failed {call?, run?, message, retry}
+//   reply {call, ...} (to logits: {logits, colours}); failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
@@ -304,6 +305,11 @@ onmessage = async ({ data: message }) => {
         if (!inspection) throw new Error("nothing is inspected yet");
         post({ type: "reply", call, ...JSON.parse(await model.patching(inspection, keptImage(message.image), message.layer, message.region)) });
         break;
+      case "logits": {
+        const logits = new Float32Array(await model.logits(keptImage(message.image)));
+        post({ type: "reply", call, logits, colours: logits.length / (model.width() * model.height()) }, [logits.buffer]);
+        break;
+      }
       case "distribution":
         post({ type: "reply", call, ...distribution(message) });
         break;
