@@ -783,6 +783,12 @@ await test("the feature atlas: every unit listed, its images drawn from the veri
     const opened = await page.evaluate(() => window.igptState.atlasOpened);
     check(opened?.inspected === unit.top[1].pixel, `the inspector is at ${opened?.inspected}, not ${unit.top[1].pixel}`);
     await page.screenshot({ path: path.join(artifacts, "atlas.png"), fullPage: true });
+    // On a phone, the atlas and the inspector it opened fit the screen's width.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator("#atlas").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(artifacts, "atlas-phone.png") });
+    const scroll = await page.evaluate(() => document.documentElement.scrollWidth);
+    check(scroll <= 390, `the page is ${scroll} px wide on a 390 px screen with the atlas open`);
     check(errors.length === 0, errors.join("\n"));
   } finally {
     await browser.close();
