@@ -733,6 +733,77 @@ fn examples_writes_pngs_and_merges_the_index() {
 /// has every layer, the panel has the image, the surprise map, a view per layer, the rollout and the
 /// lens's maps,
 /// and a pixel outside the image is one clear line.
+/// `igpt atlas` writes atlas.json and its sprite beside a model (a copy of the fixture): the units
+/// asked for, every hit an image of the sprite and a pixel of the image, the sprite one tile per
+/// image; a layer past the last is one clear line and a failing exit.
+#[test]
+fn atlas_writes_its_units_and_sprite_beside_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("model");
+    std::fs::create_dir(&copy).unwrap();
+    for file in std::fs::read_dir(fixture_dir()).unwrap() {
+        let file = file.unwrap().path();
+        if file.is_file() {
+            std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let copy = copy.to_str().unwrap();
+    let args = [
+        "atlas",
+        "--model",
+        copy,
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        "40",
+        "--layer",
+        "1",
+        "--directions",
+        "3",
+        "--neurons",
+        "5",
+        "--top",
+        "4",
+        "--fit-images",
+        "8",
+    ];
+    assert!(stdout_of(&args).contains("atlas.json"));
+    let atlas = json(&std::fs::read_to_string(dir.path().join("model/atlas.json")).unwrap());
+    assert_eq!(
+        (atlas["layer"].as_u64(), atlas["scanned"].as_u64()),
+        (Some(1), Some(40))
+    );
+    assert_eq!(atlas["data"], "fashion-mnist:test");
+    let units = atlas["units"].as_array().unwrap();
+    assert_eq!(
+        units.len(),
+        2 * 3 + 5,
+        "two ends of 3 directions and 5 neurons"
+    );
+    let images = atlas["images"].as_array().unwrap().len();
+    for unit in units {
+        let top = unit["top"].as_array().unwrap();
+        assert_eq!(top.len(), 4);
+        for hit in top {
+            assert!(hit["image"].as_u64().unwrap() < images as u64);
+            assert!(hit["pixel"].as_u64().unwrap() < 64);
+        }
+    }
+    // The sprite: 16 tiles of 8x8 a row (the PNG header's width and height).
+    let png = std::fs::read(dir.path().join("model/atlas.png")).unwrap();
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(
+        (size(16), size(20)),
+        (8 * images.min(16), 8 * images.div_ceil(16))
+    );
+
+    let mut past = args;
+    past[8] = "3";
+    let refused = igpt(&past);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("layer 3 does not exist"));
+}
+
 #[test]
 fn inspect_reports_what_eval_measures_and_draws_a_panel() {
     let model = fixture_dir();
