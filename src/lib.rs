@@ -4,11 +4,13 @@
 //! pixels. The folders are that flow: `pixels` (palette, raster), `data` (datasets), `model` (the
 //! transformer), `kernels` (the CPU and GPU routines under it), `train` (the one loop, its step and run
 //! folder), `analysis` (probes, features, baselines), `inspect` (what the model makes of one image:
-//! the inspector's views), `store` (model directories). The model is
+//! the inspector's views), `store` (model directories); `sample` draws images left to right and
+//! `inpaint` fills any region with a BERT model. The model is
 //! generic over Burn's backend; the CLI (native) and `web.rs` (wasm) choose one.
 
 pub mod analysis;
 pub mod error;
+pub mod inpaint;
 pub mod inspect;
 pub(crate) mod kernels;
 pub mod model;

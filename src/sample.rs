@@ -221,6 +221,7 @@ impl<B: Backend> Generation<B> {
         decoding: Decoding,
         seed: u64,
     ) -> Result<Self> {
+        model.objective().require_causal("sampling")?;
         let (k, total) = (model.n_colors(), model.n_positions());
         config.validate(k)?;
         let batch = prefixes.len();

@@ -1,14 +1,13 @@
 //! The CPU flash-attention kernel against Burn's unfused attention (the reference), forward and
-//! gradients, on odd lengths, one and many heads, cached (shorter) queries and HF's padding mask; and
-//! its gradients against finite differences.
+//! gradients, causal and not (the BERT objective), on odd lengths, one and many heads, cached
+//! (shorter) queries and HF's padding mask; and its gradients against finite differences.
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use igpt::model::attention::flash::{self, Strided};
 use igpt::model::attention::{
-    self, AttentionKernel, Kernel, Qkv, causal_attention, causal_attention_weights,
-    unfused_or_backend,
+    self, AttentionKernel, Kernel, Qkv, attend, attention_weights, unfused_or_backend,
 };
 
 type B = burn::backend::Flex;
@@ -77,9 +76,17 @@ struct Case {
     /// Weights of the loss Σ w ∘ output, so every output element has its own upstream gradient.
     w: TensorData,
     scale: f64,
+    causal: bool,
 }
 
-fn case(shape: (usize, usize, usize, usize, usize), padded: bool, seed: u64) -> Case {
+/// Every combination of padding and causal mask.
+const MASKS: [(bool, bool); 4] = [(false, true), (true, true), (false, false), (true, false)];
+
+fn case(
+    shape: (usize, usize, usize, usize, usize),
+    (padded, causal): (bool, bool),
+    seed: u64,
+) -> Case {
     let (b, h, tq, tk, hd) = shape;
     Case {
         q: random([b, h, tq, hd], seed),
@@ -88,6 +95,7 @@ fn case(shape: (usize, usize, usize, usize, usize), padded: bool, seed: u64) -> 
         bias: padded.then(|| padding(b, tk)),
         w: random([b, h, tq, hd], seed + 3),
         scale: 1.0 / (hd as f64).sqrt(),
+        causal,
     }
 }
 
@@ -106,6 +114,7 @@ fn output_and_grads(c: &Case, attend: AttentionKernel<A>) -> [Vec<f32>; 4] {
         v: v.clone(),
         key_bias: bias,
         scale: c.scale,
+        causal: c.causal,
     });
     let loss = (out.clone() * Tensor::from_data(c.w.clone(), &device)).sum();
     let grads = loss.backward();
@@ -124,9 +133,9 @@ fn flex_runs_the_flash_kernel_for_training_and_inference() {
 #[test]
 fn training_output_and_gradients_match_the_unfused_reference() {
     for (i, &shape) in SHAPES.iter().enumerate() {
-        for padded in [false, true] {
-            let c = case(shape, padded, 10 * i as u64);
-            let fused = output_and_grads(&c, causal_attention::<A>);
+        for masks in MASKS {
+            let c = case(shape, masks, 10 * i as u64);
+            let fused = output_and_grads(&c, attend::<A>);
             let reference = output_and_grads(&c, unfused_or_backend::<A>);
             for (name, (got, want)) in ["output", "dq", "dk", "dv"]
                 .iter()
@@ -135,7 +144,7 @@ fn training_output_and_gradients_match_the_unfused_reference() {
                 let diff = relative_diff(got, want);
                 assert!(
                     diff <= 1e-5,
-                    "{name} of {shape:?} (padded: {padded}) is {diff} off the unfused path"
+                    "{name} of {shape:?} (padded, causal: {masks:?}) is {diff} off the unfused path"
                 );
             }
         }
@@ -146,8 +155,8 @@ fn training_output_and_gradients_match_the_unfused_reference() {
 fn inference_output_matches_the_unfused_reference() {
     let device = Default::default();
     for (i, &shape) in SHAPES.iter().enumerate() {
-        for padded in [false, true] {
-            let c = case(shape, padded, 100 + i as u64);
+        for masks in MASKS {
+            let c = case(shape, masks, 100 + i as u64);
             let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
             let bias = c.bias.as_ref().map(t);
             let x = |key_bias| Qkv {
@@ -156,12 +165,16 @@ fn inference_output_matches_the_unfused_reference() {
                 v: t(&c.v),
                 key_bias,
                 scale: c.scale,
+                causal: c.causal,
             };
-            let got = causal_attention(x(bias.clone()));
+            let got = attend(x(bias.clone()));
             // Burn's own flex attention is a third, independent implementation.
             let want = unfused_or_backend(x(bias));
             let diff = relative_diff(&floats(got), &floats(want));
-            assert!(diff <= 1e-5, "{shape:?} (padded: {padded}): {diff}");
+            assert!(
+                diff <= 1e-5,
+                "{shape:?} (padded, causal: {masks:?}): {diff}"
+            );
         }
     }
 }
@@ -190,6 +203,7 @@ fn views_of_a_fused_projection_match_the_unfused_reference() {
             v,
             key_bias: None,
             scale: 0.3,
+            causal: true,
         };
         let y = attend(x).swap_dims(1, 2).reshape([b, t, d]);
         let loss = (y.clone() * Tensor::from_data(w.clone(), &device)).sum();
@@ -197,7 +211,7 @@ fn views_of_a_fused_projection_match_the_unfused_reference() {
         let floats3 = |x: Tensor<B, 3>| x.into_data().into_vec::<f32>().unwrap();
         (floats3(y.inner()), floats3(qkv.grad(&grads).unwrap()))
     };
-    let (y, g) = run(causal_attention::<A>);
+    let (y, g) = run(attend::<A>);
     let (y_ref, g_ref) = run(unfused_or_backend::<A>);
     assert!(relative_diff(&y, &y_ref) <= 1e-5, "output");
     assert!(relative_diff(&g, &g_ref) <= 1e-5, "qkv gradient");
@@ -208,13 +222,18 @@ fn views_of_a_fused_projection_match_the_unfused_reference() {
 /// (heads interleaved in each row), as the model's views are.
 #[test]
 fn gradients_match_finite_differences() {
-    for &(b, h, tq, tk, hd) in &[(1, 2, 70, 70, 8), (2, 1, 9, 75, 4)] {
+    for &(b, h, tq, tk, hd, causal) in &[
+        (1, 2, 70, 70, 8, true),
+        (2, 1, 9, 75, 4, true),
+        (1, 2, 70, 70, 8, false),
+    ] {
         let dims = flash::Dims {
             batch: b,
             heads: h,
             queries: tq,
             keys: tk,
             head_dim: hd,
+            causal,
         };
         let (q_strides, k_strides) = (
             flash::Strides::token_major(h, tq, hd),
@@ -281,44 +300,99 @@ fn gradients_match_finite_differences() {
     }
 }
 
-/// The inspector's explicit probabilities: each query's weights sum to 1, keys after it (bottom-right
-/// aligned) get none, padded keys next to none, and weights · v is the fused kernel's output.
+/// The inspector's explicit probabilities: each query's weights sum to 1, and weights · v is the
+/// fused kernel's output. With the causal mask, keys after the query (bottom-right aligned) get
+/// none; without it, every query sees every key (all but padded keys get weight). Padded keys get
+/// next to none either way.
 #[test]
-fn explicit_weights_are_causal_distributions_that_reproduce_the_output() {
+fn explicit_weights_are_distributions_that_reproduce_the_output() {
     let device = Default::default();
     for (i, &shape) in SHAPES.iter().enumerate() {
-        for padded in [false, true] {
-            let c = case(shape, padded, 100 + 10 * i as u64);
+        for masks in MASKS {
+            let c = case(shape, masks, 100 + 10 * i as u64);
             let (b, h, tq, tk, _) = shape;
             let tensor = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
             let bias = c.bias.as_ref().map(tensor);
             let weights =
-                causal_attention_weights(tensor(&c.q), tensor(&c.k), bias.clone(), c.scale);
+                attention_weights(tensor(&c.q), tensor(&c.k), bias.clone(), c.scale, c.causal);
             assert_eq!(weights.dims(), [b, h, tq, tk]);
             let output = floats(weights.clone().matmul(tensor(&c.v)));
-            let fused = floats(causal_attention(Qkv {
+            let fused = floats(attend(Qkv {
                 q: tensor(&c.q),
                 k: tensor(&c.k),
                 v: tensor(&c.v),
                 key_bias: bias,
                 scale: c.scale,
+                causal: c.causal,
             }));
             let diff = relative_diff(&output, &fused);
             assert!(
                 diff <= 1e-5,
-                "{shape:?} (padded: {padded}): weights · v is {diff} off"
+                "{shape:?} (padded, causal: {masks:?}): weights · v is {diff} off"
             );
             let w = floats(weights);
+            let padding = c.bias.as_ref().map(|p| p.to_vec::<f32>().unwrap());
             for (row, query) in w.chunks(tk).enumerate() {
-                let last_seen = tk - tq + row % tq;
                 let sum: f32 = query.iter().sum();
                 assert!((sum - 1.0).abs() < 1e-5, "{shape:?}: a row sums to {sum}");
-                assert!(
-                    query[last_seen + 1..].iter().all(|&x| x == 0.0),
-                    "{shape:?}: query {} sees a later key",
-                    row % tq
-                );
+                let last_seen = tk - tq + row % tq;
+                let sequence = row / (h * tq);
+                for (key, &weight) in query.iter().enumerate() {
+                    let padded = padding
+                        .as_ref()
+                        .is_some_and(|p| p[sequence * tk + key] < 0.0);
+                    let hidden = c.causal && key > last_seen;
+                    if hidden {
+                        assert_eq!(weight, 0.0, "{shape:?}: query {} sees key {key}", row % tq);
+                    } else if !padded {
+                        assert!(
+                            weight > 0.0,
+                            "{shape:?} (causal: {}): query {} does not see key {key}",
+                            c.causal,
+                            row % tq
+                        );
+                    }
+                }
             }
+        }
+    }
+}
+
+/// Without the causal mask every query reads every key: moving the last key's value moves every
+/// query's output, the first one's included; with it, only the last query's.
+#[test]
+fn without_the_causal_mask_every_query_sees_every_key() {
+    let device = Default::default();
+    let (h, t, hd) = (2, 70, 8);
+    for causal in [true, false] {
+        let c = case((1, h, t, t, hd), (false, causal), 5);
+        let mut moved = c.v.to_vec::<f32>().unwrap();
+        for head in 0..h {
+            let last = (head * t + t - 1) * hd;
+            moved[last..last + hd].iter_mut().for_each(|x| *x += 1.0);
+        }
+        let run = |v: TensorData| {
+            let t = |d: TensorData| Tensor::<B, 4>::from_data(d, &device);
+            floats(attend(Qkv {
+                q: t(c.q.clone()),
+                k: t(c.k.clone()),
+                v: t(v),
+                key_bias: None,
+                scale: c.scale,
+                causal,
+            }))
+        };
+        let (before, after) = (run(c.v.clone()), run(TensorData::new(moved, [1, h, t, hd])));
+        for (row, (a, b)) in before.chunks(hd).zip(after.chunks(hd)).enumerate() {
+            let query = row % t;
+            let changed = a != b;
+            let sees_last_key = !causal || query == t - 1;
+            assert_eq!(
+                changed,
+                sees_last_key,
+                "causal: {causal}, query {query} of head {}",
+                row / t
+            );
         }
     }
 }

@@ -1031,3 +1031,206 @@ fn inspect_reports_what_eval_measures_and_draws_a_panel() {
         "{stderr}"
     );
 }
+
+/// A BERT model from the command line (issue 30): `train --objective bert` records its objective,
+/// `eval --masks` scores it under seeded masks, `probe --masks` averages features over them,
+/// `inpaint` fills a rectangle, and what needs the other kind of model says so.
+#[test]
+fn a_bert_model_trains_evaluates_probes_and_inpaints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let palette = path("pal");
+    fit_small_palette(&palette);
+    let train = |extra: &[&str], run: &str| {
+        let mut args = vec![
+            "train",
+            "--preset",
+            "tiny",
+            "--palette",
+            &palette,
+            "--limit",
+            "64",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "-o",
+        ];
+        let run = path(run);
+        args.push(&run);
+        args.extend(extra);
+        igpt(&args)
+    };
+    let refused = train(&["--mask-prob", "0.3"], "ar-run");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--mask-prob is for --objective bert")
+    );
+    let bad = train(&["--objective", "bert", "--mask-prob", "1.5"], "bad-run");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("strictly between 0 and 1"));
+    let trained = train(&["--objective", "bert", "--mask-prob", "0.3"], "run");
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trained.stderr).contains("BERT (30% of pixels hidden)"));
+    stdout_of(&[
+        "export",
+        "--run",
+        &path("run"),
+        "--test",
+        "fashion-mnist:test",
+        "--limit",
+        "8",
+        "-o",
+        &path("model"),
+    ]);
+    let card = json(&std::fs::read_to_string(dir.path().join("model/card.json")).unwrap());
+    assert_eq!(card["objective"]["kind"], "bert", "{card}");
+    assert_eq!(card["objective"]["mask_prob"], 0.3, "{card}");
+
+    let eval = |masks: &str| {
+        json(&stdout_of(&[
+            "eval",
+            "--model",
+            &path("model"),
+            "--data",
+            "fashion-mnist:test",
+            "--limit",
+            "8",
+            "--masks",
+            masks,
+            "--json",
+        ]))
+    };
+    let (one, three) = (eval("1"), eval("3"));
+    assert_eq!(three["masks"], 3);
+    let hidden = one["tokens"].as_f64().unwrap() / (8.0 * 784.0);
+    assert!(
+        (0.25..0.35).contains(&hidden),
+        "{one}: {hidden} of pixels hidden at p = 0.3"
+    );
+    assert!(
+        three["tokens"].as_u64() > one["tokens"].as_u64().map(|t| 2 * t),
+        "{three}"
+    );
+
+    let probe = json(&stdout_of(&[
+        "probe",
+        "--model",
+        &path("model"),
+        "--train-limit",
+        "40",
+        "--test-limit",
+        "20",
+        "--masks",
+        "2",
+        "--cache",
+        &path("features"),
+        "--json",
+    ]));
+    assert_eq!(probe["masks"], 2, "{probe}");
+    assert_eq!(probe["layers"].as_array().unwrap().len(), 3);
+
+    let fill = stdout_of(&[
+        "inpaint",
+        "--model",
+        &path("model"),
+        "--data",
+        "fashion-mnist:test",
+        "--index",
+        "0",
+        "--mask",
+        "10,10,4,4",
+        "-n",
+        "2",
+        "--seed",
+        "1",
+        "--scale",
+        "1",
+        "-o",
+        &path("fill.png"),
+    ]);
+    assert!(fill.contains("wrote"), "{fill}");
+    let png = igpt::Raster::open(&dir.path().join("fill.png"), 1).unwrap();
+    assert!(
+        png.width >= 4 * 28 && png.height >= 28,
+        "{}x{}",
+        png.width,
+        png.height
+    );
+
+    // What needs the other kind of model refuses with one clear line.
+    let (model, sample_png, fill_png) = (path("model"), path("s.png"), path("f.png"));
+    let refusals = [
+        (
+            vec!["sample", "--model", &model, "-n", "1", "-o", &sample_png],
+            "sampling needs an autoregressive model",
+        ),
+        (
+            vec![
+                "inpaint",
+                "--model",
+                &model,
+                "--data",
+                "fashion-mnist:test",
+                "--mask",
+                "20,20,9,9",
+                "-o",
+                &fill_png,
+            ],
+            "must be non-empty and lie inside the 28x28 image",
+        ),
+    ];
+    for (args, message) in refusals {
+        let out = igpt(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let ar = train(&[], "ar-run");
+    assert!(
+        ar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ar.stderr)
+    );
+    let checkpoint = dir.path().join("ar-run/checkpoint");
+    let checkpoint = checkpoint.to_str().unwrap();
+    let g_png = path("g.png");
+    for (args, message) in [
+        (
+            vec![
+                "inpaint",
+                "--model",
+                checkpoint,
+                "--data",
+                "fashion-mnist:test",
+                "--mask",
+                "1,1,2,2",
+                "-o",
+                &g_png,
+            ],
+            "inpainting needs a BERT model",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                checkpoint,
+                "--data",
+                "fashion-mnist:test",
+                "--limit",
+                "2",
+                "--masks",
+                "2",
+            ],
+            "--masks is for BERT models",
+        ),
+    ] {
+        let out = igpt(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Backend parity: the wgpu backend (the browser's, here on Mesa's lavapipe Vulkan CPU device, which
 //! `scripts/setup.sh` installs) gives the HF fixture's logits, and its KV-cached decoding (GPU causal
 //! attention kernels) matches its own full forward. Training with autodiff on wgpu follows the CPU
-//! backend step by step, and greedy sampling picks the same colours on both.
+//! backend step by step, autoregressive and BERT, and greedy sampling picks the same colours on both.
 
 mod common;
 
@@ -12,6 +12,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use common::{expected, fixture_dir, ids, max_abs_diff, stripes, train_config};
+use igpt::model::objective::Objective;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
 use igpt::train::{self, Event, Start};
 use igpt::{Precision, store};
@@ -131,11 +132,16 @@ fn weights<BB: Backend>(model: &igpt::ImageGpt<BB>) -> Vec<f32> {
     c.0
 }
 
-/// Trains the HF fixture for `steps` steps on 8x8 stripes with autodiff over backend `BB`; returns
-/// each step's loss and the final weights.
-fn train_fixture<BB: AutodiffBackend>(steps: usize) -> (Vec<f64>, Vec<f32>) {
+/// Trains the HF fixture (its weights read with `objective`) for `steps` steps on 8x8 stripes with
+/// autodiff over backend `BB`; returns each step's loss and the final weights.
+fn train_fixture<BB: AutodiffBackend>(steps: usize, objective: Objective) -> (Vec<f64>, Vec<f32>) {
     let (stripes, config) = (stripes(32), train_config(steps));
-    let start = store::load_dir::<BB>(&fixture_dir(), &Default::default()).unwrap();
+    let mut start = store::load_dir::<BB>(&fixture_dir(), &Default::default()).unwrap();
+    start.config = start.config.with_objective(objective);
+    start.model = start
+        .config
+        .init::<BB>(&Default::default())
+        .load_record(start.model.into_record());
     let run = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
     let (stored, _) = train::train(
@@ -159,23 +165,31 @@ fn train_fixture<BB: AutodiffBackend>(steps: usize) -> (Vec<f64>, Vec<f32>) {
 /// follows the CPU backend from the same weights and batches: every step's loss within 1e-4
 /// relative, and every weight after 8 Adam steps (each moving weights by up to lr = 3e-3) within 1e-5
 /// (measured: 1.8e-7).
+/// The same for the BERT objective: attention without the causal mask (the flash kernel on flex,
+/// Burn's on wgpu) and the hidden pixels' loss.
 #[test]
 fn wgpu_training_follows_flex() {
+    for objective in [Objective::Autoregressive, Objective::bert(0.3).unwrap()] {
+        training_follows_flex(objective);
+    }
+}
+
+fn training_follows_flex(objective: Objective) {
     let steps = 8;
-    let (flex_losses, flex_weights) = train_fixture::<Autodiff<Flex>>(steps);
-    let (wgpu_losses, wgpu_weights) = train_fixture::<Autodiff<W>>(steps);
+    let (flex_losses, flex_weights) = train_fixture::<Autodiff<Flex>>(steps, objective);
+    let (wgpu_losses, wgpu_weights) = train_fixture::<Autodiff<W>>(steps, objective);
     assert_eq!(flex_losses.len(), steps);
     for (step, (a, b)) in flex_losses.iter().zip(&wgpu_losses).enumerate() {
         assert!(
             ((a - b) / a).abs() <= 1e-4,
-            "step {}: flex loss {a}, wgpu loss {b}",
+            "{objective:?} step {}: flex loss {a}, wgpu loss {b}",
             step + 1
         );
     }
     assert!(flex_losses[steps - 1] < flex_losses[0], "{flex_losses:?}");
     let diff = max_abs_diff(&flex_weights, &wgpu_weights);
     eprintln!(
-        "wgpu vs flex after {steps} steps: losses {wgpu_losses:?} vs {flex_losses:?}, max weight difference {diff:e}"
+        "{objective:?}: wgpu vs flex after {steps} steps: losses {wgpu_losses:?} vs {flex_losses:?}, max weight difference {diff:e}"
     );
     assert!(diff <= 1e-5, "weights differ by {diff}");
 }

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ImageGpt};
-use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
+use crate::pixels::tokens::target_log_probs;
 
 /// How well a model classifies and models a labelled set, from one pass over it.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -44,11 +44,7 @@ fn for_each_batch<B: Backend>(
 ) -> Result<()> {
     check(model, sequences)?;
     for chunk in sequences.chunks(batch.max(1)) {
-        let (inputs, targets) = inputs_and_targets::<B>(
-            chunk.iter().map(Vec::as_slice),
-            model.n_colors(),
-            &model.device(),
-        );
+        let (inputs, targets) = model.inputs_and_targets(chunk.iter().map(Vec::as_slice));
         let normed = model.forward_with(inputs, ForwardOptions::default()).normed;
         let (logits, classes) = (model.logits(normed.clone()), model.class_logits(normed));
         each(chunk, logits, classes.expect("checked above"), targets)?;
@@ -112,9 +108,14 @@ pub fn score<B: Backend>(
         },
     )?;
     let tokens = (sequences.len() * model.n_positions()) as f64;
+    let bits_per_token = match model.objective().mask_prob() {
+        None => nll / tokens / std::f64::consts::LN_2,
+        // Shown every pixel, BERT's targets are its inputs: its bits are over hidden ones.
+        Some(_) => crate::eval::sequence_nll(model, sequences, batch, |_| {})?.bits_per_token,
+    };
     Ok(Scores {
         accuracy: right as f64 / sequences.len() as f64,
-        bits_per_token: nll / tokens / std::f64::consts::LN_2,
+        bits_per_token,
         count: sequences.len(),
     })
 }

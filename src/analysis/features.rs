@@ -1,6 +1,7 @@
 //! Per-layer image features, as the paper's linear probes read them (Chen et al. 2020, §3.2): for each
 //! layer l (0 = the embeddings, then the output of every block), n^l = layer_norm(h^l) with no learned
-//! scale, averaged over all positions. One forward pass gives every layer.
+//! scale, averaged over all positions. One forward pass gives every layer. A BERT model reads the
+//! whole image, with no pixel hidden or (the paper's mask averaging) under several seeded masks.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,8 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, read_file, write_file_atomic};
+use crate::model::objective::{MaskUse, bert_mask, mask_tensor};
 use crate::model::{ForwardOptions, ImageGpt};
-use crate::pixels::tokens::inputs_and_targets;
 use crate::store;
 
 /// Pooled features of `count` images: `layers[l]` holds `count` rows of `width` values.
@@ -40,14 +41,33 @@ pub(crate) fn pool<B: Backend>(hidden: Tensor<B, 3>, epsilon: f64) -> Tensor<B, 
 }
 
 /// The pooled features of every layer for `sequences` (palette ids, without SOS), in batches of up to
-/// `batch`; `on_batch` hears how many images each finished batch held. The model reads each image as
-/// in training: SOS, then every pixel but the last.
+/// `batch`; `on_batch` hears how many images each finished batch held. An autoregressive model reads
+/// each image as in training: SOS, then every pixel but the last; a BERT model the whole image, no
+/// pixel hidden.
 pub fn extract<B: Backend>(
     model: &ImageGpt<B>,
     sequences: &[Vec<u16>],
     batch: usize,
+    on_batch: impl FnMut(usize),
+) -> Result<Features> {
+    extract_masked(model, sequences, batch, 0, on_batch)
+}
+
+/// [`extract`], with a BERT model's features averaged over `masks` seeded masks per image (hiding
+/// pixels as in training; mask k of image i is the same every time). `masks` = 0 hides none.
+pub fn extract_masked<B: Backend>(
+    model: &ImageGpt<B>,
+    sequences: &[Vec<u16>],
+    batch: usize,
+    masks: usize,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Features> {
+    let mask_prob = model.objective().mask_prob();
+    if masks > 0 && mask_prob.is_none() {
+        return Err(Error::invalid(
+            "mask averaging is for BERT models; this one is autoregressive",
+        ));
+    }
     let n = model.n_positions();
     if let Some(bad) = sequences.iter().find(|s| s.len() != n) {
         return Err(Error::invalid(format!(
@@ -58,16 +78,36 @@ pub fn extract<B: Backend>(
     let (depth, width) = (model.n_layer() + 1, model.n_embd());
     let mut layers = vec![Vec::with_capacity(sequences.len() * width); depth];
     let device = model.device();
-    for chunk in sequences.chunks(batch.max(1)) {
-        let (inputs, _) =
-            inputs_and_targets::<B>(chunk.iter().map(Vec::as_slice), model.n_colors(), &device);
-        let options = ForwardOptions {
-            residual: true,
-            ..Default::default()
+    for (index, chunk) in sequences.chunks(batch.max(1)).enumerate() {
+        let rows = || chunk.iter().map(Vec::as_slice);
+        let (inputs, _) = model.inputs_and_targets(rows());
+        // [layers, batch, d] for one pass, hiding `masked` pixels.
+        let pass = |masked| {
+            let options = ForwardOptions {
+                residual: true,
+                masked,
+                ..Default::default()
+            };
+            let residual = model.forward_with(inputs.clone(), options).residual;
+            Tensor::stack::<3>(residual.into_iter().map(|h| pool(h, 1e-5)).collect(), 0)
         };
-        let residual = model.forward_with(inputs, options).residual;
-        // [layers, batch, d], read back once per batch.
-        let pooled = Tensor::stack::<3>(residual.into_iter().map(|h| pool(h, 1e-5)).collect(), 0);
+        let pooled = match mask_prob {
+            Some(p) if masks > 0 => {
+                let first = (index * batch.max(1)) as u64;
+                let images = first..first + chunk.len() as u64;
+                let sum = (0..masks)
+                    .map(|draw| {
+                        let key = (MaskUse::Evaluation, 0, draw as u64);
+                        let masked = bert_mask(p, key, images.clone(), n);
+                        pass(Some(mask_tensor(&masked, &device)))
+                    })
+                    .reduce(|a, b| a + b)
+                    .expect("at least one mask");
+                sum.div_scalar(masks as f64)
+            }
+            _ => pass(None),
+        };
+        // Read back once per batch.
         let values = pooled
             .into_data()
             .convert::<f32>()
@@ -102,6 +142,11 @@ impl FeatureCache {
     pub fn paths<B: Backend>(&self, model: &ImageGpt<B>, data: &[&str]) -> Result<Vec<PathBuf>> {
         let mut weights = Sha256::new();
         weights.update(b"igpt features v1\0");
+        // The same weights read another way give other features (an autoregressive model's keys
+        // stay as they were).
+        if let Some(p) = model.objective().mask_prob() {
+            weights.update(format!("bert {p}\0").as_bytes());
+        }
         weights.update(store::weights_to_safetensors(
             model,
             store::WeightPrecision::F32,

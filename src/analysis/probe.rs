@@ -250,6 +250,7 @@ impl ProbeReport {
             test_images,
             train_data: train_data.to_string(),
             test_data: test_data.to_string(),
+            masks: None,
         }
     }
 }

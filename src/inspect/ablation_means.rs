@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::{read_file, write_file_atomic};
 use crate::model::{ForwardOptions, ImageGpt};
-use crate::pixels::tokens::inputs_and_targets;
 
 /// Where the means live in a model directory.
 pub const MEANS_FILE: &str = "ablation-means.json";
@@ -57,8 +56,7 @@ impl AblationMeans {
         let mut mlp_sums = vec![zeros(); layers];
         let total = |t: Tensor<B, 3>| t.sum_dim(0).sum_dim(1).reshape([d]);
         for chunk in sequences.chunks(batch.max(1)) {
-            let (inputs, _) =
-                inputs_and_targets::<B>(chunk.iter().map(Vec::as_slice), model.n_colors(), &device);
+            let (inputs, _) = model.inputs_and_targets(chunk.iter().map(Vec::as_slice));
             let options = ForwardOptions {
                 residual: true,
                 attention: true,

@@ -14,7 +14,6 @@ use crate::analysis::pca::Principal;
 use crate::error::{Error, Result};
 use crate::inspect::floats;
 use crate::model::{ForwardOptions, ImageGpt};
-use crate::pixels::tokens::inputs_and_targets;
 
 /// What to rank and how many of each.
 #[derive(Clone, Debug)]
@@ -144,11 +143,7 @@ pub fn build<B: Backend>(
     // Each batch's residual stream at `layer` and, past the embeddings, the neurons of the block
     // that writes it: `[positions × d]` and `[positions × 4d]` per image.
     let states = |batch: &[Vec<u16>]| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let (inputs, _) = inputs_and_targets::<B>(
-            batch.iter().map(Vec::as_slice),
-            model.n_colors(),
-            &model.device(),
-        );
+        let (inputs, _) = model.inputs_and_targets(batch.iter().map(Vec::as_slice));
         let options = ForwardOptions {
             residual: true,
             ..Default::default()

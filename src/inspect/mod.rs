@@ -158,6 +158,7 @@ impl Inspected {
 
     /// The traced pass over one image (SOS, then every pixel but the last), as flat tensors to read.
     pub fn trace<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Traced<B>> {
+        model.objective().require_causal("the inspector")?;
         check_image(ids, width, model.n_positions(), model.n_colors())?;
         let (inputs, _) =
             inputs_and_targets::<B>(std::iter::once(ids), model.n_colors(), &model.device());
@@ -173,6 +174,7 @@ impl Inspected {
             residual,
             attention,
             scale,
+            causal: _,
         } = model.forward_with(inputs, options);
         // The logit lens: every layer's hidden states through the final norm and head; the last
         // layer's is the model's output.

@@ -1,10 +1,12 @@
-//! Causal attention on the CPU, computed in tiles as FlashAttention-2 does (Dao 2023), on f32 buffers.
+//! Attention on the CPU, causal or not, computed in tiles as FlashAttention-2 does (Dao 2023), on f32
+//! buffers.
 //!
 //! The forward pass never holds more than one `QUERY_TILE × KEY_TILE` block of scores: it keeps a
 //! running maximum and sum per query (online softmax) and returns the output plus each query's
 //! log-sum-exp. The backward pass recomputes the probabilities block by block from that log-sum-exp,
-//! so training stores O(t) per head instead of the O(t²) probabilities. Blocks wholly above the causal
-//! diagonal are skipped in both passes. Work is spread with rayon over sequences (and query blocks in
+//! so training stores O(t) per head instead of the O(t²) probabilities. With the causal mask, blocks
+//! wholly above the diagonal are skipped in both passes; without it (the BERT objective) every query
+//! sees every key. Work is spread with rayon over sequences (and query blocks in
 //! the forward pass); the block products use the `gemm` crate (runtime-dispatched SIMD, the kernel
 //! burn-flex's matmul uses) and the softmax's element-wise steps are compiled per SIMD level
 //! (`crate::kernels::simd`).
@@ -33,6 +35,8 @@ pub struct Dims {
     pub queries: usize,
     pub keys: usize,
     pub head_dim: usize,
+    /// Whether query `i` sees only keys up to its own position (bottom-right aligned); else all keys.
+    pub causal: bool,
 }
 
 impl Dims {
@@ -119,7 +123,7 @@ pub struct Forward {
     pub log_sum_exp: Vec<f32>,
 }
 
-/// softmax(scale · q kᵀ + key_bias + causal mask) v.
+/// softmax(scale · q kᵀ + key_bias + causal mask) v, the mask only if `dims.causal`.
 pub fn forward(
     q: Strided<'_>,
     k: Strided<'_>,
@@ -300,7 +304,20 @@ impl<'a> Head<'a> {
 
     /// Keys `0..visible_keys(i)` are visible to query `i`.
     fn visible_keys(&self, query: usize) -> usize {
-        query + self.dims.offset() + 1
+        if self.dims.causal {
+            query + self.dims.offset() + 1
+        } else {
+            self.dims.keys
+        }
+    }
+
+    /// The first query that sees key `key` (every query, without the causal mask).
+    fn first_query_seeing(&self, key: usize) -> usize {
+        if self.dims.causal {
+            key.saturating_sub(self.dims.offset())
+        } else {
+            0
+        }
     }
 
     /// Visible keys of the block `first_key..first_key + cols` for query `query`.
@@ -415,7 +432,7 @@ impl<'a> Head<'a> {
         for first_key in (0..tk).step_by(KEY_TILE) {
             let cols = KEY_TILE.min(tk - first_key);
             // The first query that sees this block's first key, rounded down to a block start.
-            let first_row = first_key.saturating_sub(self.dims.offset()) / QUERY_TILE * QUERY_TILE;
+            let first_row = self.first_query_seeing(first_key) / QUERY_TILE * QUERY_TILE;
             for first_query in (first_row..tq).step_by(QUERY_TILE) {
                 let rows = QUERY_TILE.min(tq - first_query);
                 let p = &mut scratch.probs[..rows * cols];

@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod objective;
 pub mod patch;
 pub(crate) mod placeholder;
 pub mod precision;
@@ -14,9 +15,11 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::activation::quick_gelu;
-use crate::model::attention::{Qkv, causal_attention, causal_attention_weights};
+use crate::model::attention::{Qkv, attend, attention_weights};
+use crate::model::objective::Objective;
 use crate::model::patch::Patch;
 use crate::model::precision::Precision;
+use crate::pixels::tokens::{inputs_and_targets, token_ids};
 
 /// Shape of an iGPT model. The palette and image decide `n_colors` and `n_positions`; a preset the rest.
 #[derive(Config, Debug, PartialEq)]
@@ -41,6 +44,9 @@ pub struct ImageGptConfig {
     /// agree whenever head_dim is a perfect square (16, 64, 256).
     #[config(default = true)]
     pub exact_attention_scale: bool,
+    /// What the model predicts: the next pixel (HF's ImageGPT), or hidden pixels (BERT).
+    #[config(default = "Objective::Autoregressive")]
+    pub objective: Objective,
 }
 
 /// Upper limits on a model's sizes, far above any real Image GPT (iGPT-XL: 3072 wide, 60 layers, 6.8B
@@ -283,6 +289,7 @@ impl ImageGptConfig {
             lm_head: linear(d, self.n_colors, None),
             score: None,
             precision: Precision::F32,
+            objective: self.objective,
         }
     }
 }
@@ -299,7 +306,8 @@ impl<B: Backend> ZeroBias for Linear<B> {
     }
 }
 
-/// Causal multi-head self-attention; q|k|v come from one projection (HF `c_attn`, in × out layout).
+/// Multi-head self-attention, causal unless the model is BERT's; q|k|v come from one projection (HF
+/// `c_attn`, in × out layout).
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     pub(crate) c_attn: Linear<B>,
@@ -317,6 +325,8 @@ struct LayerPass<'a, B: Backend> {
     /// `[batch, 1, 1, keys]`, added to every score of a key.
     padding: Option<&'a Tensor<B, 4>>,
     precision: Precision,
+    /// Whether each position attends only to itself and earlier ones.
+    causal: bool,
     /// Where this layer's attention is recorded (queries, keys, each head's output): the inspector
     /// forms attention probabilities and per-head attributions from it.
     trace: Option<&'a mut Vec<AttentionTrace<B>>>,
@@ -338,6 +348,7 @@ impl<B: Backend> Attention<B> {
             cache,
             padding,
             precision,
+            causal,
             trace,
         } = pass;
         let [b, t, d] = x.dims();
@@ -360,12 +371,13 @@ impl<B: Backend> Attention<B> {
         let bias = padding.map(|p| precision.round(p.clone().clamp_min(precision.mask_value())));
         let (q, k, v) = (precision.round(q), precision.round(k), precision.round(v));
         let traced = trace.map(|trace| (trace, [q.clone(), k.clone()]));
-        let y = precision.widen(causal_attention(Qkv {
+        let y = precision.widen(attend(Qkv {
             q,
             k,
             v,
             key_bias: bias,
             scale: self.scale,
+            causal,
         })); // [b, h, t, hd]
         if let Some((trace, [q, k])) = traced {
             trace.push(AttentionTrace {
@@ -422,6 +434,9 @@ pub struct ImageGpt<B: Backend> {
     /// How the matrix products compute (f32 unless [`with_precision`](Self::with_precision) says).
     #[module(skip)]
     pub(crate) precision: Precision,
+    /// What it was trained to predict; BERT's attention is not causal.
+    #[module(skip)]
+    pub(crate) objective: Objective,
 }
 
 /// What a forward pass keeps and reads besides the token ids; the default keeps nothing but the
@@ -441,6 +456,9 @@ pub struct ForwardOptions<'a, B: Backend> {
     pub attention: bool,
     /// Replace part of the stream at one layer (activation patching, the inspector).
     pub patch: Option<&'a Patch<B>>,
+    /// `[batch, seq]`, true where a pixel is hidden: its input embedding is zeroed before the position
+    /// embedding is added (the BERT objective's mask).
+    pub masked: Option<Tensor<B, 2, Bool>>,
 }
 
 impl<B: Backend> Default for ForwardOptions<'_, B> {
@@ -451,6 +469,7 @@ impl<B: Backend> Default for ForwardOptions<'_, B> {
             residual: false,
             attention: false,
             patch: None,
+            masked: None,
         }
     }
 }
@@ -468,6 +487,8 @@ pub struct ForwardPass<B: Backend> {
     pub attention: Vec<AttentionTrace<B>>,
     /// What attention multiplies q·k by before the softmax.
     pub scale: f64,
+    /// Whether attention was causal.
+    pub causal: bool,
 }
 
 impl<B: Backend> ForwardPass<B> {
@@ -475,7 +496,7 @@ impl<B: Backend> ForwardPass<B> {
     /// from the kept queries and keys (the fused kernels never form them).
     pub fn attention_weights(&self, layer: usize) -> Tensor<B, 4> {
         let AttentionTrace { q, k, .. } = &self.attention[layer];
-        causal_attention_weights(q.clone(), k.clone(), None, self.scale)
+        attention_weights(q.clone(), k.clone(), None, self.scale, self.causal)
     }
 }
 
@@ -488,6 +509,26 @@ impl<B: Backend> ImageGpt<B> {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// What the model was trained to predict.
+    pub fn objective(&self) -> Objective {
+        self.objective
+    }
+
+    /// How this model reads whole sequences of palette ids (no SOS), all of one length: its inputs
+    /// and the tokens it predicts, `[batch, len]` each. Autoregressive: SOS then all but the last
+    /// token; BERT: the tokens themselves (to hide some, pass [`ForwardOptions::masked`]).
+    pub fn inputs_and_targets<'a>(
+        &self,
+        sequences: impl Iterator<Item = &'a [u16]> + Clone,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let device = self.device();
+        if self.objective.is_causal() {
+            return inputs_and_targets(sequences, self.n_colors(), &device);
+        }
+        let ids = token_ids(sequences, &device);
+        (ids.clone(), ids)
     }
 
     /// The device the weights live on.
@@ -599,6 +640,7 @@ impl<B: Backend> ImageGpt<B> {
             cache: None,
             padding: None,
             precision: self.precision,
+            causal: self.objective.is_causal(),
             trace: None,
         };
         let mid = x.clone() + block.attn.forward(block.ln_1.forward(x), pass);
@@ -647,6 +689,7 @@ impl<B: Backend> ImageGpt<B> {
             residual: keep_residual,
             attention: keep_attention,
             patch,
+            masked,
         } = options;
         let [_, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
@@ -669,7 +712,12 @@ impl<B: Backend> ImageGpt<B> {
             .val()
             .slice(start..start + t)
             .unsqueeze::<3>(); // [1, t, d]
-        let mut x = self.wte.forward(ids) + positions; // [b, t, d]
+        let tokens = self.wte.forward(ids); // [b, t, d]
+        let tokens = match masked {
+            Some(masked) => tokens * masked.bool_not().float().unsqueeze_dim::<3>(2),
+            None => tokens,
+        };
+        let mut x = tokens + positions;
         let mut residual = Vec::new();
         let mut attention = Vec::new();
         let patched = |x: Tensor<B, 3>, layer: usize| match patch {
@@ -685,6 +733,7 @@ impl<B: Backend> ImageGpt<B> {
                 cache: cache.as_mut().map(|c| &mut c.layers[i]),
                 padding: padding.as_ref(),
                 precision: self.precision,
+                causal: self.objective.is_causal(),
                 trace: keep_attention.then_some(&mut attention),
             };
             x = block.forward(x, pass);
@@ -701,6 +750,7 @@ impl<B: Backend> ImageGpt<B> {
             residual,
             attention,
             scale: self.h.first().map_or(1.0, |block| block.attn.scale),
+            causal: self.objective.is_causal(),
         }
     }
 }

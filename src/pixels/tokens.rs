@@ -1,4 +1,5 @@
-//! Token sequences as the model reads them: the start token, the shifted inputs and their targets,
+//! Token sequences as the model reads them: the start token, the shifted inputs and their targets
+//! (BERT's inputs are the tokens themselves),
 //! and the check that ids fit a model. Evaluation, training, sampling and the inspector all go
 //! through here, so they agree on what a sequence means.
 
@@ -80,13 +81,24 @@ pub fn inputs_and_targets<'a, B: Backend>(
         .clone()
         .flat_map(|s| shifted_input(s, n_colors))
         .collect();
-    let targets: Vec<i64> = sequences
-        .flat_map(|s| s.iter().map(|&id| id as i64))
-        .collect();
     (
         Tensor::from_data(TensorData::new(inputs, [b, len]), device),
-        Tensor::from_data(TensorData::new(targets, [b, len]), device),
+        token_ids(sequences, device),
     )
+}
+
+/// Sequences of one length as they are, `[batch, len]`: every model's targets, and a BERT model's
+/// input (which hides some of them inside the model, not by changing ids).
+pub fn token_ids<'a, B: Backend>(
+    sequences: impl Iterator<Item = &'a [u16]> + Clone,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let b = sequences.clone().count();
+    let len = sequences.clone().next().map_or(0, <[u16]>::len);
+    let ids: Vec<i64> = sequences
+        .flat_map(|s| s.iter().map(|&id| id as i64))
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [b, len]), device)
 }
 
 /// Log-probability the logits (`[batch, len, K]`) give each target token: `[batch, len]`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::objective::Objective;
 use crate::pixels::palette::Tokenizer;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -26,6 +27,9 @@ pub struct ModelCard {
     pub image_width: usize,
     /// 1 (grey) or 3 (RGB): the palette's channels.
     pub channels: usize,
+    /// What the model predicts, when it is not the next pixel (a BERT model; `config.json` says too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Objective>,
     /// Measured numbers, e.g. `test_bits_per_token`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
@@ -184,6 +188,9 @@ pub struct ProbeReport {
     pub test_images: usize,
     pub train_data: String,
     pub test_data: String,
+    /// A BERT model's features averaged over this many seeded masks (absent: no pixel hidden).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<usize>,
 }
 
 /// How a model was fine-tuned.

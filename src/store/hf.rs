@@ -12,6 +12,7 @@ use super::q6;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::objective::Objective;
 use crate::model::{ImageGpt, ImageGptConfig};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -41,6 +42,10 @@ pub(super) struct HfConfig {
     /// Ours: absent from HF checkpoints, which therefore load with HF's own (floored) attention scale.
     #[serde(default)]
     pub(super) igpt_exact_attention_scale: bool,
+    /// Ours: what the model predicts (absent: HF's autoregressive ImageGPT). HF's classes are all
+    /// causal, so they load a BERT model's weights but do not compute what it was trained for.
+    #[serde(default)]
+    pub(super) igpt_objective: Objective,
     /// Class names by id (HF writes `{"0": "LABEL_0", "1": "LABEL_1"}` even without a head, so only a
     /// `score.weight` in the weights says there is one).
     #[serde(default)]
@@ -93,7 +98,11 @@ impl HfConfig {
             .with_n_layer(self.n_layer)
             .with_n_head(self.n_head)
             .with_layer_norm_epsilon(self.layer_norm_epsilon)
-            .with_exact_attention_scale(self.igpt_exact_attention_scale);
+            .with_exact_attention_scale(self.igpt_exact_attention_scale)
+            .with_objective(self.igpt_objective);
+        if let Some(p) = self.igpt_objective.mask_prob() {
+            Objective::bert(p).map_err(|e| e.to_string())?;
+        }
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
@@ -124,6 +133,9 @@ impl HfConfig {
             "dtype": "float32",
             "igpt_exact_attention_scale": config.exact_attention_scale,
         });
+        if !config.objective.is_causal() {
+            json["igpt_objective"] = serde_json::to_value(config.objective).expect("plain data");
+        }
         if !labels.is_empty() {
             // A fine-tuned model: HF's ImageGPTForImageClassification loads it (score.weight), and
             // ImageGPTForCausalImageModeling still does (it skips the head).

@@ -185,17 +185,21 @@ impl<B: Backend> StoredModel<B> {
     pub fn fresh(
         preset: &str,
         tokenizer: Tokenizer,
+        objective: crate::model::objective::Objective,
         seed: u64,
         device: &B::Device,
     ) -> Result<Self> {
         let n_positions = tokenizer.height * tokenizer.width;
-        let config = ImageGptConfig::preset(preset, tokenizer.palette.len(), n_positions)?;
+        let config = ImageGptConfig::preset(preset, tokenizer.palette.len(), n_positions)?
+            .with_objective(objective);
         B::seed(device, seed);
+        let mut card = ModelCard::for_images(&tokenizer);
+        card.objective = (!objective.is_causal()).then_some(objective);
         Ok(StoredModel {
             labels: Vec::new(),
             model: config.init(device),
             config,
-            card: ModelCard::for_images(&tokenizer),
+            card,
             palette: tokenizer.palette,
         })
     }

@@ -15,6 +15,7 @@ use super::step::{self, Batch, adam};
 use crate::data::augment::Augment;
 use crate::error::{Error, Result};
 use crate::eval::sequence_nll;
+use crate::model::objective::{MaskUse, bert_mask};
 use crate::model::precision::Precision;
 use crate::model::{ImageGpt, Workload};
 use crate::store::{StoredModel, with_stable_ids};
@@ -171,6 +172,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     let mut window = (Instant::now(), 0usize); // throughput since the last log line
     let mut session = Instant::now();
     let k = stored.config.n_colors;
+    let objective = stored.config.objective;
     let mut best: Option<(f64, usize)> = None;
     let mut stale = 0;
 
@@ -179,7 +181,16 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         let (sequences, indices) = batches.batch(state.step, config.batch);
         let batch_labels: Option<Vec<usize>> =
             labels.map(|l| indices.iter().map(|&i| l[i]).collect());
-        let mut batch = Batch::new(&sequences, batch_labels.as_deref(), k, &device);
+        let batch_labels = batch_labels.as_deref();
+        let mut batch = match objective.mask_prob() {
+            None => Batch::new(&sequences, batch_labels, k, &device),
+            Some(p) => {
+                // Keyed by the step, so a resumed run hides what the uninterrupted one would.
+                let key = (MaskUse::Training, config.seed, state.step as u64);
+                let masked = bert_mask(p, key, 0..sequences.len() as u64, n);
+                Batch::bert(&sequences, batch_labels, &masked, &device)
+            }
+        };
         batch.classification_only = config.classification_only;
         let out;
         (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);

@@ -1,5 +1,6 @@
 //! One optimisation step, the same for pretraining, fine-tuning and `igpt bench train`, in two halves:
-//! [`gradients`] (the paper's L_gen, plus L_clf when the batch is labelled, and the backward pass) and
+//! [`gradients`] (the paper's L_gen, autoregressive or BERT's, plus L_clf when the batch is labelled,
+//! and the backward pass) and
 //! [`apply`] (global-norm gradient clipping and Adam). Data-parallel training reduces the gradients of
 //! its replicas between them.
 
@@ -7,10 +8,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use crate::model::objective::mask_tensor;
 use crate::model::{ForwardOptions, ImageGpt};
-use crate::pixels::tokens::{inputs_and_targets, target_log_probs};
+use crate::pixels::tokens::{inputs_and_targets, target_log_probs, token_ids};
 
 /// The optimizer every run uses.
 pub type Optim<B> = OptimizerAdaptor<Adam, ImageGpt<B>, B>;
@@ -20,18 +22,21 @@ pub fn adam<B: AutodiffBackend>() -> Optim<B> {
     AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).init()
 }
 
-/// A batch on the device: the model's inputs (SOS, then all tokens but the last), the tokens it must
-/// predict, and class labels when fine-tuning.
+/// A batch on the device: the model's inputs (autoregressive: SOS, then all tokens but the last;
+/// BERT: the tokens, some hidden), the tokens it must predict, and class labels when fine-tuning.
 pub struct Batch<B: Backend> {
     pub inputs: Tensor<B, 2, Int>,
     pub targets: Tensor<B, 2, Int>,
+    /// BERT's hidden positions, `[batch, seq]`: their inputs are zeroed and only they are scored.
+    pub masked: Option<Tensor<B, 2, Bool>>,
     pub labels: Option<Tensor<B, 1, Int>>,
     /// Minimise L_clf alone (the from-scratch baseline); L_gen is still computed and reported.
     pub classification_only: bool,
 }
 
 impl<B: Backend> Batch<B> {
-    /// `sequences` are palette ids without SOS, all of one length; `labels`, if any, one per sequence.
+    /// An autoregressive batch. `sequences` are palette ids without SOS, all of one length; `labels`,
+    /// if any, one per sequence.
     pub fn new(
         sequences: &[Vec<u16>],
         labels: Option<&[usize]>,
@@ -40,24 +45,45 @@ impl<B: Backend> Batch<B> {
     ) -> Self {
         let (inputs, targets) =
             inputs_and_targets::<B>(sequences.iter().map(Vec::as_slice), n_colors, device);
-        let labels = labels.map(|l| {
-            let ids: Vec<i64> = l.iter().map(|&c| c as i64).collect();
-            Tensor::from_data(TensorData::new(ids, [l.len()]), device)
-        });
         Self {
             inputs,
             targets,
-            labels,
+            masked: None,
+            labels: labels.map(|l| label_ids(l, device)),
             classification_only: false,
         }
     }
+
+    /// A BERT batch: the sequences themselves, with `masked` (`[batch][seq]`, from
+    /// [`crate::model::objective::bert_mask`]) saying which pixels each one hides.
+    pub fn bert(
+        sequences: &[Vec<u16>],
+        labels: Option<&[usize]>,
+        masked: &[Vec<bool>],
+        device: &B::Device,
+    ) -> Self {
+        let ids = token_ids::<B>(sequences.iter().map(Vec::as_slice), device);
+        Self {
+            inputs: ids.clone(),
+            targets: ids,
+            masked: Some(mask_tensor(masked, device)),
+            labels: labels.map(|l| label_ids(l, device)),
+            classification_only: false,
+        }
+    }
+}
+
+fn label_ids<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [labels.len()]), device)
 }
 
 /// The terms of the objective, each a one-element tensor.
 pub struct Losses<B: Backend> {
     /// What is minimised: `generative + classification`.
     pub total: Tensor<B, 1>,
-    /// L_gen: mean negative log-likelihood per token (nats).
+    /// L_gen: mean negative log-likelihood per token (nats); for BERT, per hidden token, averaged per
+    /// image first (as OpenAI's code normalises it).
     pub generative: Tensor<B, 1>,
     /// L_clf: mean cross-entropy of the classification head (nats), for labelled batches.
     pub classification: Option<Tensor<B, 1>>,
@@ -66,11 +92,17 @@ pub struct Losses<B: Backend> {
 /// The paper's objective from one forward pass: L_gen, plus L_clf (Chen et al. 2020, §3.3: the joint
 /// loss works better than L_clf alone) when the batch has labels and the model a head.
 pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
-    let normed = model
-        .forward_with(batch.inputs.clone(), ForwardOptions::default())
-        .normed;
+    let options = ForwardOptions {
+        masked: batch.masked.clone(),
+        ..Default::default()
+    };
+    let normed = model.forward_with(batch.inputs.clone(), options).normed;
     let (logits, classes) = (model.logits(normed.clone()), model.class_logits(normed));
-    let generative = target_log_probs(logits, batch.targets.clone()).mean().neg();
+    let log_probs = target_log_probs(logits, batch.targets.clone());
+    let generative = match &batch.masked {
+        None => log_probs.mean().neg(),
+        Some(masked) => hidden_mean(log_probs, masked.clone()).neg(),
+    };
     let classification = match (classes, &batch.labels) {
         (Some(classes), Some(labels)) => Some(cross_entropy(classes, labels.clone())),
         _ => None,
@@ -85,6 +117,14 @@ pub fn losses<B: Backend>(model: &ImageGpt<B>, batch: &Batch<B>) -> Losses<B> {
         generative,
         classification,
     }
+}
+
+/// The mean over images of each image's mean of `values` (`[batch, seq]`) at its hidden positions. An
+/// image with none hidden (possible, at a tiny masking rate) counts as 0 rather than dividing by 0.
+fn hidden_mean<B: Backend>(values: Tensor<B, 2>, masked: Tensor<B, 2, Bool>) -> Tensor<B, 1> {
+    let hidden = masked.float();
+    let per_image = (values * hidden.clone()).sum_dim(1) / hidden.sum_dim(1).clamp_min(1.0); // [batch, 1]
+    per_image.mean()
 }
 
 /// Mean cross-entropy of class scores `[batch, classes]` against labels `[batch]`.

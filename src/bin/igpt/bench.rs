@@ -110,7 +110,7 @@ impl BackendJob for BenchAttentionArgs {
         for (name, attend) in [
             (
                 attention::kernel::<A<B>>(q.dtype()).to_string(),
-                attention::causal_attention::<A<B>> as AttentionKernel<_>,
+                attention::attend::<A<B>> as AttentionKernel<_>,
             ),
             (
                 "Burn's unfused".to_string(),
@@ -135,6 +135,7 @@ impl BackendJob for BenchAttentionArgs {
                     v,
                     key_bias: None,
                     scale,
+                    causal: true,
                 };
                 let _grads = attend(x).sum().backward();
             }
@@ -183,6 +184,7 @@ impl BackendJob for BenchTrainArgs {
             let batch = Batch {
                 inputs: targets.clone(),
                 targets,
+                masked: None,
                 labels: None,
                 classification_only: false,
             };

@@ -1,4 +1,5 @@
-//! `igpt eval`: mean negative log-likelihood of token sequences or of a dataset split.
+//! `igpt eval`: mean negative log-likelihood of token sequences or of a dataset split (for a BERT
+//! model, of the pixels it is shown hidden, under seeded masks).
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +7,7 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
-use igpt::eval::{Nll, sequence_nll};
+use igpt::eval::{Nll, masked_nll};
 use igpt::store::{self, CheckRecord, ModelCard, WEIGHTS_FILE};
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -33,7 +34,11 @@ pub struct EvalArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Print {"nll_nats", "bits_per_token", "count", "tokens"} as JSON.
+    /// BERT models: score each image under this many seeded masks (mask k of image i is the same in
+    /// every evaluation), hiding each pixel with the model's training probability.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    masks: usize,
+    /// Print {"nll_nats", "bits_per_token", "count", "tokens"} (and "masks" for BERT) as JSON.
     #[arg(long)]
     json: bool,
     /// Pin the figure in the model's card as its quick check (`check`: data, images, bits/token),
@@ -67,7 +72,15 @@ impl BackendJob for EvalArgs {
         if self.json {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        let nll = sequence_nll(&stored.model, &sequences, self.batch, |n| bar.inc(n as u64))?;
+        if self.masks != 1 && stored.model.objective().is_causal() {
+            bail!("--masks is for BERT models; this one is autoregressive");
+        }
+        if self.record && self.masks != 1 {
+            bail!("--record pins the figure under one mask, the one tests repeat");
+        }
+        let nll = masked_nll(&stored.model, &sequences, self.batch, self.masks, |n| {
+            bar.inc(n as u64)
+        })?;
         bar.finish_and_clear();
         if let (true, Some(spec)) = (self.record, &self.data) {
             let mut card = ModelCard::read_or(&self.model, || stored.card.clone())?;
@@ -92,9 +105,13 @@ fn print_nll(nll: &Nll, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(nll)?);
     } else {
+        let scored = match nll.masks {
+            Some(k) => format!("{} hidden tokens under {k} masks", nll.tokens),
+            None => format!("{} tokens", nll.tokens),
+        };
         println!(
-            "{:.6} nats/token, {:.6} bits/token over {} sequences ({} tokens)",
-            nll.nll_nats, nll.bits_per_token, nll.count, nll.tokens
+            "{:.6} nats/token, {:.6} bits/token over {} sequences ({scored})",
+            nll.nll_nats, nll.bits_per_token, nll.count
         );
     }
     Ok(())

@@ -12,6 +12,7 @@ mod finetune;
 mod heap;
 mod history;
 mod image_source;
+mod inpaint;
 mod inspect;
 mod prepare;
 mod probe;
@@ -57,6 +58,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Complete the top rows of an image several ways: original, given part, completions in a PNG.
     Complete(sample::CompleteArgs),
+    /// Fill a region of an image several ways with a BERT model: original, hole, fills in a PNG.
+    Inpaint(inpaint::InpaintArgs),
     /// Train a model (autodiff on the chosen device), with checkpoints that --resume continues.
     Train(train::TrainArgs),
     /// Write a trained run's model directory, with test bits/token measured into its card.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_on(args.device, args),
         Command::Sample(args) => run_on(args.sampling.device, args),
         Command::Complete(args) => run_on(args.sampling.device, args),
+        Command::Inpaint(args) => run_on(args.sampling.device, args),
         Command::Train(args) => run_on(args.device, args),
         Command::Export(args) => run_on(args.device, args),
         Command::Baselines(args) => baselines::run(args),

@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::data::DataSpec;
+use igpt::model::objective::Objective;
 use igpt::pixels::palette::FitOptions;
 use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::{Palette, Raster, Tokenizer};
@@ -165,7 +166,13 @@ impl BackendJob for InitArgs {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self;
         let tokenizer = store::read_tokenizer(&args.palette)?;
-        let mut stored = StoredModel::<B>::fresh(&args.preset, tokenizer, args.seed, &device)?;
+        let mut stored = StoredModel::<B>::fresh(
+            &args.preset,
+            tokenizer,
+            Objective::Autoregressive,
+            args.seed,
+            &device,
+        )?;
         stored.card.name = Some(format!("{}-init", args.preset));
         let (config, tokenizer) = (&stored.config, stored.tokenizer());
         let precision = if args.f16 {

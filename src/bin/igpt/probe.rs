@@ -28,6 +28,10 @@ pub struct ProbeArgs {
     /// Layers to probe: `all`, or a list such as `0,3,8` (0 = the embeddings, l = block l's output).
     #[arg(long, default_value = "all")]
     layers: String,
+    /// BERT models: average each image's features over K seeded masks (hiding pixels as in
+    /// training; the paper found this helps BERT's probes). Without it no pixel is hidden.
+    #[arg(long, value_name = "K")]
+    masks: Option<usize>,
     /// Images per forward pass when computing features.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -71,8 +75,18 @@ impl BackendJob for ProbeArgs {
                 test.len()
             );
         }
+        let masks = self.masks.unwrap_or(0);
+        if self.masks == Some(0) {
+            bail!("--masks takes 1 or more");
+        }
+        if masks > 0 && stored.model.objective().is_causal() {
+            bail!("--masks is for BERT models; this one is autoregressive");
+        }
         let cache = FeatureCache::new(&self.cache);
-        let describe = |spec: &DataSpec, limit: Option<usize>| format!("{spec} limit {limit:?}");
+        let describe = |spec: &DataSpec, limit: Option<usize>| match masks {
+            0 => format!("{spec} limit {limit:?}"),
+            k => format!("{spec} limit {limit:?} masks {k}"),
+        };
         let keys = [
             describe(&self.data.train, self.data.train_limit),
             describe(&self.data.test, self.data.test_limit),
@@ -85,7 +99,7 @@ impl BackendJob for ProbeArgs {
             let paths = cache.paths(model, &[&keys[0], &keys[1]])?;
             let [train, test] = [0, 1].map(|i| {
                 let what = format!("features of {} ({name})", keys[i]);
-                cached_features(model, &paths[i], &ids[i], self.batch, &what)
+                cached_features(model, &paths[i], &ids[i], (self.batch, masks), &what)
             });
             Ok([train?, test?])
         };
@@ -121,13 +135,14 @@ impl BackendJob for ProbeArgs {
         bar.finish_and_clear();
         let (model_layers, rest) = results.split_at(layers.len());
         let (random_layers, pixels) = rest.split_at(layers.len());
-        let report = ProbeReport::new(
+        let mut report = ProbeReport::new(
             model_layers,
             random_layers,
             pixels[0],
             (&self.data.train.to_string(), train.len()),
             (&self.data.test.to_string(), test.len()),
         );
+        report.masks = self.masks;
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -180,7 +195,7 @@ fn cached_features<B: Backend>(
     model: &ImageGpt<B>,
     path: &Path,
     ids: &[Vec<u16>],
-    batch: usize,
+    (batch, masks): (usize, usize),
     what: &str,
 ) -> anyhow::Result<Features> {
     if let Some(features) = FeatureCache::read(path).filter(|f| f.count == ids.len()) {
@@ -189,7 +204,7 @@ fn cached_features<B: Backend>(
     }
     let bar = progress(ids.len(), what);
     let began = Instant::now();
-    let features = features::extract(model, ids, batch, |n| bar.inc(n as u64))?;
+    let features = features::extract_masked(model, ids, batch, masks, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let seconds = began.elapsed().as_secs_f64();
     eprintln!(

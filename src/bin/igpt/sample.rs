@@ -43,7 +43,7 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn config(&self) -> SamplingConfig {
+    pub(crate) fn config(&self) -> SamplingConfig {
         SamplingConfig {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -51,7 +51,7 @@ impl SamplingArgs {
         }
     }
 
-    fn seed(&self) -> u64 {
+    pub(crate) fn seed(&self) -> u64 {
         self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -140,7 +140,7 @@ impl BackendJob for CompleteArgs {
 
 /// The model in `dir`, once `count` images are known to fit one sampling batch (checked before the
 /// prefixes, one per image, are allocated).
-fn load_for_sampling<B: Backend>(
+pub(crate) fn load_for_sampling<B: Backend>(
     dir: &Path,
     count: usize,
     device: &B::Device,
@@ -211,7 +211,7 @@ fn given_part(tokenizer: &Tokenizer, prefix: &[u16]) -> anyhow::Result<Raster> {
     Ok(image)
 }
 
-fn write_grid(
+pub(crate) fn write_grid(
     images: &[Raster],
     columns: usize,
     sampling: &SamplingArgs,

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use igpt::Precision;
 use igpt::data::DataSpec;
 use igpt::eval::sequence_nll;
+use igpt::model::objective::{self, Objective};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::{self, Event, Start, TrainConfig};
@@ -37,6 +38,14 @@ pub struct TrainArgs {
     /// ...for this palette directory (from `igpt palette`).
     #[arg(long)]
     palette: Option<PathBuf>,
+    /// What a fresh model learns to predict: the next pixel from the ones before it
+    /// (autoregressive, the default), or pixels hidden at random from all the others (bert). A model
+    /// given with --model keeps its own.
+    #[arg(long, value_enum)]
+    objective: Option<ObjectiveArg>,
+    /// BERT: the probability that each pixel is hidden [default: 0.15, the paper's].
+    #[arg(long, value_name = "P")]
+    mask_prob: Option<f64>,
     /// Run directory: train.json, log.csv, checkpoint/.
     #[arg(short, long)]
     output: PathBuf,
@@ -97,6 +106,13 @@ pub struct TrainArgs {
     precision: Precision,
 }
 
+/// `--objective`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ObjectiveArg {
+    Autoregressive,
+    Bert,
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// Run directory written by `igpt train`.
@@ -137,13 +153,25 @@ impl BackendJob for TrainArgs {
             )
         } else if let Some(dir) = &self.model {
             let mut parent: StoredModel<A<B>> = store::load_dir(dir, &device)?;
+            if let Some(asked) = self.objective()?
+                && asked != parent.config.objective
+            {
+                bail!(
+                    "{} was trained {}: a model keeps its objective (train a fresh one with --preset for another)",
+                    dir.display(),
+                    parent.config.objective.describe()
+                );
+            }
             // The parent's measurements, notes and history are not the new model's (its history
             // goes into started_from.json); keep only what the image geometry says.
             parent.card = ModelCard::for_images(&parent.tokenizer());
             Start::Model(parent)
         } else if let (Some(preset), Some(palette)) = (&self.preset, &self.palette) {
             let tokenizer = store::read_tokenizer(palette)?;
-            Start::Model(StoredModel::fresh(preset, tokenizer, self.seed, &device)?)
+            let objective = self.objective()?.unwrap_or_default();
+            Start::Model(StoredModel::fresh(
+                preset, tokenizer, objective, self.seed, &device,
+            )?)
         } else {
             bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
         };
@@ -171,8 +199,9 @@ impl BackendJob for TrainArgs {
             None => split_holdout(&mut train_ids, config.holdout)?,
         };
         eprintln!(
-            "training {:.2}M parameters on {} images of {} for {} steps of {} (lr {}, {} warmup)",
+            "training {:.2}M parameters, {}, on {} images of {} for {} steps of {} (lr {}, {} warmup)",
             start.stored().config.num_params() as f64 / 1e6,
+            start.stored().config.objective.describe(),
             train_ids.len(),
             config.data,
             config.steps,
@@ -233,6 +262,18 @@ impl BackendJob for TrainArgs {
 }
 
 impl TrainArgs {
+    /// The objective asked for, if any; --mask-prob only with BERT's.
+    fn objective(&self) -> anyhow::Result<Option<Objective>> {
+        Ok(match self.objective {
+            Some(ObjectiveArg::Bert) => Some(Objective::bert(
+                self.mask_prob.unwrap_or(objective::DEFAULT_MASK_PROB),
+            )?),
+            _ if self.mask_prob.is_some() => bail!("--mask-prob is for --objective bert"),
+            Some(ObjectiveArg::Autoregressive) => Some(Objective::Autoregressive),
+            None => None,
+        })
+    }
+
     fn config(&self, images: usize) -> anyhow::Result<TrainConfig> {
         let steps = match (self.steps, self.epochs) {
             (Some(steps), _) => steps,

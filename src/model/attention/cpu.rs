@@ -20,7 +20,7 @@ use crate::kernels::flex::{cast, primitive, tensor};
 pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     let [q, k, v] = [x.q, x.k, x.v].map(|t| primitive::<Flex, 4>(cast(t)));
     let bias = x.key_bias.map(|b| primitive::<Flex, 4>(cast(b)));
-    let inputs = Inputs::new(q, k, v, bias);
+    let inputs = Inputs::new(q, k, v, bias, x.causal);
     let output = inputs.forward(x.scale as f32).output;
     cast(tensor::<Flex, 4>(
         inputs.heads_view(output, inputs.dims.queries),
@@ -66,6 +66,7 @@ impl Inputs {
         k: FlexTensor,
         v: FlexTensor,
         key_bias: Option<FlexTensor>,
+        causal: bool,
     ) -> Self {
         let (qs, ks) = (q.layout().shape().clone(), k.layout().shape().clone());
         let dims = Dims {
@@ -74,6 +75,7 @@ impl Inputs {
             queries: qs[2],
             keys: ks[2],
             head_dim: qs[3],
+            causal,
         };
         Inputs {
             q: strided(q),

@@ -1,4 +1,5 @@
-//! Causal self-attention: the model's one entry point, which picks the fastest kernel per backend.
+//! Self-attention, causal (next-pixel prediction) or not (the BERT objective): the model's one entry
+//! point, [`attend`], which picks the fastest kernel per backend.
 //!
 //! | backend | inference (sampling, eval) | training (autodiff) |
 //! |---|---|---|
@@ -12,7 +13,8 @@
 //! with a GPU to measure.
 //!
 //! Every path computes softmax(scale · q kᵀ + key bias + causal mask) v with the causal mask aligned
-//! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key.
+//! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key; without
+//! the mask every query sees every key.
 //! `tests/attention.rs` holds the fused paths to Burn's unfused one, gradients included.
 
 #[cfg(feature = "flex")]
@@ -45,7 +47,7 @@ impl std::fmt::Display for Kernel {
     }
 }
 
-/// The kernel [`causal_attention`] runs on backend `B` for tensors of `dtype`.
+/// The kernel [`attend`] runs on backend `B` for tensors of `dtype`.
 pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
     #[cfg(feature = "flex")]
     if crate::kernels::flex::cpu::<B>(dtype).is_some() {
@@ -55,7 +57,7 @@ pub fn kernel<B: Backend>(dtype: DType) -> Kernel {
     Kernel::Burn
 }
 
-/// One causal attention call: what every kernel reads.
+/// One attention call: what every kernel reads.
 pub struct Qkv<B: Backend> {
     /// `[batch, heads, queries, head_dim]`.
     pub q: Tensor<B, 4>,
@@ -66,14 +68,17 @@ pub struct Qkv<B: Backend> {
     pub key_bias: Option<Tensor<B, 4>>,
     /// Multiplies q·kᵀ before the softmax.
     pub scale: f64,
+    /// Whether query `i` sees only keys up to its own position (the autoregressive model); else
+    /// every key (the BERT objective).
+    pub causal: bool,
 }
 
-/// An attention kernel: softmax(scale · q kᵀ + key bias + causal mask) v, `[batch, heads, queries,
-/// head_dim]`. [`causal_attention`], [`unfused_or_backend`] and the CPU kernels all are one.
+/// An attention kernel: softmax(scale · q kᵀ + key bias + causal mask if `causal`) v, `[batch, heads,
+/// queries, head_dim]`. [`attend`], [`unfused_or_backend`] and the CPU kernels all are one.
 pub type AttentionKernel<B> = fn(Qkv<B>) -> Tensor<B, 4>;
 
 /// The model's attention: the fastest kernel for this backend and dtype.
-pub fn causal_attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
+pub fn attend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
     if let Some(cpu) = crate::kernels::flex::cpu::<B>(x.q.dtype())
         && x.key_bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
@@ -89,7 +94,7 @@ pub fn causal_attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     // composition, but through Burn's matmul, which `crate::kernels::matmul` keeps out of the wasm.
     #[cfg(target_arch = "wasm32")]
     return crate::kernels::matmul::matmul(
-        causal_attention_weights(x.q, x.k, x.key_bias, x.scale),
+        attention_weights(x.q, x.k, x.key_bias, x.scale, x.causal),
         x.v,
     );
     #[cfg(not(target_arch = "wasm32"))]
@@ -105,11 +110,12 @@ pub fn unfused_or_backend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
         v,
         key_bias,
         scale,
+        causal,
     } = x;
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
     let options = AttentionModuleOptions {
-        is_causal: true,
+        is_causal: causal,
         scale: Some(scale),
         ..Default::default()
     };
@@ -117,14 +123,15 @@ pub fn unfused_or_backend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     attention(q, k, v, None, bias, options)
 }
 
-/// The attention probabilities softmax(scale · q kᵀ + key bias + causal mask), `[batch, heads,
-/// queries, keys]`, formed explicitly: what the inspector shows. The fused kernels never form them, so
-/// this is the slow path; `weights.matmul(v)` equals [`causal_attention`] (tests/inspect.rs).
-pub fn causal_attention_weights<B: Backend>(
+/// The attention probabilities softmax(scale · q kᵀ + key bias + causal mask if `causal`), `[batch,
+/// heads, queries, keys]`, formed explicitly: what the inspector shows. The fused kernels never form
+/// them, so this is the slow path; `weights.matmul(v)` equals [`attend`] (tests/inspect.rs).
+pub fn attention_weights<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     key_bias: Option<Tensor<B, 4>>,
     scale: f64,
+    causal: bool,
 ) -> Tensor<B, 4> {
     let [b, h, tq, _] = q.dims();
     let tk = k.dims()[2];
@@ -135,7 +142,7 @@ pub fn causal_attention_weights<B: Backend>(
     };
     // Bottom-right aligned: query i (of the last tq) sees keys 0..=tk - tq + i, so a single query
     // (a sampling step) sees them all.
-    if tq == 1 {
+    if tq == 1 || !causal {
         return burn::tensor::activation::softmax(scores, 3);
     }
     let future =

@@ -25,7 +25,12 @@ pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
     let bias = x
         .key_bias
         .map(|b| primitive::<Trained, 4>(cast(b)).primitive);
-    cast(tensor::<Trained, 4>(tracked(inputs, bias, x.scale as f32)))
+    cast(tensor::<Trained, 4>(tracked(
+        inputs,
+        bias,
+        x.scale as f32,
+        x.causal,
+    )))
 }
 
 /// What the backward pass needs: the inputs, the output and each query's log-sum-exp (O(t) per head,
@@ -84,9 +89,10 @@ fn tracked(
     [q, k, v]: [FloatTensor<Trained>; 3],
     key_bias: Option<FlexTensor>,
     scale: f32,
+    causal: bool,
 ) -> FloatTensor<Trained> {
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let inputs = Inputs::new(q.primitive, k.primitive, v.primitive, key_bias);
+    let inputs = Inputs::new(q.primitive, k.primitive, v.primitive, key_bias, causal);
     let forward = inputs.forward(scale);
     let output = inputs.heads_view(forward.output, inputs.dims.queries);
     match FlashAttentionBackward

@@ -1,0 +1,177 @@
+//! Filling any region of an image with a BERT model (issue 30, item 4).
+//!
+//! The region starts hidden. Each pass runs the model once over the whole image with the unfilled
+//! pixels hidden, picks in every image the unfilled pixel the model is most sure of (the highest
+//! top-colour probability), draws its colour, and shows it to the next pass. Most confident first,
+//! rather than Gibbs sweeps, because every pass then conditions the harder pixels on all the easier
+//! ones already drawn, and the fill ends after exactly one pass per hidden pixel; Gibbs sampling
+//! needs many sweeps over the region to mix, each of them as many passes. The colour is drawn as
+//! sampling draws it ([`SamplingConfig`], with noise keyed by seed, image and pixel), so a seed gives
+//! the same fill on every backend.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::model::objective::mask_tensor;
+use crate::model::{ForwardOptions, ImageGpt, Workload};
+use crate::pixels::tokens::check_ids;
+use crate::sample::{SamplingConfig, SamplingNoise};
+
+/// Fills in progress: `count` copies of one image, each filling the same hole its own way.
+pub struct Inpainting {
+    images: Vec<Vec<u16>>,
+    /// Per image, the pixels still to fill.
+    unfilled: Vec<Vec<bool>>,
+    /// Per image, the pixels in the order they were filled.
+    order: Vec<Vec<usize>>,
+    config: SamplingConfig,
+    noise: SamplingNoise,
+    hole: usize,
+}
+
+impl Inpainting {
+    /// Starts `count` fills of the pixels of `image` where `hole` is true. `image` holds palette ids
+    /// (what it has inside the hole is never read: hidden pixels' embeddings are zeroed).
+    pub fn new<B: Backend>(
+        model: &ImageGpt<B>,
+        image: &[u16],
+        hole: &[bool],
+        count: usize,
+        config: SamplingConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        if model.objective().is_causal() {
+            return Err(Error::invalid(
+                "inpainting needs a BERT model (trained with --objective bert): an autoregressive \
+                 model only continues an image from the top (igpt complete)",
+            ));
+        }
+        let n = model.n_positions();
+        if image.len() != n || hole.len() != n {
+            return Err(Error::invalid(format!(
+                "the model reads {n} pixels; the image has {} and the hole {}",
+                image.len(),
+                hole.len()
+            )));
+        }
+        check_ids("the image", image, model.n_colors())?;
+        config.validate(model.n_colors())?;
+        if count == 0 {
+            return Err(Error::invalid("nothing to fill: 0 images"));
+        }
+        model.check_batch(count, Workload::Sampling)?;
+        let size = hole.iter().filter(|&&h| h).count();
+        if size == 0 {
+            return Err(Error::invalid("the hole is empty: nothing to fill"));
+        }
+        Ok(Self {
+            images: vec![image.to_vec(); count],
+            unfilled: vec![hole.to_vec(); count],
+            order: vec![Vec::with_capacity(size); count],
+            config,
+            noise: SamplingNoise::new(seed),
+            hole: size,
+        })
+    }
+
+    /// Pixels each image's hole holds.
+    pub fn hole_size(&self) -> usize {
+        self.hole
+    }
+
+    /// Pixels filled so far, per image.
+    pub fn filled(&self) -> usize {
+        self.order[0].len()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.filled() == self.hole
+    }
+
+    /// The images as they stand: filled pixels drawn, unfilled ones as given.
+    pub fn images(&self) -> &[Vec<u16>] {
+        &self.images
+    }
+
+    /// Per image, its pixels in the order they were filled.
+    pub fn order(&self) -> &[Vec<usize>] {
+        &self.order
+    }
+
+    /// Per image, the pixels still to fill.
+    pub fn unfilled(&self) -> &[Vec<bool>] {
+        &self.unfilled
+    }
+
+    /// One pass: fills one more pixel of every image.
+    pub fn step<B: Backend>(&mut self, model: &ImageGpt<B>) -> Result<()> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let device = model.device();
+        let (b, t, k) = (self.images.len(), model.n_positions(), model.n_colors());
+        let masked = mask_tensor::<B>(&self.unfilled, &device);
+        let (inputs, _) = model.inputs_and_targets(self.images.iter().map(Vec::as_slice));
+        let options = ForwardOptions {
+            masked: Some(masked.clone()),
+            ..Default::default()
+        };
+        let logits = model.logits(model.forward_with(inputs, options).normed); // [b, t, k]
+        // Each unfilled pixel's top-colour probability; filled ones can never be picked.
+        let confidence = softmax(logits.clone(), 2)
+            .max_dim(2)
+            .reshape([b, t])
+            .mask_fill(masked.bool_not(), -1.0);
+        let picked = read_ids(confidence.argmax(1))?;
+        let colours: Vec<Tensor<B, 2, Int>> = picked
+            .iter()
+            .enumerate()
+            .map(|(image, &pixel)| {
+                let row = logits
+                    .clone()
+                    .slice([image..image + 1, pixel..pixel + 1, 0..k])
+                    .reshape([1, k]);
+                self.config.draw(row, &self.noise, image..image + 1, pixel)
+            })
+            .collect();
+        let colours = read_ids(Tensor::cat(colours, 0))?;
+        for (image, (&pixel, &colour)) in picked.iter().zip(&colours).enumerate() {
+            if !self.unfilled[image][pixel] {
+                return Err(Error::invalid(format!(
+                    "pixel {pixel} of image {image} was picked twice (the model's scores are not finite?)"
+                )));
+            }
+            self.images[image][pixel] = colour as u16;
+            self.unfilled[image][pixel] = false;
+            self.order[image].push(pixel);
+        }
+        Ok(())
+    }
+}
+
+fn read_ids<B: Backend>(ids: Tensor<B, 2, Int>) -> Result<Vec<usize>> {
+    let data: TensorData = ids.into_data();
+    data.convert::<i64>()
+        .into_vec::<i64>()
+        .map(|v| v.into_iter().map(|i| i as usize).collect())
+        .map_err(|e| Error::invalid(format!("reading picks back: {e:?}")))
+}
+
+/// Fills the hole of `image` `count` ways to the end; `on_pass` hears each pass's state.
+pub fn inpaint<B: Backend>(
+    model: &ImageGpt<B>,
+    image: &[u16],
+    hole: &[bool],
+    count: usize,
+    (config, seed): (SamplingConfig, u64),
+    mut on_pass: impl FnMut(&Inpainting),
+) -> Result<Vec<Vec<u16>>> {
+    let mut fill = Inpainting::new(model, image, hole, count, config, seed)?;
+    while !fill.is_done() {
+        fill.step(model)?;
+        on_pass(&fill);
+    }
+    Ok(fill.images)
+}
