@@ -14,6 +14,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use common::{stripes, train_config};
 use igpt::eval::{masked_nll, sequence_nll};
 use igpt::inpaint::{Inpainting, inpaint};
+use igpt::inspect::masked::masked_surprise;
 use igpt::model::ForwardOptions;
 use igpt::model::objective::{MaskUse, Objective, bert_mask, mask_tensor};
 use igpt::sample::{Decoding, Generation, SamplingConfig};
@@ -384,4 +385,43 @@ fn a_bert_model_trained_on_stripes_fills_a_hole_with_stripes() {
         .err()
         .expect("an autoregressive model cannot inpaint");
     assert!(err.to_string().contains("needs a BERT model"), "{err}");
+}
+
+/// A BERT model's surprise at a pixel is its true colour's bits when hidden: with a masking rate of
+/// 1/64 on 64 pixels each of the 64 passes hides exactly one pixel, which the model's logits with
+/// that one pixel hidden give by hand.
+#[test]
+fn masked_surprise_is_each_pixel_s_bits_when_hidden() {
+    let objective = Objective::bert(1.0 / 64.0).unwrap();
+    let model = tiny::<B>(objective, 7).model.map(&mut Perturb(0));
+    let image = stripes(2).remove(1);
+    let surprise = masked_surprise(&model, &image, 8, 0).unwrap();
+    assert_eq!(surprise.passes, 64);
+    for pixel in [0, 17, 63] {
+        let mut hidden = vec![false; 64];
+        hidden[pixel] = true;
+        let l = logits(&model, &image, &hidden);
+        let row = &l[pixel * 16..(pixel + 1) * 16];
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+        let bits = (lse - row[image[pixel] as usize]) / std::f32::consts::LN_2;
+        let got = surprise.bits_per_pixel[pixel];
+        assert!((got - bits).abs() < 1e-4, "pixel {pixel}: {got} vs {bits}");
+    }
+    let mean = surprise.bits_per_pixel.iter().sum::<f32>() as f64 / 64.0;
+    assert!((mean - surprise.mean_bits).abs() < 1e-5);
+    // At the usual rate, every pixel is still scored once, in round(1 / 0.15) = 7 passes.
+    let usual = tiny::<B>(bert(), 7).model.map(&mut Perturb(0));
+    let seven = masked_surprise(&usual, &image, 8, 0).unwrap();
+    assert_eq!(seven.passes, 7);
+    assert!(
+        seven
+            .bits_per_pixel
+            .iter()
+            .all(|&b| b > 0.0 && b.is_finite())
+    );
+
+    let ar = tiny::<B>(Objective::Autoregressive, 7).model;
+    assert!(masked_surprise(&ar, &image, 8, 0).is_err());
+    assert!(masked_surprise(&model, &image[..63], 8, 0).is_err());
 }

@@ -1133,6 +1133,20 @@ fn a_bert_model_trains_evaluates_probes_and_inpaints() {
     assert_eq!(probe["masks"], 2, "{probe}");
     assert_eq!(probe["layers"].as_array().unwrap().len(), 3);
 
+    let inspected = json(&stdout_of(&[
+        "inspect",
+        "--model",
+        &path("model"),
+        "--data",
+        "fashion-mnist:test",
+        "--json",
+        "-o",
+        &path("inspect.png"),
+    ]));
+    assert_eq!(inspected["passes"], 3, "round(1 / 0.3)");
+    assert_eq!(inspected["bits_per_pixel"].as_array().unwrap().len(), 784);
+    assert!(dir.path().join("inspect.png").exists());
+
     let fill = stdout_of(&[
         "inpaint",
         "--model",

@@ -3,7 +3,8 @@
 //! from any pixel, the logit lens (every layer's hidden states read by the final norm and head, as
 //! if the model stopped there) and direct logit attribution ([`attribution`]); and the same image
 //! with one part silenced ([`ablation`]) or with another image's hidden states patched in
-//! ([`patching`]). `igpt inspect` and the web page report the same numbers from here.
+//! ([`patching`]). `igpt inspect` and the web page report the same numbers from here. A BERT model's
+//! surprise (each pixel's bits when hidden) is [`masked`]'s.
 //!
 //! Positions: the model reads SOS then the pixels, so position 0 is SOS and position p > 0 holds
 //! pixel p - 1; the query at position p predicts pixel p. "Attention of pixel p" is that query's
@@ -15,6 +16,7 @@ pub mod ablation_means;
 pub mod atlas;
 pub mod attribution;
 pub mod intervention;
+pub mod masked;
 pub mod patching;
 
 use burn::tensor::activation::log_softmax;

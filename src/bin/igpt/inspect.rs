@@ -1,7 +1,8 @@
 //! `igpt inspect`: what the model makes of one image (see `igpt::inspect`): how surprising each pixel
 //! is, what it expected at one pixel, where that pixel looked, what each layer already knew (the
 //! logit lens) and which parts of the model wrote its colour's logit (direct logit attribution). The
-//! web page's inspector shows the same numbers.
+//! web page's inspector shows the same numbers. For a BERT model it shows each pixel's surprise when
+//! hidden.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use clap::Args;
 use igpt::inspect::ablation::{self, Ablated, AblationReport};
 use igpt::inspect::ablation_means::{AblationMeans, MEANS_FILE};
 use igpt::inspect::intervention::Change;
+use igpt::inspect::masked::masked_surprise;
 use igpt::inspect::patching::{self, PatchReport, Region};
 use igpt::inspect::{Inspected, Report, heat};
 use igpt::inspect::{floats, intervention};
@@ -87,6 +89,9 @@ impl BackendJob for InspectArgs {
         let tokenizer = stored.tokenizer();
         let image = self.source.load(tokenizer.palette.channels())?;
         let ids = tokenizer.tokenize(&image);
+        if !stored.model.objective().is_causal() {
+            return self.masked(&stored, &ids);
+        }
         let inspected = Inspected::new(&stored.model, &ids, tokenizer.width)?;
         let pixel = self
             .pixel
@@ -164,6 +169,51 @@ impl BackendJob for InspectArgs {
         }
         if let Some(path) = &self.output {
             let panel = panel(&inspected, &tokenizer, &report, self.scale.clamp(1, 64))?;
+            std::fs::write(path, panel.to_png()?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if !self.json {
+                println!("wrote {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InspectArgs {
+    /// A BERT model's inspection: each pixel's surprise when hidden ([`masked_surprise`]), in words
+    /// or JSON, and a panel of the image and its surprise map.
+    fn masked<B: Backend>(&self, stored: &StoredModel<B>, ids: &[u16]) -> anyhow::Result<()> {
+        if self.ablate.is_some() || self.patch_from.is_some() || self.pixel.is_some() {
+            anyhow::bail!(
+                "for a BERT model, inspect shows each pixel's surprise when hidden; --pixel, --ablate and --patch-from are for autoregressive models"
+            );
+        }
+        let tokenizer = stored.tokenizer();
+        let surprise = masked_surprise(&stored.model, ids, tokenizer.width, 0)?;
+        if self.json {
+            println!("{}", serde_json::to_string(&surprise)?);
+        } else {
+            println!(
+                "{}: {:.4} bits per pixel on average when hidden, over its {} pixels, each hidden once in {} passes ({})",
+                self.source.describe(),
+                surprise.mean_bits,
+                surprise.bits_per_pixel.len(),
+                surprise.passes,
+                self.model.display()
+            );
+        }
+        if let Some(path) = &self.output {
+            let (w, h) = (tokenizer.width, tokenizer.height);
+            let bits = &surprise.bits_per_pixel;
+            let max_bits = bits.iter().copied().fold(1e-6, f32::max);
+            let panels: Vec<Raster> = [
+                tokenizer.detokenize(ids)?.with_channels(3),
+                heatmap(w, h, |i| Some(bits[i] / max_bits)),
+            ]
+            .iter()
+            .map(|p| p.upscaled(self.scale.clamp(1, 64)))
+            .collect();
+            let panel = tile(&panels, 2, self.scale.clamp(1, 64))?;
             std::fs::write(path, panel.to_png()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             if !self.json {
