@@ -140,9 +140,9 @@ pub fn build<B: Backend>(
         ));
     }
     let d = model.n_embd();
-    // Each batch's residual stream at `layer` and, past the embeddings, the neurons of the block
-    // that writes it: `[positions × d]` and `[positions × 4d]` per image.
-    let states = |batch: &[Vec<u16>]| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    // Each batch's residual stream at `layer` and, past the embeddings and `with_neurons`, the
+    // neurons of the block that writes it: `[positions × d]` and `[positions × 4d]` per image.
+    let states = |batch: &[Vec<u16>], with_neurons: bool| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let (inputs, _) = model.inputs_and_targets(batch.iter().map(Vec::as_slice));
         let options = ForwardOptions {
             residual: true,
@@ -150,7 +150,7 @@ pub fn build<B: Backend>(
         };
         let mut pass = model.forward_with(inputs, options);
         let stream = pass.residual.swap_remove(layer);
-        let neurons = if layer > 0 {
+        let neurons = if layer > 0 && with_neurons {
             let input = pass.residual.swap_remove(layer - 1);
             Some(floats(model.mlp_neurons(layer - 1, input).into_data())?)
         } else {
@@ -161,7 +161,7 @@ pub fn build<B: Backend>(
     let batch = options.batch.max(1);
     let fit_rows: Vec<f32> = images[..options.fit_images.clamp(1, images.len())]
         .chunks(batch)
-        .map(|chunk| states(chunk).map(|(stream, _)| stream))
+        .map(|chunk| states(chunk, false).map(|(stream, _)| stream))
         .collect::<Result<Vec<_>>>()?
         .concat();
     let principal = Principal::fit(&fit_rows, d, options.directions)
@@ -174,7 +174,7 @@ pub fn build<B: Backend>(
     let mut spreads = vec![Spread::default(); neuron_best.len()];
     let positions = model.n_positions();
     for (b, chunk) in images.chunks(batch).enumerate() {
-        let (stream, neurons) = states(chunk)?;
+        let (stream, neurons) = states(chunk, true)?;
         let scores = principal.scores(&stream);
         for i in 0..chunk.len() {
             let image = b * batch + i;
