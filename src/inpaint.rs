@@ -105,13 +105,24 @@ impl Inpainting {
         &self.unfilled
     }
 
-    /// One pass: fills one more pixel of every image.
+    /// One pass: fills one more pixel of every image ([`propose`](Self::propose), then
+    /// [`draw`](Self::draw), then [`fill`](Self::fill), reading back synchronously; the browser
+    /// reads back without blocking between them).
     pub fn step<B: Backend>(&mut self, model: &ImageGpt<B>) -> Result<()> {
         if self.is_done() {
             return Ok(());
         }
+        let proposal = self.propose(model);
+        let picks = read_ids(proposal.picks.clone().into_data())?;
+        let colours = read_ids(self.draw(&proposal, &picks).into_data())?;
+        self.fill(&picks, &colours)
+    }
+
+    /// The pass's forward, on the device: every pixel's logits with the unfilled ones hidden, and
+    /// in each image the unfilled pixel whose top colour is most probable (`[images, 1]`).
+    pub fn propose<B: Backend>(&self, model: &ImageGpt<B>) -> Proposal<B> {
         let device = model.device();
-        let (b, t, k) = (self.images.len(), model.n_positions(), model.n_colors());
+        let (b, t) = (self.images.len(), model.n_positions());
         let masked = mask_tensor::<B>(&self.unfilled, &device);
         let (inputs, _) = model.inputs_and_targets(self.images.iter().map(Vec::as_slice));
         let options = ForwardOptions {
@@ -124,23 +135,45 @@ impl Inpainting {
             .max_dim(2)
             .reshape([b, t])
             .mask_fill(masked.bool_not(), -1.0);
-        let picked = read_ids(confidence.argmax(1))?;
-        let colours: Vec<Tensor<B, 2, Int>> = picked
+        Proposal {
+            picks: confidence.argmax(1),
+            logits,
+        }
+    }
+
+    /// The colours of the picked pixels (`picks`, one per image, read back from the proposal), drawn
+    /// on the device: `[images, 1]`.
+    pub fn draw<B: Backend>(&self, proposal: &Proposal<B>, picks: &[usize]) -> Tensor<B, 2, Int> {
+        let k = proposal.logits.dims()[2];
+        let colours: Vec<Tensor<B, 2, Int>> = picks
             .iter()
             .enumerate()
             .map(|(image, &pixel)| {
-                let row = logits
+                let row = proposal
+                    .logits
                     .clone()
                     .slice([image..image + 1, pixel..pixel + 1, 0..k])
                     .reshape([1, k]);
                 self.config.draw(row, &self.noise, image..image + 1, pixel)
             })
             .collect();
-        let colours = read_ids(Tensor::cat(colours, 0))?;
-        for (image, (&pixel, &colour)) in picked.iter().zip(&colours).enumerate() {
-            if !self.unfilled[image][pixel] {
+        Tensor::cat(colours, 0)
+    }
+
+    /// Fills each image's picked pixel with its drawn colour (both read back, one per image).
+    pub fn fill(&mut self, picks: &[usize], colours: &[usize]) -> Result<()> {
+        let images = self.images.len();
+        if picks.len() != images || colours.len() != images {
+            return Err(Error::invalid(format!(
+                "{} picks and {} colours for {images} images",
+                picks.len(),
+                colours.len()
+            )));
+        }
+        for (image, (&pixel, &colour)) in picks.iter().zip(colours).enumerate() {
+            if !self.unfilled[image].get(pixel).copied().unwrap_or(false) {
                 return Err(Error::invalid(format!(
-                    "pixel {pixel} of image {image} was picked twice (the model's scores are not finite?)"
+                    "pixel {pixel} of image {image} is not waiting to be filled (the model's scores are not finite?)"
                 )));
             }
             self.images[image][pixel] = colour as u16;
@@ -151,8 +184,16 @@ impl Inpainting {
     }
 }
 
-fn read_ids<B: Backend>(ids: Tensor<B, 2, Int>) -> Result<Vec<usize>> {
-    let data: TensorData = ids.into_data();
+/// One pass's work on the device, before anything is read back.
+pub struct Proposal<B: Backend> {
+    /// `[images, 1]`: each image's pixel to fill.
+    pub picks: Tensor<B, 2, Int>,
+    /// `[images, pixels, K]`: the pass's logits, which the colours are drawn from.
+    logits: Tensor<B, 3>,
+}
+
+/// Ids read back from the device (picks or colours).
+pub fn read_ids(data: TensorData) -> Result<Vec<usize>> {
     data.convert::<i64>()
         .into_vec::<i64>()
         .map(|v| v.into_iter().map(|i| i as usize).collect())

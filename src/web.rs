@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
+use crate::inpaint::{Inpainting, read_ids};
 use crate::inspect::ablation::{self, Ablated, AblationReport};
 use crate::inspect::ablation_means::AblationMeans;
 use crate::inspect::intervention;
@@ -153,6 +154,28 @@ impl<B: Backend> Engine<B> {
         ))
     }
 
+    /// Up to `passes` passes of `fill`, each reading its picks and colours back without blocking.
+    async fn inpaint(&self, fill: &mut Inpainting, passes: usize) -> Result<(), JsError> {
+        let read = |e| JsError::new(&format!("reading the fill back failed: {e:?}"));
+        for _ in 0..passes {
+            if fill.is_done() {
+                break;
+            }
+            let proposal = fill.propose(&self.model);
+            let picks = read_ids(
+                proposal
+                    .picks
+                    .clone()
+                    .into_data_async()
+                    .await
+                    .map_err(read)?,
+            )?;
+            let colours = fill.draw(&proposal, &picks).into_data_async().await;
+            fill.fill(&picks, &read_ids(colours.map_err(read)?)?)?;
+        }
+        Ok(())
+    }
+
     fn is_done(&self) -> bool {
         self.generation.as_ref().is_none_or(Generation::is_done)
     }
@@ -178,6 +201,8 @@ pub struct ImageGpt {
     colours: Vec<[u8; 4]>,
     /// The parts' mean writes for mean ablation, when the model ships them (`set_means`).
     means: Option<AblationMeans>,
+    /// The fill in progress of a BERT model (`start_inpaint`).
+    inpainting: Option<Inpainting>,
 }
 
 #[wasm_bindgen]
@@ -235,6 +260,7 @@ impl ImageGpt {
             card: serde_json::to_string(&stored_card).unwrap_or_default(),
             colours,
             means: None,
+            inpainting: None,
         })
     }
 
@@ -492,6 +518,71 @@ impl ImageGpt {
             Backends::Cpu(e) => e.patch = patch_for(&e.model, source, layer, &region, width)?,
         }
         Ok(())
+    }
+
+    /// What the model predicts: `autoregressive` (it samples and completes) or `bert` (it fills
+    /// hidden pixels: `start_inpaint`).
+    pub fn objective(&self) -> String {
+        let objective = match &self.engine {
+            Backends::Gpu(e) => e.model.objective(),
+            Backends::Cpu(e) => e.model.objective(),
+        };
+        if objective.is_causal() {
+            "autoregressive"
+        } else {
+            "bert"
+        }
+        .into()
+    }
+
+    /// Starts `count` fills of `image` (token ids, as `tokenize_rgba` gives them) where `hole` (one
+    /// byte per pixel) is non-zero, a BERT model's inpainting (`igpt inpaint`'s, the same pixels for
+    /// a seed). `top_k`/`top_p` of 0 mean off; `temperature` 0 is greedy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_inpaint(
+        &mut self,
+        image: Vec<u16>,
+        hole: Vec<u8>,
+        count: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<(), JsError> {
+        let config = SamplingConfig::zero_as_off(temperature, top_k, top_p);
+        let hole: Vec<bool> = hole.iter().map(|&h| h != 0).collect();
+        let (seed, image) = (seed as u64, image.as_slice());
+        self.inpainting = Some(match &self.engine {
+            Backends::Gpu(e) => Inpainting::new(&e.model, image, &hole, count, config, seed)?,
+            Backends::Cpu(e) => Inpainting::new(&e.model, image, &hole, count, config, seed)?,
+        });
+        Ok(())
+    }
+
+    /// Fills up to `passes` more pixels of every image (one pass each); returns how many pixels each
+    /// image has filled now, of `inpaint_hole_size()`.
+    pub async fn advance_inpaint(&mut self, passes: usize) -> Result<usize, JsError> {
+        let fill = self
+            .inpainting
+            .as_mut()
+            .ok_or_else(|| JsError::new("call start_inpaint() before advance_inpaint()"))?;
+        match &self.engine {
+            Backends::Gpu(e) => e.inpaint(fill, passes).await?,
+            Backends::Cpu(e) => e.inpaint(fill, passes).await?,
+        }
+        Ok(fill.filled())
+    }
+
+    /// Pixels each fill's hole holds.
+    pub fn inpaint_hole_size(&self) -> usize {
+        self.inpainting.as_ref().map_or(0, Inpainting::hole_size)
+    }
+
+    /// Every fill's token ids as they stand (filled pixels drawn, the rest as given), concatenated.
+    pub fn inpaint_tokens(&self) -> Vec<u16> {
+        self.inpainting
+            .as_ref()
+            .map_or(Vec::new(), |f| f.images().concat())
     }
 
     /// RGBA of every palette colour, colour id after colour id.

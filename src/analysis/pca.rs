@@ -18,7 +18,9 @@ pub(crate) fn principal_scores(rows: &[f32], d: usize, k: usize) -> Vec<f32> {
 pub(crate) struct Principal {
     mean: Vec<f32>,
     pub components: Vec<Vec<f32>>,
-    /// Variance of the fitted rows along each component.
+    /// Variance of the fitted rows along each component (the atlas reads it; the browser's layer
+    /// features do not).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub variances: Vec<f32>,
 }
 
