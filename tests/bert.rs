@@ -8,10 +8,11 @@ mod common;
 use std::ops::ControlFlow;
 
 use burn::backend::Autodiff;
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use common::{stripes, train_config};
+use common::{stripes, tiny_model, train_config, weights};
+use igpt::ImageGpt;
 use igpt::eval::{masked_nll, sequence_nll};
 use igpt::inpaint::{Inpainting, inpaint};
 use igpt::inspect::masked::masked_surprise;
@@ -22,7 +23,6 @@ use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::step::{self, Batch};
 use igpt::train::{self, Event, Start};
-use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
@@ -31,27 +31,8 @@ type A = Autodiff<B>;
 /// pixels give it a loss).
 const STEPS: usize = 100;
 
-/// A tiny model for 8×8 images of 16 grey levels, with the given objective.
 fn tiny<BB: Backend>(objective: Objective, seed: u64) -> StoredModel<BB> {
-    let config = ImageGptConfig::preset("tiny", 16, 64)
-        .unwrap()
-        .with_n_embd(32)
-        .with_objective(objective);
-    let device = Default::default();
-    BB::seed(&device, seed);
-    StoredModel {
-        labels: Vec::new(),
-        model: config.init(&device),
-        config,
-        palette: Palette::new(1, (0..16).map(|i| i as f32 / 7.5 - 1.0).collect()).unwrap(),
-        card: ModelCard {
-            image_height: 8,
-            image_width: 8,
-            channels: 1,
-            objective: (!objective.is_causal()).then_some(objective),
-            ..Default::default()
-        },
-    }
+    tiny_model(objective, seed)
 }
 
 fn bert() -> Objective {
@@ -72,19 +53,6 @@ impl<BB: Backend> ModuleMapper<BB> for Perturb {
             t.clone() + Tensor::<BB, 1>::from_floats(noise.as_slice(), &t.device()).reshape(shape)
         })
     }
-}
-
-/// Every parameter value, in visiting order.
-fn weights<BB: Backend>(model: &ImageGpt<BB>) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<BB: Backend> ModuleVisitor<BB> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<BB, D>>) {
-            self.0.push(param.val().into_data().into_vec().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }
 
 fn logits(model: &ImageGpt<B>, ids: &[u16], masked: &[bool]) -> Vec<f32> {

@@ -10,52 +10,23 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
-use common::{stripes, train_config as config};
+use common::{stripes, tiny_model, train_config as config, weights};
 use igpt::analysis::classify;
 use igpt::data::augment::Augment;
+use igpt::model::objective::Objective;
 use igpt::pixels::tokens::{inputs_and_targets, target_log_probs};
 use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::finetune::{self, FinetuneConfig};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::step::{self, Batch};
 use igpt::train::{self, Batches, Event, Start, TrainConfig};
-use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision};
+use igpt::{ImageGpt, Precision};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
 
 fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
-    let config = ImageGptConfig::preset("tiny", 16, 64)
-        .unwrap()
-        .with_n_embd(32);
-    let device = Default::default();
-    BB::seed(&device, seed);
-    StoredModel {
-        labels: Vec::new(),
-        model: config.init(&device),
-        config,
-        palette: Palette::new(1, (0..16).map(|i| i as f32 / 7.5 - 1.0).collect()).unwrap(),
-        card: ModelCard {
-            image_height: 8,
-            image_width: 8,
-            channels: 1,
-            ..Default::default()
-        },
-    }
-}
-
-/// Every parameter value, in visiting order.
-fn weights<BB: Backend>(model: &ImageGpt<BB>) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<BB: Backend> ModuleVisitor<BB> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<BB, D>>) {
-            self.0
-                .push(param.val().into_data().convert::<f32>().into_vec().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
+    tiny_model(Objective::Autoregressive, seed)
 }
 
 #[test]

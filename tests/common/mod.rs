@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use igpt::Precision;
+use igpt::model::objective::Objective;
 use igpt::train::TrainConfig;
+use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision, StoredModel};
 use serde::Deserialize;
 
 pub type B = burn::backend::Flex;
@@ -98,4 +100,41 @@ pub fn train_config(steps: usize) -> TrainConfig {
         precision: Precision::F32,
         init: None,
     }
+}
+
+/// A tiny model for 8×8 images of 16 grey levels with the given objective, seeded.
+pub fn tiny_model<BB: Backend>(objective: Objective, seed: u64) -> StoredModel<BB> {
+    let config = ImageGptConfig::preset("tiny", 16, 64)
+        .unwrap()
+        .with_n_embd(32)
+        .with_objective(objective);
+    let device = Default::default();
+    BB::seed(&device, seed);
+    StoredModel {
+        labels: Vec::new(),
+        model: config.init(&device),
+        config,
+        palette: Palette::new(1, (0..16).map(|i| i as f32 / 7.5 - 1.0).collect()).unwrap(),
+        card: ModelCard {
+            image_height: 8,
+            image_width: 8,
+            channels: 1,
+            objective: (!objective.is_causal()).then_some(objective),
+            ..Default::default()
+        },
+    }
+}
+
+/// Every parameter value, in visiting order.
+pub fn weights<BB: Backend>(model: &ImageGpt<BB>) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl<BB: Backend> ModuleVisitor<BB> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<BB, D>>) {
+            self.0
+                .push(param.val().into_data().convert::<f32>().into_vec().unwrap());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
 }
