@@ -86,11 +86,12 @@ class ModelWorker {
     });
   }
 
-  generate(message, onRows) {
+  /// A stream of rows: `generate` (sampling, completion) or `inpaint` (a BERT model's fills).
+  generate(message, onRows, type = "generate") {
     const run = this.next++;
     return new Promise((resolve, reject) => {
       this.runs.set(run, { resolve, reject, onRows });
-      this.worker.postMessage({ ...message, type: "generate", run });
+      this.worker.postMessage({ ...message, type, run });
     });
   }
 
@@ -439,6 +440,112 @@ async function complete({ image, rgba }) {
   }
 }
 
+/// A BERT model's inpainting: the pixels to fill (one byte each, non-zero to fill) of the image last
+/// chosen, and which image that was (a new one starts from the default hole).
+const fillState = { hole: null, source: null };
+
+/// The default hole: a centre square a third of the image wide (igpt inpaint --mask X,Y,S,S).
+function defaultHole() {
+  const { width, height } = engine;
+  const side = Math.max(1, Math.round(Math.min(width, height) / 3));
+  const [x0, y0] = [Math.floor((width - side) / 2), Math.floor((height - side) / 2)];
+  const hole = new Uint8Array(width * height);
+  for (let y = y0; y < y0 + side; y++) hole.fill(1, y * width + x0, y * width + x0 + side);
+  state.defaultHole = [x0, y0, side, side];
+  return hole;
+}
+
+/// `rgba` with the hole painted mid-grey.
+function withHole(rgba, hole) {
+  const shown = rgba.slice();
+  hole.forEach((h, i) => h && shown.fill(128, 4 * i, 4 * i + 3));
+  return shown;
+}
+
+/// Fills the hole of an image (its handle and RGBA, from the worker's tokenize) several ways, painting
+/// every fill as passes arrive; the hole canvas takes the pointer to widen the hole for the next Fill.
+async function fill({ image, rgba }, source) {
+  state.inpaintDone = false;
+  if (source !== fillState.source || !fillState.hole) fillState.hole = defaultHole();
+  fillState.source = source;
+  const hole = fillState.hole;
+  const out = $("completion");
+  out.replaceChildren();
+  paintRows(canvasFor(out, "what the model sees"), rgba, 0);
+  const editor = canvasFor(out, "the hole: paint to widen it, then Fill again");
+  editor.tabIndex = 0;
+  const repaint = () => paintRows(editor, withHole(rgba, hole), 0);
+  repaint();
+  const brush = Math.max(1, Math.round(engine.width / 14));
+  let down = false;
+  const paint = (e) => {
+    const r = editor.getBoundingClientRect();
+    const cx = Math.floor(((e.clientX - r.left) / r.width) * engine.width);
+    const cy = Math.floor(((e.clientY - r.top) / r.height) * engine.height);
+    for (let y = cy - brush + 1; y < cy + brush; y++) {
+      for (let x = cx - brush + 1; x < cx + brush; x++) {
+        if (x >= 0 && y >= 0 && x < engine.width && y < engine.height) hole[y * engine.width + x] = 1;
+      }
+    }
+    repaint();
+  };
+  editor.addEventListener("pointerdown", (e) => { down = true; paint(e); });
+  editor.addEventListener("pointermove", (e) => down && paint(e));
+  addEventListener("pointerup", () => (down = false));
+  const n = Math.max(1, Math.min(16, Number($("completions").value) || 1));
+  const canvases = Array.from({ length: n }, (_, i) => canvasFor(out, `fill ${i + 1}`, imageFile(`fill-${i + 1}`)));
+  for (const c of canvases) paintRows(c, withHole(rgba, hole), 0);
+  await inspector?.passing;
+  while (current) await stopCurrent();
+  let finish;
+  let stopped = false;
+  const run = (current = { stop: () => { stopped = true; engine.worker.stop(); }, finished: new Promise((r) => (finish = r)) });
+  const size = hole.reduce((a, h) => a + (h ? 1 : 0), 0);
+  try {
+    for (;;) {
+      const result = await engine.worker.generate({ image, hole: hole.slice().buffer, count: n, ...settings() },
+        ({ rgba: filled, drawn, tokensPerSecond }) => {
+          const each = filled.length / n;
+          canvases.forEach((c, i) => paintRows(c, filled.subarray(i * each, (i + 1) * each), 0));
+          state.drawn = drawn;
+          $("progress").value = drawn / size;
+          status(`Filling: ${drawn}/${size} pixels, ${tokensPerSecond.toFixed(0)} pixels/s on ${backendName()}`);
+        }, "inpaint");
+      // A lost GPU: the fill starts again on the device that comes back (the same pixels for a seed).
+      if (result.type === "gpuLost") {
+        await recoverFromLostGpu(0);
+        if (stopped) break;
+        continue;
+      }
+      break;
+    }
+    if (stopped) status("Filling: stopped.");
+    else {
+      status(`Filled ${size} pixels ${n} ways.`);
+      state.inpaint = { hole: size, fills: n, source };
+      state.inpaintDone = true;
+    }
+  } finally {
+    finish();
+    if (current === run) current = null;
+  }
+}
+
+/// The page for a BERT model: no sampling from nothing (it fills hidden pixels), the completion
+/// section becomes inpainting, and the inspector (which reads autoregressive models) is put away.
+function setUpInpainting() {
+  $("gallery-title").closest("section").hidden = true;
+  $("inspect-title").closest("section").hidden = true;
+  $("complete-title").textContent = "Inpainting";
+  $("complete-about").textContent = "This model was trained to predict hidden pixels from all the others (the paper's BERT " +
+    "objective), so instead of drawing images from nothing it fills holes. Choose an image and press Fill: it fills a " +
+    "square in the middle several ways, one pixel per pass, the pixel it is surest of first. Paint on the hole to widen " +
+    "it, then Fill again.";
+  $("rows-label").hidden = true;
+  $("complete").textContent = "Fill";
+  $("completions-label").firstChild.textContent = "Fills ";
+}
+
 // Larger files are refused before they are read; images are also capped by size in the decoder.
 const MAX_UPLOAD_MB = 64;
 
@@ -497,7 +604,8 @@ function setUpDrawing(card) {
   });
   $("clear-drawing").onclick = clear;
   $("use-drawing").onclick = async () => {
-    await complete(await tokensOfDrawing()).catch(fail);
+    const image = await tokensOfDrawing();
+    await (state.objective === "bert" ? fill(image, `drawing ${Date.now()}`) : complete(image)).catch(fail);
   };
 }
 
@@ -522,16 +630,20 @@ function showCard(name, cardJson) {
   $("cpu-match-box").hidden = state.backend !== "webgpu";
   const bits = card.metrics?.test_bits_per_token;
   const tuned = fineTuned(card);
+  // A BERT model's bits are over the pixels it is shown hidden (igpt eval --masks).
+  const bert = card.objective?.kind === "bert";
   const colours = card.channels === 1 ? "grey" : "colour";
   $("model-summary").textContent = `${card.name ?? name}: ${card.dataset ?? "unknown data"}, ${engine.width}×${engine.height} ${colours}` +
-    (bits !== undefined ? `, ${bits.toFixed(2)} bits per pixel on its test images` : "");
+    (bits !== undefined ? `, ${bits.toFixed(2)} bits per ${bert ? "hidden " : ""}pixel on its test images` : "") +
+    (bert ? `; it fills hidden pixels (trained with ${Math.round(100 * card.objective.mask_prob)}% hidden)` : "");
   const rows = [
     ["Model", card.name ?? name],
     ["Dataset", card.dataset ?? "unknown"],
     ["Image", `${engine.width}×${engine.height}, ${colours}`],
     ["Parameters", card.training?.parameters ? `${(card.training.parameters / 1e6).toFixed(2)}M` : "unknown"],
     ["Training", trainingSummary(card.training)],
-    ["Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
+    [bert ? "Test bits per hidden pixel" : "Test bits/token", bits !== undefined ? bits.toFixed(4) : "not measured"],
+    ...(bert ? [["Objective", `BERT: ${Math.round(100 * card.objective.mask_prob)}% of pixels hidden, predicted from all the others`]] : []),
     // What simple models score on the same test images (igpt baselines): the bars this model clears.
     ...(card.baselines ? [["Baselines", `${card.baselines.context3.toFixed(4)} (3-neighbour context model), ` +
       `${card.baselines.per_position.toFixed(4)} (per-position unigram), ${card.baselines.uniform.toFixed(1)} (uniform)`]] : []),
@@ -648,7 +760,8 @@ async function completeChosen() {
     const file = $("upload").files[0];
     state.completionSource = file ? null : $("example").value;
     const image = file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
-    await complete(image);
+    if (state.objective === "bert") await fill(image, file ? `upload ${file.name} ${file.size}` : $("example").value);
+    else await complete(image);
   } catch (e) {
     $("complete-message").textContent = `Could not use that image: ${e.message ?? e}`;
   }
@@ -718,6 +831,7 @@ async function loadAtlas(name, files) {
 
 async function main() {
   const name = await loadModel();
+  state.objective = engine.objective;
   showCard(name, engine.card);
   $("rows").max = engine.height - 1;
   $("rows").value = Math.floor(engine.height / 2);
@@ -738,6 +852,12 @@ async function main() {
   $("complete").onclick = () => completeChosen();
   $("copy-link").onclick = () => copyLink();
   $("cpu-match").onclick = () => checkCpuMatch();
+  if (state.objective === "bert") {
+    setUpInpainting();
+    status("Ready: choose an image and press Fill.");
+    if (params.has("example")) await completeChosen();
+    return;
+  }
   // ?inspect=FILE (a bundled example): the inspector opens on it, centre pixel selected, and the
   // gallery waits for Sample (it would hold the model while the visitor explores).
   if (params.has("inspect")) {

@@ -8,13 +8,15 @@
 //   size {config, batch}; load {base, files, webgpu}; stop; memory;
 //   generate {run, count, from?: {image, pixels} | resume: true, ablate?: {part, mean},
 //             patch?: {image, layer, region}, temperature, topK, seed, loseGpuAfterRow};
+//   inpaint {run, image, hole (one byte per pixel, non-zero to fill), count, temperature, topK, seed}
+//             (a BERT model: rows messages carry every fill whole, `drawn` its filled pixels);
 //   tokenize {bytes} | {rgba, width, height}; inspect {image}; inspectPixel {pixel, temperature, topK};
 //   ablate {part, mean}; patch {image, layer, region}; distribution {pixel, temperature, topK};
 //   logits {image} (teacher-forced, for the CPU-match check);
 //   handOver {port} (to a successor); takeOver {port}
 // Messages out:
 //   progress {fraction, text}; notice {text} (e.g. the weights could not be cached);
-//   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means};
+//   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means, objective};
 //   rows {run, first, last, rgba, drawn, tokensPerSecond}; finished {run, stopped}; gpuLost {run, drawn};
 //   reply {call, ...} (to logits: {logits, colours}); failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
@@ -86,7 +88,8 @@ async function load({ base, files, webgpu }) {
     text("preprocessor_config.json"), text("card.json"), webgpu);
   // Optional: the parts' mean writes (igpt ablation-means), for mean ablation in the inspector.
   if (fetched["ablation-means.json"]) model.set_means(text("ablation-means.json"));
-  return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height(), means: model.has_means() };
+  return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height(),
+    means: model.has_means(), objective: model.objective() };
 }
 
 // On WebGPU, the tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left
@@ -133,12 +136,12 @@ function startingIds({ count, from, resume }) {
 // The generation running, if any: a new one stops it and waits, as both would drive the one model.
 let running = null;
 
-async function generate(message) {
+async function generate(message, body = generateRows) {
   while (running) {
     stopRequested = true;
     await running.catch(() => {});
   }
-  running = generateRows(message);
+  running = body(message);
   try {
     await running;
   } finally {
@@ -178,6 +181,34 @@ async function generateRows({ run, count, from, resume, ablate, patch, temperatu
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
   post({ type: "finished", run, stopped: drawn < width * model.height() });
+}
+
+// Fills the hole of a kept image `count` ways with a BERT model (igpt inpaint's passes, the same
+// pixels for a seed), sending every fill whole after each row's worth of passes, until done or stopped.
+async function inpaintRows({ run, image, hole, count, temperature, topK, seed }) {
+  stopRequested = false;
+  const width = model.width();
+  model.start_inpaint(keptImage(image), new Uint8Array(hole), count, temperature, topK, 0, seed >>> 0);
+  const total = model.inpaint_hole_size();
+  const began = performance.now();
+  let filled = 0;
+  const send = () => {
+    const tokens = model.inpaint_tokens();
+    const each = tokens.length / count;
+    const parts = Array.from({ length: count }, (_, i) => new Uint8Array(model.render(tokens.subarray(i * each, (i + 1) * each))));
+    const rgba = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (rgba.set(p, at), at + p.length), 0);
+    const tokensPerSecond = (filled * count) / Math.max(1e-9, (performance.now() - began) / 1000);
+    post({ type: "rows", run, first: 0, last: model.height(), rgba, drawn: filled, tokensPerSecond }, [rgba.buffer]);
+  };
+  send();
+  while (filled < total && !stopRequested) {
+    filled = await model.advance_inpaint(width);
+    send();
+    // Let a "stop" message in between passes.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  post({ type: "finished", run, stopped: filled < total });
 }
 
 // The inspector: one pass over an image, kept here; the page then asks about pixels.
@@ -284,6 +315,9 @@ onmessage = async ({ data: message }) => {
         break;
       case "generate":
         await generate(message);
+        break;
+      case "inpaint":
+        await generate(message, inpaintRows);
         break;
       case "stop":
         stopRequested = true;

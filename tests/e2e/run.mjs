@@ -1050,6 +1050,63 @@ await test("with the site's storage full, the page says the weights were not kep
     await browser.close();
   }
 });
+// A BERT model (issue 30): the page fills a hole as `igpt inpaint` does for the same seed, on the CPU.
+const bertModel = index.find((m) => {
+  const card = JSON.parse(fs.readFileSync(path.join(dist, "models", m.path, "card.json"), "utf8"));
+  return card.objective?.kind === "bert";
+})?.path;
+await test("a BERT model's page fills a hole as igpt inpaint does for the same seed (CPU), and the hole takes the brush", async () => {
+  check(bertModel, "no BERT model is listed in models/index.json");
+  const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${bertModel}/card.json`), "utf8"));
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const example = examples.find((e) => e.dataset === (card.dataset ?? "").split(":")[0])?.file;
+  check(example, `no bundled example for ${card.dataset}`);
+  const { browser, page, errors } = await open([], `backend=cpu&seed=3&completions=2&example=${example}`,
+    { width: 1100, height: 1000 }, bertModel);
+  try {
+    await waitFor(page, () => window.igptState.inpaintDone || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    check(s.objective === "bert" && s.inpaint.fills === 2, JSON.stringify(s.inpaint));
+    check(!(await page.isVisible("#gallery")) && !(await page.isVisible("#inspect")), "the gallery or inspector is shown for a BERT model");
+    check((await page.textContent("#complete-title")) === "Inpainting", "the section is not titled Inpainting");
+    await page.screenshot({ path: path.join(artifacts, "inpaint-cpu.png"), fullPage: true });
+    // Each fill saved as a PNG at the model's size, tokenized by the CLI, against igpt inpaint's fills.
+    const [x, y, w, h] = s.defaultHole;
+    const cli = spawnSync(igptBinary, ["inpaint", "--model", path.join(dist, "models", bertModel), ...pageWeights(bertModel),
+      path.join(dist, "examples", example), "--mask", `${x},${y},${w},${h}`, "-n", "2", "--seed", "3", "--json",
+      "--device", "flex", "-o", path.join(artifacts, "inpaint-cli.png")], { encoding: "utf8" });
+    check(cli.status === 0, `igpt inpaint failed: ${cli.error ?? cli.stderr}`);
+    const want = JSON.parse(cli.stdout.split("\n").find((l) => l.startsWith("{")));
+    check(want.hole.length === s.inpaint.hole, `the CLI's hole has ${want.hole.length} pixels, the page's ${s.inpaint.hole}`);
+    for (let i = 0; i < 2; i++) {
+      const [download] = await Promise.all([page.waitForEvent("download"),
+        page.click(`#completion figure:nth-child(${i + 3}) button.save:text-is("PNG")`)]);
+      const file = path.join(artifacts, `inpaint-page-${i + 1}.png`);
+      fs.copyFileSync(await download.path(), file);
+      const run = spawnSync(igptBinary, ["tokenize", "--model", path.join(dist, "models", bertModel), file, "--json"], { encoding: "utf8" });
+      check(run.status === 0, `igpt tokenize failed: ${run.stderr}`);
+      const got = JSON.parse(run.stdout)[0];
+      const differ = got.filter((t, p) => t !== want.fills[i][p]).length;
+      check(differ === 0, `fill ${i + 1}: ${differ} of ${got.length} pixels differ from igpt inpaint's`);
+    }
+    // The brush widens the hole: a stroke over the hole canvas's top-left corner, then Fill again.
+    const editor = await page.$("#completion figure:nth-child(2) canvas");
+    const box = await editor.boundingBox();
+    await page.mouse.move(box.x + 2, box.y + 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 4, box.y + box.height / 4, { steps: 5 });
+    await page.mouse.up();
+    await page.click("#complete");
+    await waitFor(page, () => window.igptState.inpaintDone || window.igptState.errors.length);
+    const again = await page.evaluate(() => window.igptState.inpaint);
+    check(again.hole > s.inpaint.hole, `the hole did not grow: ${s.inpaint.hole} -> ${again.hole} pixels`);
+    check(errors.length === 0, errors.join("\n"));
+    console.log(`     ${bertModel}: ${s.inpaint.hole} hidden pixels of ${example} filled 2 ways, as igpt inpaint fills them; the brush widened the hole to ${again.hole}`);
+  } finally {
+    await browser.close();
+  }
+});
 server.close();
 
 console.log(`e2e: ${passed} passed, ${failed} failed${only ? `, ${skipped} not matching E2E_ONLY` : ""}`);

@@ -8,17 +8,22 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::Raster;
 use igpt::inpaint::inpaint;
+use igpt::store::{self, WEIGHTS_FILE};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::BackendJob;
 use crate::image_source::ImageSource;
-use crate::sample::{SamplingArgs, load_for_sampling, write_grid};
+use crate::sample::{SamplingArgs, write_grid};
 
 #[derive(Args)]
 pub struct InpaintArgs {
     /// Model directory (a BERT model: `igpt train --objective bert`).
     #[arg(long)]
     model: PathBuf,
+    /// The weights file in the model directory: e.g. model.q6.safetensors, the light form the page
+    /// downloads (`igpt quantize`).
+    #[arg(long, default_value = WEIGHTS_FILE)]
+    weights: String,
     /// The image to fill.
     #[command(flatten)]
     source: ImageSource,
@@ -29,6 +34,10 @@ pub struct InpaintArgs {
     /// Number of fills, drawn as one batch.
     #[arg(short = 'n', long, default_value_t = 8)]
     count: usize,
+    /// Also print one JSON line: the seed, the hole's pixels (raster indices) and every fill's token
+    /// ids.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -37,7 +46,10 @@ impl BackendJob for InpaintArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let stored = load_for_sampling::<B>(&self.model, self.count, &device)?;
+        if self.count == 0 {
+            bail!("-n must be at least 1");
+        }
+        let stored = store::load_dir_with::<B>(&self.model, &self.weights, &device)?;
         let tokenizer = stored.tokenizer();
         let (width, height) = (tokenizer.width, tokenizer.height);
         let hole = parse_mask(&self.mask, width, height)?;
@@ -62,6 +74,11 @@ impl BackendJob for InpaintArgs {
             |fill| bar.set_position(fill.filled() as u64),
         )?;
         bar.finish_and_clear();
+        if self.json {
+            let holes: Vec<usize> = (0..hole.len()).filter(|&p| hole[p]).collect();
+            let line = serde_json::json!({ "seed": seed, "hole": holes, "fills": fills });
+            println!("{line}");
+        }
         eprintln!(
             "filled {size} pixels of {} images in {:.2}s (one pass per pixel)",
             self.count,

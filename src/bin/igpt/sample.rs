@@ -140,7 +140,7 @@ impl BackendJob for CompleteArgs {
 
 /// The model in `dir`, once `count` images are known to fit one sampling batch (checked before the
 /// prefixes, one per image, are allocated).
-pub(crate) fn load_for_sampling<B: Backend>(
+fn load_for_sampling<B: Backend>(
     dir: &Path,
     count: usize,
     device: &B::Device,
