@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use common::{stripes, tiny_model, train_config, weights};
 use igpt::ImageGpt;
 use igpt::eval::{masked_nll, sequence_nll};
-use igpt::inpaint::{Inpainting, inpaint};
+use igpt::inpaint::{FillOrder, Inpainting, inpaint};
 use igpt::inspect::masked::masked_surprise;
 use igpt::model::ForwardOptions;
 use igpt::model::objective::{MaskUse, Objective, bert_mask, mask_tensor};
@@ -271,6 +271,12 @@ fn middle_hole() -> Vec<bool> {
 
 #[test]
 fn inpainting_fills_the_hole_and_nothing_else_the_same_way_for_a_seed() {
+    for order in [FillOrder::Random, FillOrder::Confident] {
+        fills_the_hole_and_nothing_else(order);
+    }
+}
+
+fn fills_the_hole_and_nothing_else(order: FillOrder) {
     let model = tiny::<B>(bert(), 6).model.map(&mut Perturb(0));
     let image = stripes(1).remove(0);
     let hole = middle_hole();
@@ -281,6 +287,7 @@ fn inpainting_fills_the_hole_and_nothing_else_the_same_way_for_a_seed() {
             &hole,
             count,
             (SamplingConfig::default(), seed),
+            order,
             |_| {},
         )
         .unwrap()
@@ -299,7 +306,9 @@ fn inpainting_fills_the_hole_and_nothing_else_the_same_way_for_a_seed() {
 
     // One pass per hidden pixel, each filled once.
     let mut passes = 0;
-    let mut fill = Inpainting::new(&model, &image, &hole, 2, SamplingConfig::default(), 7).unwrap();
+    let mut fill = Inpainting::new(&model, &image, &hole, 2, SamplingConfig::default(), 7)
+        .unwrap()
+        .with_order(order);
     while !fill.is_done() {
         fill.step(&model).unwrap();
         passes += 1;
@@ -312,8 +321,8 @@ fn inpainting_fills_the_hole_and_nothing_else_the_same_way_for_a_seed() {
     assert_eq!(fill.images()[..1], three[..1]);
 }
 
-/// A BERT model trained on stripes fills a hole in a striped image with the stripes: the point of
-/// the whole path (objective, training, masked passes, most-confident-first filling).
+/// A BERT model trained on stripes fills a hole in a striped image with the stripes, in either
+/// order: the point of the whole path (objective, training, masked passes, filling).
 #[test]
 fn a_bert_model_trained_on_stripes_fills_a_hole_with_stripes() {
     let data = stripes(40);
@@ -329,24 +338,30 @@ fn a_bert_model_trained_on_stripes_fills_a_hole_with_stripes() {
     .unwrap();
     let model = trained.model.valid();
     let hole = middle_hole();
-    let mut right = 0;
-    for image in &data[..4] {
-        let filled = inpaint(
-            &model,
-            image,
-            &hole,
-            1,
-            (SamplingConfig::greedy(), 0),
-            |_| {},
-        )
-        .unwrap()
-        .remove(0);
-        right += (0..64)
-            .filter(|&p| hole[p] && filled[p] == image[p])
-            .count();
+    for order in [FillOrder::Random, FillOrder::Confident] {
+        let mut right = 0;
+        for image in &data[..4] {
+            let filled = inpaint(
+                &model,
+                image,
+                &hole,
+                1,
+                (SamplingConfig::greedy(), 0),
+                order,
+                |_| {},
+            )
+            .unwrap()
+            .remove(0);
+            right += (0..64)
+                .filter(|&p| hole[p] && filled[p] == image[p])
+                .count();
+        }
+        // 32 hidden pixels; guessing each image's two colours at random would get about half.
+        assert!(
+            right >= 30,
+            "{order:?}: {right} of 32 hidden pixels restored"
+        );
     }
-    // 32 hidden pixels; guessing each image's two colours at random would get about half.
-    assert!(right >= 30, "{right} of 32 hidden pixels restored");
 
     let ar = tiny::<B>(Objective::Autoregressive, 3).model;
     let err = Inpainting::new(&ar, &data[0], &hole, 1, SamplingConfig::default(), 0)

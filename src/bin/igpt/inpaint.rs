@@ -5,15 +5,22 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use igpt::Raster;
-use igpt::inpaint::inpaint;
+use igpt::inpaint::{FillOrder, inpaint};
 use igpt::store::{self, WEIGHTS_FILE};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::BackendJob;
 use crate::image_source::ImageSource;
 use crate::sample::{SamplingArgs, write_grid};
+
+/// `--order`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Order {
+    Random,
+    Confident,
+}
 
 #[derive(Args)]
 pub struct InpaintArgs {
@@ -31,6 +38,11 @@ pub struct InpaintArgs {
     /// left), or a mask image (resized to the model's size; its bright pixels are filled).
     #[arg(long, value_name = "RECT|MASK.png")]
     mask: String,
+    /// Which hidden pixel each pass fills: one at random (ancestral sampling in a random order), or
+    /// the one whose likeliest colour is most probable (biased towards the commonest colour: on
+    /// Fashion-MNIST, the black background).
+    #[arg(long, value_enum, default_value_t = Order::Random)]
+    order: Order,
     /// Number of fills, drawn as one batch.
     #[arg(short = 'n', long, default_value_t = 8)]
     count: usize,
@@ -71,6 +83,10 @@ impl BackendJob for InpaintArgs {
             &hole,
             self.count,
             (self.sampling.config(), seed),
+            match self.order {
+                Order::Random => FillOrder::Random,
+                Order::Confident => FillOrder::Confident,
+            },
             |fill| bar.set_position(fill.filled() as u64),
         )?;
         bar.finish_and_clear();
