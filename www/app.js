@@ -534,13 +534,16 @@ async function fill({ image, rgba }, source) {
 /// The page for a BERT model: no sampling from nothing (it fills hidden pixels), the completion
 /// section becomes inpainting, and the inspector (which reads autoregressive models) is put away.
 function setUpInpainting() {
+  $("intro").textContent = "Image GPT is a language model for pixels: it reads an image as a sequence of colours. " +
+    "This one learned to predict pixels hidden at random from all the others, so below it fills holes in images, " +
+    "right here on your GPU (or CPU).";
   $("gallery-title").closest("section").hidden = true;
   $("inspect-title").closest("section").hidden = true;
   $("complete-title").textContent = "Inpainting";
   $("complete-about").textContent = "This model was trained to predict hidden pixels from all the others (the paper's BERT " +
     "objective), so instead of drawing images from nothing it fills holes. Choose an image and press Fill: it fills a " +
-    "square in the middle several ways, one pixel per pass, the pixel it is surest of first. Paint on the hole to widen " +
-    "it, then Fill again.";
+    "square in the middle several ways, one pixel per pass in a random order, each drawn given those before. Paint on " +
+    "the hole to widen it, then Fill again.";
   $("rows-label").hidden = true;
   $("complete").textContent = "Fill";
   $("completions-label").firstChild.textContent = "Fills ";

@@ -1097,6 +1097,7 @@ await test("a BERT model's page fills a hole as igpt inpaint does for the same s
     await page.mouse.down();
     await page.mouse.move(box.x + box.width / 4, box.y + box.height / 4, { steps: 5 });
     await page.mouse.up();
+    await page.evaluate(() => (window.igptState.inpaintDone = false));
     await page.click("#complete");
     await waitFor(page, () => window.igptState.inpaintDone || window.igptState.errors.length);
     const again = await page.evaluate(() => window.igptState.inpaint);
