@@ -13,6 +13,7 @@ use crate::inpaint::{Inpainting, read_ids};
 use crate::inspect::ablation::{self, Ablated, AblationReport};
 use crate::inspect::ablation_means::AblationMeans;
 use crate::inspect::intervention;
+use crate::inspect::masked::{MaskedSurprise, masked_passes};
 use crate::inspect::patching::{self, PatchReport, Region};
 use crate::inspect::{self, Inspected, TRACED_TENSORS, floats};
 use crate::model::ImageGpt as Model;
@@ -94,6 +95,17 @@ impl<B: Backend> Engine<B> {
             traced.scale,
             numbers,
         )?)
+    }
+
+    /// A BERT model's inspection: each pixel's bits when hidden, read back without blocking.
+    async fn inspect_masked(&self, ids: &[u16], width: usize) -> Result<MaskedSurprise, JsError> {
+        let passes = masked_passes(&self.model, ids, width, 0)?;
+        let data = passes
+            .log_probs
+            .into_data_async()
+            .await
+            .map_err(|e| JsError::new(&format!("reading the inspection back failed: {e:?}")))?;
+        Ok(MaskedSurprise::new(&passes.hidden, &floats(data)?))
     }
 
     /// Every pixel's logits for one image, teacher-forced (`[pixels × K]`), read back without blocking.
@@ -435,6 +447,17 @@ impl ImageGpt {
             Backends::Cpu(e) => e.inspect(&ids, width).await?,
         };
         Ok(Inspection { inner })
+    }
+
+    /// A BERT model's inspector: each pixel's surprise in bits when it is hidden, the same JSON as
+    /// `igpt inspect --json` gives for a BERT model (`bits_per_pixel`, `mean_bits`, `passes`).
+    pub async fn inspect_masked(&self, ids: Vec<u16>) -> Result<String, JsError> {
+        let width = self.tokenizer.width;
+        let surprise = match &self.engine {
+            Backends::Gpu(e) => e.inspect_masked(&ids, width).await?,
+            Backends::Cpu(e) => e.inspect_masked(&ids, width).await?,
+        };
+        serde_json::to_string(&surprise).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// Every pixel's logits for one image (its token ids, as `tokenize` gives them), teacher-forced:

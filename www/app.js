@@ -3,6 +3,7 @@
 
 import { verifiedBytes, DownloadError } from "./weights.js";
 import { Inspector } from "./inspect.js";
+import { MaskedInspector } from "./inspect-masked.js";
 import { cpuMatch } from "./cpu-match.js";
 import { showAtlas } from "./atlas.js";
 
@@ -532,13 +533,15 @@ async function fill({ image, rgba }, source) {
 }
 
 /// The page for a BERT model: no sampling from nothing (it fills hidden pixels), the completion
-/// section becomes inpainting, and the inspector (which reads autoregressive models) is put away.
+/// section becomes inpainting, and the inspector shows each pixel's surprise when hidden.
 function setUpInpainting() {
   $("intro").textContent = "Image GPT is a language model for pixels: it reads an image as a sequence of colours. " +
     "This one learned to predict pixels hidden at random from all the others, so below it fills holes in images, " +
     "right here on your GPU (or CPU).";
   $("gallery-title").closest("section").hidden = true;
-  $("inspect-title").closest("section").hidden = true;
+  $("inspect-about").textContent = "How surprised the model is by each pixel of an image when that pixel is hidden: " +
+    "the pixels are dealt into groups of about the share it was trained to fill, and each group is hidden once and " +
+    "predicted from all the others. Choose an image under Inpainting (or draw one), then point at a pixel.";
   $("complete-title").textContent = "Inpainting";
   $("complete-about").textContent = "This model was trained to predict hidden pixels from all the others (the paper's BERT " +
     "objective), so instead of drawing images from nothing it fills holes. Choose an image and press Fill: it fills a " +
@@ -843,10 +846,12 @@ async function main() {
   const card = engine.card ? JSON.parse(engine.card) : {};
   setUpDrawing(card);
   state.wasmMemoryBytes = async () => (await engine.worker.call({ type: "memory" })).bytes;
-  inspector = new Inspector({ worker: () => engine.worker, means: () => engine.means, width: engine.width, height: engine.height,
-    examples: () => [...$("example").options].map((o) => [o.value, o.textContent]),
-    tokenize: (source) => (source === "drawing" ? tokensOfDrawing() : tokensOfExample(source)),
-    card, state, stopCurrent, resample: resampleFrom });
+  inspector = state.objective === "bert"
+    ? new MaskedInspector({ worker: () => engine.worker, width: engine.width, height: engine.height, state, stopCurrent })
+    : new Inspector({ worker: () => engine.worker, means: () => engine.means, width: engine.width, height: engine.height,
+      examples: () => [...$("example").options].map((o) => [o.value, o.textContent]),
+      tokenize: (source) => (source === "drawing" ? tokensOfDrawing() : tokensOfExample(source)),
+      card, state, stopCurrent, resample: resampleFrom });
   offerAtlas(name);
   $("inspect").onclick = () => inspectChosen(false);
   $("inspect-drawing").onclick = () => inspectChosen(true);
@@ -858,7 +863,10 @@ async function main() {
   if (state.objective === "bert") {
     setUpInpainting();
     status("Ready: choose an image and press Fill.");
-    if (params.has("example")) await completeChosen();
+    if (params.has("inspect")) {
+      await inspector.inspect(await tokensOfExample(params.get("inspect")));
+      $("inspect-title").scrollIntoView();
+    } else if (params.has("example")) await completeChosen();
     return;
   }
   // ?inspect=FILE (a bundled example): the inspector opens on it, centre pixel selected, and the

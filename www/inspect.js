@@ -10,7 +10,8 @@ const SCALE = 8; // canvas pixels per image pixel, so the selected pixel can be 
 // Black → purple → orange → pale yellow: igpt's heat ramp (`igpt inspect -o` paints with it), as a
 // table of RGB steps the worker sends with each inspection.
 let heatRamp = new Uint8Array(6);
-function heat(v) {
+export const useHeatRamp = (ramp) => (heatRamp = ramp);
+export function heat(v) {
   const steps = heatRamp.length / 3 - 1;
   const i = 3 * Math.round(Math.min(1, Math.max(0, v)) * steps);
   return [heatRamp[i], heatRamp[i + 1], heatRamp[i + 2]];
@@ -24,7 +25,7 @@ function diverging(v) {
 const hex = (rgb) => "#" + rgb.map((x) => x.toString(16).padStart(2, "0")).join("");
 
 /// Paints `colour(i)` (RGB, or null for dark grey) into a w×h grid on `canvas`, outlining `selected`.
-function paintCells(canvas, w, h, colour, selected) {
+export function paintCells(canvas, w, h, colour, selected) {
   const cells = new ImageData(w, h);
   for (let i = 0; i < w * h; i++) {
     const rgb = colour(i) ?? [48, 48, 48];

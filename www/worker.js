@@ -11,6 +11,7 @@
 //   inpaint {run, image, hole (one byte per pixel, non-zero to fill), count, temperature, topK, seed}
 //             (a BERT model: rows messages carry every fill whole, `drawn` its filled pixels);
 //   tokenize {bytes} | {rgba, width, height}; inspect {image}; inspectPixel {pixel, temperature, topK};
+//   inspectMasked {image} (a BERT model: each pixel's bits when hidden);
 //   ablate {part, mean}; patch {image, layer, region}; distribution {pixel, temperature, topK};
 //   logits {image} (teacher-forced, for the CPU-match check);
 //   handOver {port} (to a successor); takeOver {port}
@@ -232,6 +233,13 @@ async function inspect({ image }) {
   };
 }
 
+// A BERT model's inspector: each pixel's bits when hidden (`igpt inspect --json`'s numbers).
+async function inspectMasked({ image }) {
+  const began = performance.now();
+  const surprise = JSON.parse(await model.inspect_masked(keptImage(image)));
+  return { ms: performance.now() - began, ...surprise, heat: heat_ramp() };
+}
+
 // Everything the views show about one pixel (a raster index), each number computed once: the report
 // (`igpt inspect --json`'s numbers, attention included), the distribution as sampling with
 // `temperature` and `topK` draws from it, and the position similarities.
@@ -327,6 +335,9 @@ onmessage = async ({ data: message }) => {
         break;
       case "inspect":
         post({ type: "reply", call, ...(await inspect(message)) });
+        break;
+      case "inspectMasked":
+        post({ type: "reply", call, ...(await inspectMasked(message)) });
         break;
       case "inspectPixel":
         post({ type: "reply", call, ...inspectPixel(message) });

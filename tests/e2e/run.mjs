@@ -1068,7 +1068,7 @@ await test("a BERT model's page fills a hole as igpt inpaint does for the same s
     const s = await page.evaluate(() => window.igptState);
     check(s.errors.length === 0, s.errors.join("; "));
     check(s.objective === "bert" && s.inpaint.fills === 2, JSON.stringify(s.inpaint));
-    check(!(await page.isVisible("#gallery")) && !(await page.isVisible("#inspect")), "the gallery or inspector is shown for a BERT model");
+    check(!(await page.isVisible("#gallery")), "the gallery is shown for a BERT model");
     check((await page.textContent("#complete-title")) === "Inpainting", "the section is not titled Inpainting");
     await page.screenshot({ path: path.join(artifacts, "inpaint-cpu.png"), fullPage: true });
     // Each fill saved as a PNG at the model's size, tokenized by the CLI, against igpt inpaint's fills.
@@ -1104,6 +1104,35 @@ await test("a BERT model's page fills a hole as igpt inpaint does for the same s
     check(again.hole > s.inpaint.hole, `the hole did not grow: ${s.inpaint.hole} -> ${again.hole} pixels`);
     check(errors.length === 0, errors.join("\n"));
     console.log(`     ${bertModel}: ${s.inpaint.hole} hidden pixels of ${example} filled 2 ways, as igpt inpaint fills them; the brush widened the hole to ${again.hole}`);
+  } finally {
+    await browser.close();
+  }
+});
+// A BERT model's inspector: each pixel's bits when hidden, as `igpt inspect --json` gives them.
+await test("a BERT model's inspector (?inspect=FILE, WebGPU) gives igpt inspect's bits when hidden within 1e-3", async () => {
+  check(bertModel, "no BERT model is listed in models/index.json");
+  const card = JSON.parse(fs.readFileSync(path.join(dist, `models/${bertModel}/card.json`), "utf8"));
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const example = examples.find((e) => e.dataset === (card.dataset ?? "").split(":")[0])?.file;
+  const cli = cliInspection(bertModel, example);
+  const { browser, page, errors } = await open(WEBGPU_FLAGS, `inspect=${example}`, { width: 1100, height: 1000 }, bertModel);
+  try {
+    await waitFor(page, () => window.igptState.inspectDone || window.igptState.errors.length);
+    const s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    check(s.inspect.passes === cli.passes, `${s.inspect.passes} passes, the CLI ${cli.passes}`);
+    check(s.inspect.bits_per_pixel.length === cli.bits_per_pixel.length, "the page and the CLI inspect different sizes");
+    let diff = Math.abs(s.inspect.mean_bits - cli.mean_bits);
+    s.inspect.bits_per_pixel.forEach((b, i) => (diff = Math.max(diff, Math.abs(b - cli.bits_per_pixel[i]))));
+    check(diff < 1e-3, `largest difference from the CLI ${diff}`);
+    check(!(await page.isVisible("#inspect-views")), "the autoregressive inspector's views are shown for a BERT model");
+    const views = await canvasStats(page, "#inspect-masked canvas");
+    check(views.length === 2 && views.every(([opaque, colours]) => opaque === 1 && colours > 2), `blank masked-inspector views: ${JSON.stringify(views)}`);
+    check(/bits when hidden/.test(await page.textContent("#masked-pixel")), "no reading for the chosen pixel");
+    const section = await page.$("section[aria-labelledby=inspect-title]");
+    await section.screenshot({ path: path.join(artifacts, "inspect-bert-webgpu.png") });
+    check(errors.length === 0, errors.join("\n"));
+    console.log(`     ${bertModel}, ${example} on ${s.backend}: ${cli.passes} passes in ${s.inspectMs.toFixed(0)} ms, ${s.inspect.mean_bits.toFixed(3)} bits per pixel when hidden; largest difference from the CLI ${diff.toExponential(1)}`);
   } finally {
     await browser.close();
   }
