@@ -467,7 +467,7 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let curve = igpt(&["probe-curve", "--run", &path("run")]);
     assert!(!curve.status.success());
     assert!(String::from_utf8_lossy(&curve.stderr).contains("has a recorded probe"));
-    for step in ["000002", "000004"] {
+    let probe = |step: &str, test_limit: &str| {
         stdout_of(&[
             "probe",
             "--model",
@@ -475,14 +475,17 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
             "--train-limit",
             "60",
             "--test-limit",
-            "20",
+            test_limit,
             "--layers",
             "0,1",
             "--cache",
             &path("features"),
             "--record",
             "--json",
-        ]);
+        ])
+    };
+    for step in ["000002", "000004"] {
+        std::fs::write(path(&format!("probe-{step}.json")), probe(step, "20")).unwrap();
     }
     let curve = json(&stdout_of(&[
         "probe-curve",
@@ -501,6 +504,44 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     }
     let svg = std::fs::read_to_string(path("curve.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("held-out"), "{svg}");
+
+    // probe-compare lays the two reports side by side, layer by layer, as they were measured, and
+    // refuses reports probed on other images.
+    let report =
+        |step: &str| json(&std::fs::read_to_string(path(&format!("probe-{step}.json"))).unwrap());
+    let table = stdout_of(&[
+        "probe-compare",
+        &format!("early={}", path("probe-000002.json")),
+        &format!("late={}", path("probe-000004.json")),
+        "--chart",
+        &path("compare.svg"),
+    ]);
+    for layer in 0..2 {
+        let cell = |step: &str| {
+            format!(
+                "{:.2}",
+                100.0 * report(step)["layers"][layer]["accuracy"].as_f64().unwrap()
+            )
+        };
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {layer}")))
+            .unwrap_or_else(|| panic!("no row for layer {layer}:\n{table}"));
+        assert!(
+            row.ends_with(&format!("| {} | {} |", cell("000002"), cell("000004"))),
+            "{row}"
+        );
+    }
+    let svg = std::fs::read_to_string(path("compare.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("early") && svg.contains("late"));
+    std::fs::write(path("probe-other.json"), probe("000004", "12")).unwrap();
+    let refused = igpt(&[
+        "probe-compare",
+        &format!("early={}", path("probe-000002.json")),
+        &format!("other={}", path("probe-other.json")),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("other was probed on other images"));
 
     // The run never saw the test split, so export asks which images to measure.
     let export = igpt(&["export", "--run", &path("run"), "-o", &path("model")]);

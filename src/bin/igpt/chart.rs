@@ -1,5 +1,5 @@
-//! SVG charts (plotters' SVG backend): the probe's test accuracy by layer, and the probes of a
-//! training run's milestones against their generative quality.
+//! SVG charts (plotters' SVG backend): the probe's test accuracy by layer, several models' probes
+//! compared, and the probes of a training run's milestones against their generative quality.
 
 use std::path::Path;
 
@@ -189,6 +189,76 @@ pub fn probe_curve_svg(
             [(-0.3, pixels), (last_layer as f64 + 0.3, pixels)],
             pixel_colour.stroke_width(1),
         ))?;
+        legend(&mut chart)?;
+        root.present()?;
+        Ok(())
+    };
+    written(path, draw())
+}
+
+/// Several probe reports' test accuracy by layer, one colour each, the raw-pixel probe as a line and
+/// each report's best layer (chosen on held-out train) circled.
+pub fn probe_compare_svg(
+    path: &Path,
+    title: &str,
+    reports: &[(String, ProbeReport)],
+) -> anyhow::Result<()> {
+    let percent = |a: f64| 100.0 * a;
+    let pixels = percent(reports[0].1.raw_pixels);
+    let all = reports
+        .iter()
+        .flat_map(|(_, r)| r.layers.iter().map(|l| percent(l.accuracy)))
+        .chain([pixels]);
+    let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    // Room below the curves for the legend.
+    let (low, high) = ((low - 8.0).floor().max(0.0), (high + 1.0).ceil().min(100.0));
+    let last = reports
+        .iter()
+        .flat_map(|(_, r)| r.layers.iter().map(|l| l.layer))
+        .max()
+        .unwrap_or(0);
+    // Tableau's first colours; the raw pixels keep the other charts' red.
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+    ];
+    let pixel_colour = RGBColor(214, 39, 40);
+
+    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
+    let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let caption = format!("{title}: linear probe accuracy by layer");
+        let mut chart = layer_axes(&root, Some(&caption), last, (low, high))?;
+        for (i, (label, report)) in reports.iter().enumerate() {
+            let colour = palette[i % palette.len()];
+            let points: Vec<(f64, f64)> = report
+                .layers
+                .iter()
+                .map(|l| (l.layer as f64, percent(l.accuracy)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, colour.filled())),
+            )?;
+            let best = (report.best_layer as f64, percent(report.best_accuracy));
+            chart.draw_series([Circle::new(best, 7, colour.stroke_width(2))])?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                [(-0.3, pixels), (last as f64 + 0.3, pixels)],
+                pixel_colour.stroke_width(1),
+            ))?
+            .label(format!("raw pixels {pixels:.1}%"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
         legend(&mut chart)?;
         root.present()?;
         Ok(())

@@ -16,6 +16,7 @@ mod inpaint;
 mod inspect;
 mod prepare;
 mod probe;
+mod probe_compare;
 mod probe_curve;
 mod quantize;
 mod sample;
@@ -76,6 +77,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// A training run's milestone probes against their held-out bits/token (table and chart).
     ProbeCurve(probe_curve::ProbeCurveArgs),
+    /// Several models' probes side by side, by layer (table and chart).
+    ProbeCompare(probe_compare::ProbeCompareArgs),
     /// Write a model's light weights (block-wise 6-bit) beside the full ones and score them into its card.
     Quantize(quantize::QuantizeArgs),
     /// Fine-tune a model to classify (joint generative + classification loss); it still generates.
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Atlas(args) => run_on(args.device, args),
         Command::Probe(args) => run_on(args.device, args),
         Command::ProbeCurve(args) => probe_curve::run(args),
+        Command::ProbeCompare(args) => probe_compare::run(args),
         Command::Quantize(args) => run_on(args.device, args),
         Command::Finetune(args) => run_on(args.device, args),
         Command::Classify(args) => run_on(args.device, args),
