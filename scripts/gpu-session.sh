@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared run for a session that has the GPU machine: our training and sampling benchmarks beside
-# the PyTorch reference, then a training run sized to a time budget, exported with its measured test
-# bits/token. Everything it finds lands in $OUT (the device tool brings that folder back).
+# One prepared run for a session that has the GPU machine, in stages: the PyTorch reference, our
+# training and sampling benchmarks beside it, then a training run sized to a time budget (the campaign's
+# continuation with FROM=), exported with its measured test bits/token. Everything it finds lands in $OUT (the device tool brings that folder back).
 #
 # Prepare on the build machine (the GPU machine builds nothing):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda
@@ -12,7 +12,7 @@
 # Settings (environment, with defaults): DEVICE=cuda PRESET=small BATCH=64 PRECISION=bf16 LR=1e-3
 # TRAIN_SECONDS=240 (the training run's budget; its step count comes from the measured throughput,
 # unless STEPS is given) BENCH=1 (0 skips every benchmark: then give STEPS)
-# NAME=fmnist-small (the exported model) REFERENCE=1 (0 skips the PyTorch benchmark)
+# NAME=fmnist-small (the exported model) REFERENCE=1 (0 skips the PyTorch benchmark) REFERENCE_SECONDS=180
 # FROM= (a model directory to train on, e.g. the campaign's latest milestone models/fmnist-campaign:
 # `train --model`, a warm restart with a fresh warmup and cosine; PRESET then only sizes the benchmarks)
 # TEST_LIMIT= (score only the first N test images) SAMPLE="--preset igpt-s --colors 512 --positions 1024 --batch 8" (the reference's generate shape).
@@ -53,7 +53,23 @@ if [[ -f $STANDARD/train-images-idx3-ubyte.gz ]]; then SPLIT=fashion-mnist; else
 log "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; nproc; } | tee -a "$OUT/session.txt"
 
+reference() {
+    [[ $REFERENCE == 1 && -f $KIT/hf_reference_bench.py ]] || return 0
+    local script=$KIT/hf_reference_bench.py
+    if [[ -n ${REFERENCE_SHAPES:-} ]]; then
+        script=$WORK/reference.py
+        grep -v -E "^bench\(" "$KIT/hf_reference_bench.py" > "$script"
+        grep -E "^bench\(.*($REFERENCE_SHAPES)" "$KIT/hf_reference_bench.py" >> "$script"
+    fi
+    log "PyTorch reference (bench/hf_reference_bench.py${REFERENCE_SHAPES:+, shapes matching $REFERENCE_SHAPES})"
+    timeout "$1" python3 "$script" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
+}
+# The stages in the order their figures are worth most, each landing in $OUT as it ends: the PyTorch
+# reference first (every ratio needs it from the same run, and it is what a cut-short call loses
+# otherwise), then igpt's benchmarks beside it, then the training continuation.
 if [[ $BENCH == 1 ]]; then
+    reference "${REFERENCE_SECONDS:-180}"
+
     log "igpt bench train: $PRESET, batch $BATCH, f32 then $PRECISION"
     for precision in f32 "$PRECISION"; do
         timeout 120 "$IGPT" bench train --preset "$PRESET" --batch "$BATCH" --steps 20 --device "$DEVICE" \
@@ -64,21 +80,7 @@ if [[ $BENCH == 1 ]]; then
     # shellcheck disable=SC2086 # SAMPLE is a list of options
     timeout 150 "$IGPT" bench sample $SAMPLE --device "$DEVICE" \
         2>&1 | tee -a "$OUT/bench.txt" || echo "bench sample failed" | tee -a "$OUT/bench.txt"
-
 fi
-reference() {
-    [[ $REFERENCE == 1 && -f $KIT/hf_reference_bench.py ]] || return 0
-    local script=$KIT/hf_reference_bench.py
-    if [[ -n ${REFERENCE_SHAPES:-} ]]; then
-        script=$WORK/reference.py
-        grep -v -E "^bench\(" "$KIT/hf_reference_bench.py" > "$script"
-        grep -E "^bench\(.*($REFERENCE_SHAPES)" "$KIT/hf_reference_bench.py" >> "$script"
-    fi
-    log "PyTorch reference (bench/hf_reference_bench.py${REFERENCE_SHAPES:+, shapes matching $REFERENCE_SHAPES})"
-    timeout "${1:-240}" python3 "$script" 2>&1 | grep -v Warning | tee -a "$OUT/bench.txt" || true
-}
-# With no later stages the reference runs here; otherwise after them, in the time that is left.
-[[ $BENCH == 1 && -z ${PROBE_TRAIN:-}${FINETUNE_SECONDS:-} ]] && reference
 
 # Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).
 if [[ -n ${STEPS:-} ]]; then
@@ -132,5 +134,4 @@ if [[ -n ${FINETUNE_SECONDS:-} ]]; then
     fi
 fi
 
-[[ $BENCH == 1 && -n ${PROBE_TRAIN:-}${FINETUNE_SECONDS:-} ]] && (( $(left) > 30 )) && reference "$(left)"
 log "done"
