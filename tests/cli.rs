@@ -1289,3 +1289,56 @@ fn a_bert_model_trains_evaluates_probes_and_inpaints() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+/// `--devices` splits each batch across replicas (the run says so, and resumes on one device), and
+/// refuses more devices than a batch has images.
+#[test]
+fn train_splits_batches_across_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    fit_small_palette(&path("pal"));
+    let (palette, run) = (path("pal"), path("run"));
+    let train = |devices: &str, steps: &str| {
+        igpt(&[
+            "train",
+            "--preset",
+            "tiny",
+            "--palette",
+            &palette,
+            "--data",
+            "fashion-mnist:train",
+            "--limit",
+            "32",
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--devices",
+            devices,
+            "--device",
+            "flex",
+            "-o",
+            &run,
+        ])
+    };
+    let refused = train("0,1,2,3,4", "2");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("5 devices cannot share a batch of 4"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = train("0,1", "2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("steps of 4, split across 2 replicas"),
+        "{stderr}"
+    );
+    let resumed = igpt(&["train", "--resume", "-o", &path("run"), "--device", "flex"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}

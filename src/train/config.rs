@@ -50,6 +50,12 @@ pub struct TrainConfig {
     /// The model directory the run started from (fine-tuning), if not a fresh initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// Data parallelism: the indices of the devices (of the model's backend) that each step's batch
+    /// is split across, one replica each; none or one trains on the model's device alone. Not
+    /// saved with the run: it changes nothing but the order of f32 additions, so a run may resume
+    /// on another count.
+    #[serde(skip)]
+    pub devices: Vec<u16>,
 }
 
 impl TrainConfig {

@@ -126,6 +126,7 @@ pub fn finetune<B: AutodiffBackend>(
         precision: config.precision,
         init: None,
         classification_only: config.classification_only,
+        devices: Vec::new(),
     };
     let judge = Judge {
         score: Box::new(|model: &ImageGpt<B::InnerBackend>| {

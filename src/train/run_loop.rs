@@ -1,12 +1,12 @@
 //! The one loop that pretraining and fine-tuning share: batches, steps, checks, checkpoints.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId};
 
 use super::batches::Batches;
 use super::config::TrainConfig;
@@ -146,6 +146,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     }
     let device = start.stored().model.device();
     config.precision.check_supported::<B>(&device)?;
+    let replicas = replica_devices::<B>(&config.devices, &device, config.batch)?;
     let (mut stored, mut optimizer, mut state) = match start {
         Start::Resume(c) => (c.stored, c.optimizer, c.state),
         Start::Model(mut stored) => {
@@ -182,18 +183,52 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         let batch_labels: Option<Vec<usize>> =
             labels.map(|l| indices.iter().map(|&i| l[i]).collect());
         let batch_labels = batch_labels.as_deref();
-        let mut batch = match objective.mask_prob() {
-            None => Batch::new(&sequences, batch_labels, k, &device),
-            Some(p) => {
-                // Keyed by the step, so a resumed run hides what the uninterrupted one would.
-                let key = (MaskUse::Training, config.seed, state.step as u64);
-                let masked = bert_mask(p, key, 0..sequences.len() as u64, n);
-                Batch::bert(&sequences, batch_labels, &masked, &device)
-            }
+        // Keyed by the step, so a resumed run hides what the uninterrupted one would.
+        let masked = objective.mask_prob().map(|p| {
+            let key = (MaskUse::Training, config.seed, state.step as u64);
+            bert_mask(p, key, 0..sequences.len() as u64, n)
+        });
+        // Rows `rows` of the step's batch on `device` (all of them on one device; a shard of them
+        // on each replica's).
+        let shard = |rows: Range<usize>, device: &B::Device| {
+            let (sequences, labels) = (
+                &sequences[rows.clone()],
+                batch_labels.map(|l| &l[rows.clone()]),
+            );
+            let mut batch = match &masked {
+                None => Batch::new(sequences, labels, k, device),
+                Some(masked) => Batch::bert(sequences, labels, &masked[rows], device),
+            };
+            batch.classification_only = config.classification_only;
+            batch
         };
-        batch.classification_only = config.classification_only;
         let out;
-        (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);
+        match replicas.as_slice() {
+            [] | [_] => {
+                let batch = shard(0..sequences.len(), &device);
+                (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);
+            }
+            #[cfg(feature = "collective")]
+            devices => {
+                let rows = super::parallel::shards(sequences.len(), devices.len());
+                let batches = rows
+                    .iter()
+                    .zip(devices)
+                    .map(|(r, d)| shard(r.clone(), d))
+                    .collect();
+                (model, out) = super::parallel::step(
+                    model,
+                    &mut optimizer,
+                    batches,
+                    &rows,
+                    devices,
+                    lr,
+                    config.grad_clip,
+                )?;
+            }
+            #[cfg(not(feature = "collective"))]
+            _ => unreachable!("checked before the loop"),
+        }
         state.step += 1;
         window.1 += config.batch * n;
 
@@ -307,4 +342,29 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         state,
         best,
     })
+}
+
+/// The devices of a data-parallel run: `indices` of the model's device type (`device`), each given
+/// at least one row of every `batch`.
+fn replica_devices<B: Backend>(
+    indices: &[u16],
+    device: &B::Device,
+    batch: usize,
+) -> Result<Vec<B::Device>> {
+    if indices.len() > 1 && cfg!(not(feature = "collective")) {
+        return Err(Error::invalid(
+            "data-parallel training needs igpt built with the `collective` feature",
+        ));
+    }
+    if indices.len() > batch {
+        return Err(Error::invalid(format!(
+            "{} devices cannot share a batch of {batch}: each needs at least one image",
+            indices.len()
+        )));
+    }
+    let kind = device.to_id().type_id;
+    Ok(indices
+        .iter()
+        .map(|&index| B::Device::from_id(DeviceId::new(kind, index)))
+        .collect())
 }

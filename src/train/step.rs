@@ -1,8 +1,8 @@
 //! One optimisation step, the same for pretraining, fine-tuning and `igpt bench train`, in two halves:
 //! [`gradients`] (the paper's L_gen, autoregressive or BERT's, plus L_clf when the batch is labelled,
 //! and the backward pass) and
-//! [`apply`] (global-norm gradient clipping and Adam). Data-parallel training reduces the gradients of
-//! its replicas between them.
+//! [`apply`] (global-norm gradient clipping and Adam). Data-parallel training ([`super::parallel`])
+//! all-reduces the gradients of its replicas between them.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, adaptor::OptimizerAdaptor};
@@ -146,8 +146,8 @@ pub struct StepOutput<B: Backend> {
     pub grad_norm: Tensor<B, 1>,
 }
 
-/// One step: [`gradients`], then [`apply`] them. A data-parallel step would reduce the gradients of
-/// its replicas between the two.
+/// One step: [`gradients`], then [`apply`] them ([`super::parallel::step`] all-reduces the gradients
+/// of its replicas between the two).
 pub fn step<B: AutodiffBackend>(
     model: ImageGpt<B>,
     optimizer: &mut Optim<B>,
@@ -165,8 +165,24 @@ pub fn gradients<B: AutodiffBackend>(
     model: &ImageGpt<B>,
     batch: &Batch<B>,
 ) -> (GradientsParams, Losses<B::InnerBackend>) {
+    weighted_gradients(model, batch, 1.0)
+}
+
+/// [`gradients`] of `weight` times the loss (the losses returned unweighted): a data-parallel
+/// replica's share of a batch whose gradients are summed ([`super::parallel`]).
+pub fn weighted_gradients<B: AutodiffBackend>(
+    model: &ImageGpt<B>,
+    batch: &Batch<B>,
+    weight: f64,
+) -> (GradientsParams, Losses<B::InnerBackend>) {
     let losses = losses(model, batch);
-    let grads = GradientsParams::from_grads(losses.total.backward(), model);
+    // Weight 1 differentiates the loss itself, so one device computes exactly what it always has.
+    let objective = if weight == 1.0 {
+        losses.total.clone()
+    } else {
+        losses.total.clone().mul_scalar(weight)
+    };
+    let grads = GradientsParams::from_grads(objective.backward(), model);
     let losses = Losses {
         total: losses.total.inner(),
         generative: losses.generative.inner(),

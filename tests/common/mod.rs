@@ -99,6 +99,7 @@ pub fn train_config(steps: usize) -> TrainConfig {
         classification_only: false,
         precision: Precision::F32,
         init: None,
+        devices: Vec::new(),
     }
 }
 

@@ -100,6 +100,12 @@ pub struct TrainArgs {
     keep_every: usize,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
+    /// Data parallelism: split each batch across these devices of --device's kind, one replica each
+    /// (`--device cuda --devices 0,1`: two GPUs), their gradients all-reduced by Burn's collective
+    /// engine before one optimiser step. The same run as on one device up to f32 rounding; a run
+    /// may resume on another count. On flex and wgpu the replicas share the one device.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    devices: Vec<u16>,
     /// Matrix products in bf16 or f16 (mixed precision: weights, optimizer, norms and loss stay f32).
     /// On GPUs with tensor cores; the CPU computes them correctly but slower.
     #[arg(long, value_enum, default_value_t)]
@@ -177,7 +183,8 @@ impl BackendJob for TrainArgs {
         };
         let tokenizer = start.stored().tokenizer();
         let (config, mut train_ids) = if resume {
-            let config = run::read_config(&self.output)?;
+            let mut config = run::read_config(&self.output)?;
+            config.devices = self.devices.clone();
             let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
             (config, ids)
         } else {
@@ -198,8 +205,12 @@ impl BackendJob for TrainArgs {
             Some(spec) => tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?,
             None => split_holdout(&mut train_ids, config.holdout)?,
         };
+        let replicas = match config.devices.len() {
+            0 | 1 => String::new(),
+            n => format!(", split across {n} replicas"),
+        };
         eprintln!(
-            "training {:.2}M parameters, {}, on {} images of {} for {} steps of {} (lr {}, {} warmup)",
+            "training {:.2}M parameters, {}, on {} images of {} for {} steps of {}{replicas} (lr {}, {} warmup)",
             start.stored().config.num_params() as f64 / 1e6,
             start.stored().config.objective.describe(),
             train_ids.len(),
@@ -301,6 +312,7 @@ impl TrainArgs {
             precision: self.precision,
             classification_only: false,
             init: self.model.as_ref().map(|dir| dir.display().to_string()),
+            devices: self.devices.clone(),
         };
         config.validate()?;
         Ok(config)
