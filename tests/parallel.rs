@@ -18,9 +18,9 @@ use igpt::train::{self, Event, Start, TrainConfig};
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
 
-/// One training at a time in this file. Run concurrently in one process (as the test harness runs
-/// tests), a data-parallel run was seen to diverge from its twin at its second step in about 1 of 20
-/// runs, never when run alone (40 runs): the supported use is one run per process, as the CLI's.
+/// One training at a time in this file: a data-parallel training with another training on another
+/// thread of the process diverges from its twin in about a quarter of tries (README, Data
+/// parallelism: the known limit), never alone. The CLI runs one training per process.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
