@@ -4,7 +4,7 @@
 // trained with. The autoregressive inspector's other views (attention over earlier pixels, the lens,
 // ablation, patching, resampling) read a causal model, so this one shows the image and its surprise.
 
-import { heat, paintCells, useHeatRamp } from "./inspect.js";
+import { heat, paintCells, pixelAt, useHeatRamp, workerPass } from "./inspect.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,13 +17,7 @@ export class MaskedInspector {
     this.passing = null; // the worker's pass, while it runs
     for (const id of ["masked-image", "masked-surprise"]) {
       const canvas = $(id);
-      const at = (e) => {
-        const r = canvas.getBoundingClientRect();
-        const { width: w, height: h } = app;
-        const x = Math.min(w - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * w)));
-        const y = Math.min(h - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * h)));
-        return y * w + x;
-      };
+      const at = (e) => pixelAt(canvas, e, app.width, app.height);
       canvas.addEventListener("click", (e) => this.select(at(e)));
       canvas.addEventListener("pointermove", (e) => e.pointerType === "mouse" && this.select(at(e)));
       canvas.addEventListener("keydown", (e) => {
@@ -39,17 +33,7 @@ export class MaskedInspector {
   /// centre).
   async inspect({ image, rgba }, pixel) {
     const { app } = this;
-    await app.stopCurrent(); // the model serves one call at a time
-    const began = performance.now();
-    app.state.inspectDone = false;
-    $("inspect-summary").textContent = "Inspecting…";
-    this.passing = app.worker().call({ type: "inspectMasked", image });
-    let result;
-    try {
-      result = await this.passing;
-    } finally {
-      this.passing = null;
-    }
+    const { result, began } = await workerPass(this, { type: "inspectMasked", image });
     useHeatRamp(result.heat);
     result.rgb = Array.from({ length: rgba.length / 4 }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);
     this.result = result;

@@ -45,6 +45,31 @@ export function paintCells(canvas, w, h, colour, selected) {
   }
 }
 
+/// The pixel (raster index) under pointer event `e` on `canvas`, which shows a w×h image.
+export function pixelAt(canvas, e, w, h) {
+  const r = canvas.getBoundingClientRect();
+  const x = Math.min(w - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * w)));
+  const y = Math.min(h - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * h)));
+  return y * w + x;
+}
+
+/// One inspection pass in the worker (`message`), for `inspector` (either kind): the model is freed
+/// first, the page says so while it runs, and `inspector.passing` holds it meanwhile (so a new
+/// generation waits for it). Returns the worker's reply and when the pass began.
+export async function workerPass(inspector, message) {
+  const { app } = inspector;
+  await app.stopCurrent(); // the model serves one call at a time
+  const began = performance.now();
+  app.state.inspectDone = false;
+  $("inspect-summary").textContent = "Inspecting…";
+  inspector.passing = app.worker().call(message);
+  try {
+    return { result: await inspector.passing, began };
+  } finally {
+    inspector.passing = null;
+  }
+}
+
 export class Inspector {
   /// `app`: { worker(), means(), examples() ([file, label] pairs), tokenize(file or "drawing"), width, height, card, state,
   /// stopCurrent(), resample({ image, pixels }, rgba, count, out, { ablate, patch }) }.
@@ -61,13 +86,7 @@ export class Inspector {
     this.regionSet = false; // the patch region gets its default once, then keeps the visitor's
     for (const id of ["inspect-image", "inspect-surprise", "inspect-attention", "inspect-rollout", "inspect-positions"]) {
       const canvas = $(id);
-      const at = (e) => {
-        const r = canvas.getBoundingClientRect();
-        const { width: w, height: h } = app;
-        const x = Math.min(w - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * w)));
-        const y = Math.min(h - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * h)));
-        return y * w + x;
-      };
+      const at = (e) => pixelAt(canvas, e, app.width, app.height);
       // A click (or tap) chooses the pixel; pointing with a mouse previews another until it leaves.
       canvas.addEventListener("click", (e) => this.select((this.pinned = at(e))));
       canvas.addEventListener("pointermove", (e) => e.buttons === 0 && e.pointerType === "mouse" && this.select(at(e)));
@@ -96,17 +115,7 @@ export class Inspector {
   /// centre, as `igpt inspect`).
   async inspect({ image, rgba }, pixel) {
     const { app } = this;
-    await app.stopCurrent(); // the model serves one call at a time
-    const began = performance.now();
-    app.state.inspectDone = false;
-    $("inspect-summary").textContent = "Inspecting…";
-    this.passing = app.worker().call({ type: "inspect", image });
-    let result;
-    try {
-      result = await this.passing;
-    } finally {
-      this.passing = null;
-    }
+    const { result, began } = await workerPass(this, { type: "inspect", image });
     heatRamp = result.heat;
     result.rgba = rgba;
     result.rgb = Array.from({ length: rgba.length / 4 }, (_, i) => [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]]);

@@ -41,7 +41,6 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
         };
         let model_colour = RGBColor(31, 119, 180);
         let random_colour = RGBColor(150, 150, 150);
-        let pixel_colour = RGBColor(214, 39, 40);
         chart
             .draw_series(LineSeries::new(
                 points(&report.layers),
@@ -61,14 +60,7 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
             ))?
             .label("same architecture, random weights")
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], random_colour));
-        let pixels = percent(report.raw_pixels);
-        chart
-            .draw_series(LineSeries::new(
-                [(-0.3, pixels), (last as f64 + 0.3, pixels)],
-                pixel_colour.stroke_width(1),
-            ))?
-            .label(format!("raw pixels {pixels:.1}%"))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
+        raw_pixels_line(&mut chart, percent(report.raw_pixels), last)?;
         let best = (report.best_layer as f64, percent(report.best_accuracy));
         chart.draw_series([Circle::new(best, 7, model_colour.stroke_width(2))])?;
         legend(&mut chart)?;
@@ -226,7 +218,6 @@ pub fn probe_compare_svg(
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
     ];
-    let pixel_colour = RGBColor(214, 39, 40);
 
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
     let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
@@ -252,13 +243,7 @@ pub fn probe_compare_svg(
             let best = (report.best_layer as f64, percent(report.best_accuracy));
             chart.draw_series([Circle::new(best, 7, colour.stroke_width(2))])?;
         }
-        chart
-            .draw_series(LineSeries::new(
-                [(-0.3, pixels), (last as f64 + 0.3, pixels)],
-                pixel_colour.stroke_width(1),
-            ))?
-            .label(format!("raw pixels {pixels:.1}%"))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], pixel_colour));
+        raw_pixels_line(&mut chart, pixels, last)?;
         legend(&mut chart)?;
         root.present()?;
         Ok(())
@@ -293,6 +278,23 @@ fn layer_axes<'a, DB: DrawingBackend>(
         .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()?;
     Ok(chart)
+}
+
+/// The raw-pixel probe's accuracy (`pixels` percent) as a red line across layers 0 to `last`.
+fn raw_pixels_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Axes>,
+    pixels: f64,
+    last: usize,
+) -> Drawn<DB, ()> {
+    let colour = RGBColor(214, 39, 40);
+    chart
+        .draw_series(LineSeries::new(
+            [(-0.3, pixels), (last as f64 + 0.3, pixels)],
+            colour.stroke_width(1),
+        ))?
+        .label(format!("raw pixels {pixels:.1}%"))
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
+    Ok(())
 }
 
 /// The series' labels, boxed at the lower right (the charts leave room there).
