@@ -41,9 +41,8 @@ pub fn shards(batch: usize, replicas: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// One step over replicas: shard r (`batches[r]`, `rows[r]` of the global batch's `batch_size`) on
+/// One step over replicas: shard r (`batches[r]`, rows `rows[r]` of the step's batch) on
 /// `devices[r]`, its gradients all-reduced with the others', then one [`step::apply`] on `model`.
-#[allow(clippy::too_many_arguments)]
 pub fn step<B: AutodiffBackend>(
     model: ImageGpt<B>,
     optimizer: &mut Optim<B>,
@@ -74,18 +73,20 @@ fn gradients<B: AutodiffBackend>(
         ));
     }
     let total: usize = rows.iter().map(ExactSizeIterator::len).sum();
+    // Each shard's share of the batch: its loss's weight, and its losses' in the batch's.
+    let weights: Vec<f64> = rows.iter().map(|r| r.len() as f64 / total as f64).collect();
     let config = CollectiveConfig::default().with_num_devices(replicas);
     let _one_at_a_time = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = batches
             .into_iter()
             .zip(devices)
-            .zip(rows)
+            .zip(&weights)
             .enumerate()
-            .map(|(r, ((batch, device), rows))| {
+            .map(|(r, ((batch, device), &weight))| {
                 // A fork is a replica with its own autodiff graph (a clone would share the model's).
                 let replica = model.clone().fork(device);
-                let (config, weight) = (config.clone(), rows.len() as f64 / total as f64);
+                let config = config.clone();
                 scope.spawn(move || {
                     let peer = PeerId::from(r);
                     let run = || -> std::result::Result<_, CollectiveError> {
@@ -130,7 +131,6 @@ fn gradients<B: AutodiffBackend>(
         parts.push(losses);
     }
     let device = model.device();
-    let weights: Vec<f64> = rows.iter().map(|r| r.len() as f64 / total as f64).collect();
     Ok((
         reduced.expect("at least one replica"),
         weighted_losses::<B>(parts, &weights, &device),
