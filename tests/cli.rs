@@ -1342,3 +1342,107 @@ fn train_splits_batches_across_devices() {
         String::from_utf8_lossy(&resumed.stderr)
     );
 }
+
+/// `igpt shard` packs Fashion-MNIST images into tar shards with their labels; `igpt train` streams
+/// them (holding the last ones out to validate on) and resumes the stream; `eval` reads them whole.
+#[test]
+fn training_streams_tar_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    fit_small_palette(&path("pal"));
+    let (shards, run) = (path("shards"), path("run"));
+    let packed = igpt(&[
+        "shard",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "40",
+        "--per-shard",
+        "16",
+        "-o",
+        &shards,
+    ]);
+    let stderr = String::from_utf8_lossy(&packed.stderr);
+    assert!(packed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("40 images of fashion-mnist:train in 3 shards"),
+        "{stderr}"
+    );
+    let spec = format!("shards:{shards}");
+    let whole = DataSpec::load(&spec.parse().unwrap()).unwrap();
+    let original = DataSpec::load(&"fashion-mnist:train".parse().unwrap()).unwrap();
+    assert_eq!(whole.labels[..], original.labels[..40]);
+    assert_eq!(whole.images[7], original.images[7].with_channels(3));
+
+    let out = igpt(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--palette",
+        &path("pal"),
+        "--data",
+        &spec,
+        "--holdout",
+        "8",
+        "--shuffle-window",
+        "6",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--eval-every",
+        "3",
+        "--device",
+        "flex",
+        "-o",
+        &run,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "on 32 images of {spec} (streamed, shuffled 6 at a time)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("validation") && stderr.contains("peak memory"),
+        "{stderr}"
+    );
+    let resumed = igpt(&["train", "--resume", "-o", &run, "--device", "flex"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("(streamed, shuffled 6 at a time)"),
+        "{stderr}"
+    );
+    let scored = igpt(&[
+        "eval",
+        "--model",
+        &format!("{run}/checkpoint"),
+        "--data",
+        &spec,
+        "--device",
+        "flex",
+    ]);
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+
+    let refused = igpt(&[
+        "shard",
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "4",
+        "-o",
+        &shards,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already holds shards"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -1,5 +1,6 @@
 //! Training on the CPU backend: gradients agree with finite differences, a few steps lower the loss,
-//! a run stopped and resumed ends with exactly the weights of an uninterrupted one, the schedule, one
+//! a run stopped and resumed (in memory or streamed from shards) ends with exactly the weights of an
+//! uninterrupted one, the schedule, one
 //! step shared by training and fine-tuning, and a fine-tuned model that classifies and round-trips.
 
 mod common;
@@ -13,17 +14,23 @@ use burn::tensor::{ElementConversion, Tensor};
 use common::{stripes, tiny_model, train_config as config, weights};
 use igpt::analysis::classify;
 use igpt::data::augment::Augment;
+use igpt::data::shards;
+use igpt::data::stream::ShardStream;
 use igpt::model::objective::Objective;
 use igpt::pixels::tokens::{inputs_and_targets, target_log_probs};
 use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::finetune::{self, FinetuneConfig};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::step::{self, Batch};
-use igpt::train::{self, Batches, Event, Start, TrainConfig};
-use igpt::{ImageGpt, Precision};
+use igpt::train::{self, Batches, Event, Start, TrainConfig, TrainData};
+use igpt::{ImageGpt, Precision, Raster};
 
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
+
+/// Held by the tests that compare two runs bit for bit: a model's initial weights come from the
+/// backend's one seeded generator, which a model built on another thread at the same time re-seeds.
+static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
     tiny_model(Objective::Autoregressive, seed)
@@ -154,13 +161,42 @@ fn mixed_precision_training_follows_f32() {
 
 #[test]
 fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
+    let _alone = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
     let data = stripes(40);
+    stopped_and_resumed_equals_uninterrupted(|| TrainData::from(&data));
+}
+
+/// The same with the images streamed from tar shards (16, 16 and 4 images; a shuffle window of 6),
+/// stopped mid-epoch and mid-window: step 5 ends at example 40, the 4th of the second epoch.
+#[test]
+fn a_streamed_run_resumes_mid_epoch_exactly() {
+    let _alone = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = tiny::<B>(0).tokenizer();
+    let images: Vec<Raster> = stripes(36)
+        .iter()
+        .map(|s| tokenizer.detokenize(s).unwrap())
+        .collect();
+    for (i, chunk) in images.chunks(16).enumerate() {
+        let path = dir.path().join(format!("part-{i}.tar"));
+        shards::write(&path, i * 16, chunk, None).unwrap();
+    }
+    let stream = || {
+        let (stream, _) = ShardStream::open(dir.path(), tokenizer.clone(), 3, 6, None, 0).unwrap();
+        assert_eq!(stream.len(), 36);
+        TrainData::Stream(stream)
+    };
+    stopped_and_resumed_equals_uninterrupted(stream);
+}
+
+/// 12 steps in one go, and 5 steps, a stop, and a resume to 12, end with the same weights.
+fn stopped_and_resumed_equals_uninterrupted<'a>(data: impl Fn() -> TrainData<'a>) {
     let whole = tempfile::tempdir().unwrap();
     let (uninterrupted, _) = train::train(
         whole.path(),
         &config(12),
         Start::Model(tiny::<A>(2)),
-        &data,
+        data(),
         &[],
         |_| ControlFlow::Continue(()),
     )
@@ -171,7 +207,7 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
         split.path(),
         &config(12),
         Start::Model(tiny::<A>(2)),
-        &data,
+        data(),
         &[],
         |e| match e {
             Event::Checkpoint { step: 5 } => ControlFlow::Break(()),
@@ -185,7 +221,7 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
         split.path(),
         &config(12),
         Start::Resume(Checkpoint::<A>::load(split.path(), &Default::default()).unwrap()),
-        &data,
+        data(),
         &[],
         |_| ControlFlow::Continue(()),
     )
@@ -367,7 +403,7 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
         flip: true,
         crop: 1,
     };
-    let (sequences, _) = Batches::new(&data, 8, 3, augment).batch(0, 8);
+    let (sequences, _) = Batches::new(&data, 8, 3, augment).batch(0, 8).unwrap();
     let batch = Batch::new(&sequences, None, 16, &Default::default());
     let start = store::with_stable_ids(copy);
     let lr = config(1).learning_rate(0);
@@ -390,8 +426,14 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
         |_| ControlFlow::Continue(()),
     )
     .unwrap();
-    let (batch_seqs, rows) = Batches::new(&seqs, 8, 1, Augment::default()).batch(0, 8);
-    let batch_labels: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
+    let data = TrainData::InMemory {
+        sequences: &seqs,
+        labels: Some(&labels),
+    };
+    let (batch_seqs, batch_labels) = Batches::new(data, 8, 1, Augment::default())
+        .batch(0, 8)
+        .unwrap();
+    let batch_labels = batch_labels.expect("the data is labelled");
     let batch = Batch::new(&batch_seqs, Some(&batch_labels), 16, &Default::default());
     let lr = train::schedule(3e-3, 2, 1, 0);
     let (by_hand, out) = step::step(head_start.clone(), &mut step::adam(), &batch, lr, 1.0);

@@ -5,6 +5,8 @@ mod cifar;
 mod emoji;
 mod folder;
 mod idx;
+pub mod shards;
+pub mod stream;
 
 pub use emoji::{NOTO_COLOR_EMOJI, square_on_white};
 
@@ -85,7 +87,7 @@ impl fmt::Display for Split {
 /// Which dataset to read. Parsed from `KIND[:DIR][:SPLIT]`:
 /// `fashion-mnist:test` (Debian's files), `fashion-mnist:DIR:train`, `idx:DIR:train` (any MNIST-family
 /// IDX files), `cifar:DIR:test` (CIFAR-10 or CIFAR-100 binary batches), `folder:DIR` (one sub-folder
-/// per class).
+/// per class), `shards:DIR` (tar shards of images, the WebDataset layout, which training streams).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataSpec {
     Idx {
@@ -98,6 +100,10 @@ pub enum DataSpec {
         split: Split,
     },
     Folder {
+        dir: PathBuf,
+    },
+    /// Tar shards of images (see `shards.rs`): `igpt train` streams them instead of loading them.
+    Shards {
         dir: PathBuf,
     },
     /// A colour bitmap font's glyphs (see `emoji.rs`).
@@ -113,7 +119,7 @@ impl FromStr for DataSpec {
         let usage = || {
             Error::invalid(format!(
                 "bad dataset spec {spec:?}: use fashion-mnist:SPLIT, fashion-mnist:DIR:SPLIT, idx:DIR:SPLIT, \
-                 cifar:DIR:SPLIT, emoji:SPLIT, emoji:FONT:SPLIT or folder:DIR (SPLIT is train or test)"
+                 cifar:DIR:SPLIT, emoji:SPLIT, emoji:FONT:SPLIT, folder:DIR or shards:DIR (SPLIT is train or test)"
             ))
         };
         let (kind, rest) = spec.split_once(':').ok_or_else(usage)?;
@@ -154,13 +160,16 @@ impl FromStr for DataSpec {
             "folder" if !rest.is_empty() => Ok(DataSpec::Folder {
                 dir: PathBuf::from(rest),
             }),
+            "shards" if !rest.is_empty() => Ok(DataSpec::Shards {
+                dir: PathBuf::from(rest),
+            }),
             _ => Err(usage()),
         }
     }
 }
 
 impl DataSpec {
-    /// The same dataset's other split (`None` for a folder, which has no splits).
+    /// The same dataset's other split (`None` for a folder or shards, which have no splits).
     pub fn with_split(&self, split: Split) -> Option<Self> {
         match self {
             DataSpec::Idx { dir, fashion, .. } => Some(DataSpec::Idx {
@@ -176,7 +185,7 @@ impl DataSpec {
                 font: font.clone(),
                 split,
             }),
-            DataSpec::Folder { .. } => None,
+            DataSpec::Folder { .. } | DataSpec::Shards { .. } => None,
         }
     }
 
@@ -196,6 +205,7 @@ impl DataSpec {
             }
             DataSpec::Cifar { dir, split } => cifar::load(dir, *split)?,
             DataSpec::Folder { dir } => folder::load(dir)?,
+            DataSpec::Shards { dir } => shards::load(dir)?,
             DataSpec::Emoji { font, split } => emoji::load(font, *split)?,
         };
         if dataset.is_empty() {
@@ -223,6 +233,7 @@ impl fmt::Display for DataSpec {
             }
             DataSpec::Cifar { dir, split } => write!(f, "cifar:{}:{split}", dir.display()),
             DataSpec::Folder { dir } => write!(f, "folder:{}", dir.display()),
+            DataSpec::Shards { dir } => write!(f, "shards:{}", dir.display()),
             DataSpec::Emoji { font, split } if font == Path::new(NOTO_COLOR_EMOJI) => {
                 write!(f, "emoji:{split}")
             }
@@ -357,6 +368,7 @@ mod tests {
             "idx:/d:test",
             "cifar:/c:train",
             "folder:/f",
+            "shards:/s",
         ] {
             assert_eq!(s.parse::<DataSpec>().unwrap().to_string(), s);
         }

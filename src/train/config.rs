@@ -27,6 +27,10 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Random horizontal flips (label-preserving for natural images).
     pub flip: bool,
+    /// Streamed data (`shards:DIR`): how many examples are shuffled together, the shuffle buffer
+    /// (see [`crate::data::stream`]). In-memory data is shuffled whole.
+    #[serde(default = "default_shuffle_window")]
+    pub shuffle_window: usize,
     /// Random crops: shifts of up to this many pixels each way, the edge repeated (see [`crate::data::augment::Augment`]).
     #[serde(default)]
     pub crop: usize,
@@ -58,6 +62,10 @@ pub struct TrainConfig {
     pub devices: Vec<u16>,
 }
 
+fn default_shuffle_window() -> usize {
+    crate::data::stream::DEFAULT_WINDOW
+}
+
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let positive = [
@@ -66,6 +74,7 @@ impl TrainConfig {
             ("log_every", self.log_every),
             ("eval_every", self.eval_every),
             ("checkpoint_every", self.checkpoint_every),
+            ("shuffle_window", self.shuffle_window),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::invalid(format!("{name} must be at least 1")));

@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde::{Deserialize, Serialize};
 
+use super::batches::TrainData;
 use super::config::TrainConfig;
 use super::run_loop::{self, Event, Judge, Start};
 use crate::analysis::classify::{self, Scores};
@@ -117,6 +118,7 @@ pub fn finetune<B: AutodiffBackend>(
         grad_clip: config.grad_clip,
         flip: config.flip,
         crop: config.crop,
+        shuffle_window: crate::data::stream::DEFAULT_WINDOW,
         seed: config.seed,
         log_every: config.eval_every,
         eval_every: config.eval_every,
@@ -140,7 +142,10 @@ pub fn finetune<B: AutodiffBackend>(
         None,
         &run_config,
         Start::Model(start),
-        (train, Some(train_labels)),
+        TrainData::InMemory {
+            sequences: train,
+            labels: Some(train_labels),
+        },
         Some(judge),
         |event| match event {
             Event::Step {

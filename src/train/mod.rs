@@ -12,6 +12,6 @@ pub mod run;
 pub mod run_loop;
 pub mod step;
 
-pub use batches::Batches;
+pub use batches::{Batches, TrainData};
 pub use config::{TrainConfig, schedule};
 pub use run_loop::{Event, Judge, Outcome, Scorer, Start, train};

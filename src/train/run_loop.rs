@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId};
 
-use super::batches::Batches;
+use super::batches::{Batches, TrainData};
 use super::config::TrainConfig;
 use super::run::{self, Checkpoint, LogRow, RunState};
 use super::step::{self, Batch, adam};
@@ -83,14 +83,15 @@ impl<B: AutodiffBackend> Start<B> {
     }
 }
 
-/// Pretrains on `train` (token sequences of the model's length), validating bits/token on `val`,
+/// Pretrains on `train` (token sequences of the model's length, in memory or streamed from shards),
+/// validating bits/token on `val`,
 /// writing the run folder `run` (see [`crate::train::run`]). `on_event` may stop the run early by returning
 /// `Break` (e.g. after a checkpoint). Returns the model and state where it stopped.
-pub fn train<B: AutodiffBackend>(
+pub fn train<'a, B: AutodiffBackend>(
     run: &Path,
     config: &TrainConfig,
     start: Start<B>,
-    train: &[Vec<u16>],
+    train: impl Into<TrainData<'a>>,
     val: &[Vec<u16>],
     on_event: impl FnMut(Event) -> ControlFlow<()>,
 ) -> Result<(StoredModel<B>, RunState)> {
@@ -109,19 +110,19 @@ pub fn train<B: AutodiffBackend>(
         patience: None,
         keep_best: false,
     });
-    let out = run_loop(Some(run), config, start, (train, None), judge, on_event)?;
+    let out = run_loop(Some(run), config, start, train.into(), judge, on_event)?;
     Ok((out.stored, out.state))
 }
 
 /// The one training loop, for pretraining and fine-tuning alike: the schedule, the batches of each
-/// step (with their labels when `labels` is given, which adds L_clf), [`step::step`], reading the
+/// step (with their labels when the data has them, which adds L_clf), [`step::step`], reading the
 /// loss back when logging, evaluating with `judge`, and, when `run` is a run folder, the log and
 /// atomic checkpoints that resume exactly.
 pub(crate) fn run_loop<B: AutodiffBackend>(
     run: Option<&Path>,
     config: &TrainConfig,
     start: Start<B>,
-    (train, labels): (&[Vec<u16>], Option<&[usize]>),
+    train: TrainData<'_>,
     mut judge: Option<Judge<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(Event) -> ControlFlow<()>,
 ) -> Result<Outcome<B>> {
@@ -131,18 +132,26 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         .config
         .check_batch(config.batch, Workload::Training)?;
     let n = start.stored().config.n_positions;
-    if train.is_empty() || train.iter().any(|s| s.len() != n) {
-        return Err(Error::invalid(format!(
+    let wrong_length = || {
+        Error::invalid(format!(
             "training needs sequences of exactly {n} tokens (the model's context)"
-        )));
+        ))
+    };
+    if train.is_empty() {
+        return Err(Error::invalid("there are no training images"));
+    }
+    if let TrainData::InMemory { sequences, labels } = &train {
+        if sequences.iter().any(|s| s.len() != n) {
+            return Err(wrong_length());
+        }
+        if labels.is_some_and(|l| l.len() != sequences.len()) {
+            return Err(Error::invalid("one label per training image is needed"));
+        }
     }
     if run.is_some() && judge.as_ref().is_some_and(|j| j.keep_best) {
         return Err(Error::invalid(
             "a run folder checkpoints the latest weights: keep the best only without one",
         ));
-    }
-    if labels.is_some_and(|l| l.len() != train.len()) {
-        return Err(Error::invalid("one label per training image is needed"));
     }
     let device = start.stored().model.device();
     config.precision.check_supported::<B>(&device)?;
@@ -179,9 +188,10 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
 
     while state.step < config.steps {
         let lr = config.learning_rate(state.step);
-        let (sequences, indices) = batches.batch(state.step, config.batch);
-        let batch_labels: Option<Vec<usize>> =
-            labels.map(|l| indices.iter().map(|&i| l[i]).collect());
+        let (sequences, batch_labels) = batches.batch(state.step, config.batch)?;
+        if sequences.iter().any(|s| s.len() != n) {
+            return Err(wrong_length());
+        }
         let batch_labels = batch_labels.as_deref();
         // Keyed by the step, so a resumed run hides what the uninterrupted one would.
         let masked = objective.mask_prob().map(|p| {

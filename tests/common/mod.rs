@@ -90,6 +90,7 @@ pub fn train_config(steps: usize) -> TrainConfig {
         grad_clip: 1.0,
         flip: true,
         crop: 1,
+        shuffle_window: igpt::data::stream::DEFAULT_WINDOW,
         seed: 3,
         log_every: 1,
         eval_every: 1000,

@@ -20,6 +20,7 @@ mod probe_compare;
 mod probe_curve;
 mod quantize;
 mod sample;
+mod shard;
 mod signals;
 mod train;
 
@@ -61,6 +62,8 @@ enum Command {
     Complete(sample::CompleteArgs),
     /// Fill a region of an image several ways with a BERT model: original, hole, fills in a PNG.
     Inpaint(inpaint::InpaintArgs),
+    /// Pack a dataset into tar shards, which `train --data shards:DIR` streams without loading it.
+    Shard(shard::ShardArgs),
     /// Train a model (autodiff on the chosen device), with checkpoints that --resume continues.
     Train(train::TrainArgs),
     /// Write a trained run's model directory, with test bits/token measured into its card.
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => run_on(args.sampling.device, args),
         Command::Complete(args) => run_on(args.sampling.device, args),
         Command::Inpaint(args) => run_on(args.sampling.device, args),
+        Command::Shard(args) => shard::run(args),
         Command::Train(args) => run_on(args.device, args),
         Command::Export(args) => run_on(args.device, args),
         Command::Baselines(args) => baselines::run(args),

@@ -9,20 +9,21 @@ use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use igpt::Precision;
 use igpt::data::DataSpec;
+use igpt::data::stream::ShardStream;
 use igpt::eval::sequence_nll;
 use igpt::model::objective::{self, Objective};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::run::{self, Checkpoint};
-use igpt::train::{self, Event, Start, TrainConfig};
+use igpt::train::{self, Event, Start, TrainConfig, TrainData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
-use crate::{baselines, history};
+use crate::{baselines, heap, history};
 use crate::{progress, tokenize_all};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Training images, e.g. fashion-mnist:train.
+    /// Training images, e.g. fashion-mnist:train; `shards:DIR` (tar shards) streams them.
     #[arg(long, default_value = "fashion-mnist:train")]
     data: DataSpec,
     /// Validation images, scored every --eval-every steps, e.g. fashion-mnist:test.
@@ -86,6 +87,11 @@ pub struct TrainArgs {
     /// the test split then chooses nothing.
     #[arg(long, default_value_t = 0, value_name = "N", conflicts_with = "val")]
     holdout: usize,
+    /// Streamed data (`shards:DIR`): how many images are shuffled together, the shuffle buffer.
+    /// Memory holds about three such windows, however large the dataset; each epoch also reads the
+    /// shards in a new order. Other datasets are read whole and shuffled whole.
+    #[arg(long, default_value_t = igpt::data::stream::DEFAULT_WINDOW, value_name = "N")]
+    shuffle_window: usize,
     #[arg(long, default_value_t = 10)]
     log_every: usize,
     #[arg(long, default_value_t = 500)]
@@ -182,38 +188,97 @@ impl BackendJob for TrainArgs {
             bail!("give --model DIR, or --preset NAME with --palette DIR (or --resume)");
         };
         let tokenizer = start.stored().tokenizer();
-        let (config, mut train_ids) = if resume {
+        let saved = if resume {
             let mut config = run::read_config(&self.output)?;
             config.devices = self.devices.clone();
-            let ids = tokenize_all(&config.data.parse()?, &tokenizer, config.limit)?;
-            (config, ids)
+            Some(config)
+        } else if run::has_checkpoint(&self.output) {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --output",
+                self.output.display()
+            );
         } else {
-            if run::has_checkpoint(&self.output) {
-                bail!(
-                    "{} already holds a run: pass --resume to continue it, or choose another --output",
-                    self.output.display()
-                );
-            }
-            let ids = tokenize_all(&self.data, &tokenizer, self.limit)?;
-            let config = self.config(ids.len().saturating_sub(self.holdout))?;
-            if let Some(dir) = &self.model {
-                history::save_parent(&self.output, dir)?;
-            }
-            (config, ids)
+            None
         };
-        let val_ids = match &config.val {
-            Some(spec) => tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?,
-            None => split_holdout(&mut train_ids, config.holdout)?,
+        let (spec, limit, holdout, seed, window) = match &saved {
+            Some(c) => (
+                c.data.parse()?,
+                c.limit,
+                c.holdout,
+                c.seed,
+                c.shuffle_window,
+            ),
+            None => (
+                self.data.clone(),
+                self.limit,
+                self.holdout,
+                self.seed,
+                self.shuffle_window,
+            ),
+        };
+        // Shards stream through training; every other dataset is read whole and tokenized first.
+        let (mut train_ids, mut stream) = (Vec::new(), None);
+        match &spec {
+            DataSpec::Shards { dir } => {
+                stream = Some(ShardStream::open(
+                    dir,
+                    tokenizer.clone(),
+                    seed,
+                    window,
+                    limit,
+                    holdout,
+                )?)
+            }
+            _ => train_ids = tokenize_all(&spec, &tokenizer, limit)?,
+        }
+        let config = match saved {
+            Some(config) => config,
+            None => {
+                let images = match &stream {
+                    Some((stream, _)) => stream.len(),
+                    None => train_ids.len().saturating_sub(holdout),
+                };
+                if let Some(dir) = &self.model {
+                    history::save_parent(&self.output, dir)?;
+                }
+                self.config(images)?
+            }
+        };
+        let (data, val_ids) = match stream {
+            Some((stream, held)) => {
+                let val_ids = match &config.val {
+                    Some(spec) => {
+                        tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?
+                    }
+                    None => held,
+                };
+                (TrainData::Stream(stream), val_ids)
+            }
+            None => {
+                let val_ids = match &config.val {
+                    Some(spec) => {
+                        tokenize_all(&spec.parse()?, &tokenizer, Some(config.eval_images))?
+                    }
+                    None => split_holdout(&mut train_ids, config.holdout)?,
+                };
+                (TrainData::from(&train_ids), val_ids)
+            }
         };
         let replicas = match config.devices.len() {
             0 | 1 => String::new(),
             n => format!(", split across {n} replicas"),
         };
+        let streamed = match &data {
+            TrainData::Stream(_) => {
+                format!(" (streamed, shuffled {} at a time)", config.shuffle_window)
+            }
+            TrainData::InMemory { .. } => String::new(),
+        };
         eprintln!(
-            "training {:.2}M parameters, {}, on {} images of {} for {} steps of {}{replicas} (lr {}, {} warmup)",
+            "training {:.2}M parameters, {}, on {} images of {}{streamed} for {} steps of {}{replicas} (lr {}, {} warmup)",
             start.stored().config.num_params() as f64 / 1e6,
             start.stored().config.objective.describe(),
-            train_ids.len(),
+            data.len(),
             config.data,
             config.steps,
             config.batch,
@@ -228,45 +293,42 @@ impl BackendJob for TrainArgs {
             .expect("valid template"),
         );
         let mut val_note = String::new();
-        let (_, state) = train::train(
-            &self.output,
-            &config,
-            start,
-            &train_ids,
-            &val_ids,
-            |event| {
-                match event {
-                    Event::Step {
-                        step,
-                        loss,
-                        tokens_per_second,
-                        lr,
-                        ..
-                    } => {
-                        bar.set_position(step as u64);
-                        bar.set_message(format!(
+        let (_, state) = train::train(&self.output, &config, start, data, &val_ids, |event| {
+            match event {
+                Event::Step {
+                    step,
+                    loss,
+                    tokens_per_second,
+                    lr,
+                    ..
+                } => {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!(
                         "loss {loss:.4} ({:.3} bits/token) lr {lr:.2e} {tokens_per_second:.0} tok/s{val_note}",
                         loss / std::f64::consts::LN_2
                     ));
-                    }
-                    Event::Validation { score, .. } => {
-                        val_note = format!(" | val {score:.4} bits/token");
-                    }
-                    Event::Checkpoint { .. } => {}
                 }
-                ControlFlow::Continue(())
-            },
-        )?;
+                Event::Validation { score, .. } => {
+                    val_note = format!(" | val {score:.4} bits/token");
+                }
+                Event::Checkpoint { .. } => {}
+            }
+            ControlFlow::Continue(())
+        })?;
         bar.finish();
         eprintln!(
-            "done: {} steps in {:.0}s; last loss {:.4}{}; checkpoint in {}",
+            "done: {} steps in {:.0}s; last loss {:.4}{}; checkpoint in {}{}",
             state.step,
             state.seconds,
             state.last_loss.unwrap_or(f64::NAN),
             state
                 .last_val_bits
                 .map_or(String::new(), |v| format!(", validation {v:.4} bits/token")),
-            run::checkpoint_dir(&self.output).display()
+            run::checkpoint_dir(&self.output).display(),
+            heap::peak_resident_bytes().map_or(String::new(), |b| format!(
+                "; peak memory {:.0} MB",
+                b as f64 / 1e6
+            )),
         );
         Ok(())
     }
@@ -303,6 +365,7 @@ impl TrainArgs {
             grad_clip: self.grad_clip,
             flip: self.flip,
             crop: self.crop,
+            shuffle_window: self.shuffle_window,
             seed: self.seed,
             log_every: self.log_every,
             eval_every: self.eval_every,
