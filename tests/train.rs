@@ -28,10 +28,6 @@ use igpt::{ImageGpt, Precision, Raster};
 type B = burn::backend::Flex;
 type A = Autodiff<B>;
 
-/// Held by the tests that compare two runs bit for bit: a model's initial weights come from the
-/// backend's one seeded generator, which a model built on another thread at the same time re-seeds.
-static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
     tiny_model(Objective::Autoregressive, seed)
 }
@@ -161,7 +157,6 @@ fn mixed_precision_training_follows_f32() {
 
 #[test]
 fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
-    let _alone = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
     let data = stripes(40);
     stopped_and_resumed_equals_uninterrupted(|| TrainData::from(&data));
 }
@@ -170,7 +165,6 @@ fn resuming_after_a_stop_gives_the_uninterrupted_weights() {
 /// stopped mid-epoch and mid-window: step 5 ends at example 40, the 4th of the second epoch.
 #[test]
 fn a_streamed_run_resumes_mid_epoch_exactly() {
-    let _alone = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = tiny::<B>(0).tokenizer();
     let images: Vec<Raster> = stripes(36)

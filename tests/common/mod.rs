@@ -111,10 +111,9 @@ pub fn tiny_model<BB: Backend>(objective: Objective, seed: u64) -> StoredModel<B
         .with_n_embd(32)
         .with_objective(objective);
     let device = Default::default();
-    BB::seed(&device, seed);
     StoredModel {
         labels: Vec::new(),
-        model: config.init(&device),
+        model: igpt::store::seeded_init(&config, seed, &device),
         config,
         palette: Palette::new(1, (0..16).map(|i| i as f32 / 7.5 - 1.0).collect()).unwrap(),
         card: ModelCard {
