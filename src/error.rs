@@ -44,7 +44,7 @@ impl Error {
 
 /// Reads a whole file, naming it in the error.
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 

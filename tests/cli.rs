@@ -1446,3 +1446,38 @@ fn training_streams_tar_shards() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `igpt shard` packs a folder dataset file by file (the files go in as they are): read back, the
+/// shards hold the folder's images and labels in the folder's order.
+#[test]
+fn shard_packs_a_folder_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let fashion = DataSpec::load(&"fashion-mnist:test".parse().unwrap()).unwrap();
+    for (i, image) in fashion.images[..7].iter().enumerate() {
+        let class = dir.path().join("folder").join(format!("class-{}", i % 2));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(class.join(format!("{i}.png")), image.to_png().unwrap()).unwrap();
+    }
+    let (folder, shards) = (dir.path().join("folder"), dir.path().join("shards"));
+    let out = igpt(&[
+        "shard",
+        "--data",
+        &format!("folder:{}", folder.display()),
+        "--per-shard",
+        "3",
+        "-o",
+        shards.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wrote 7 images") && stderr.contains("in 3 shards"),
+        "{stderr}"
+    );
+    let packed = DataSpec::load(&format!("shards:{}", shards.display()).parse().unwrap()).unwrap();
+    let original =
+        DataSpec::load(&format!("folder:{}", folder.display()).parse().unwrap()).unwrap();
+    assert_eq!(packed.labels, original.labels);
+    assert_eq!(packed.images, original.images);
+    assert_eq!(packed.labels, [0, 0, 0, 0, 1, 1, 1]);
+}

@@ -500,6 +500,46 @@ fn fuzz_cifar_batches() {
     );
 }
 
+/// A tar shard of 4 samples (the fuzz seed `fashion.png` and three of its crops, with `.cls`
+/// labels), read whole (`shards:DIR`) and streamed as training reads it.
+#[test]
+fn fuzz_tar_shards() {
+    let image = Raster::decode(&seed("fashion.png"), 3).unwrap();
+    let images: Vec<Raster> = (0..4)
+        .map(|i| image.resized(8 - i, 8 - i).resized(8, 8))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.tar");
+    igpt::data::shards::write(&path, 0, &images, Some(&[0, 1, 2, 1])).unwrap();
+    let shard = std::fs::read(&path).unwrap();
+    let tokenizer = fixture_tokenizer();
+    fuzz(
+        "shards",
+        (any::<bool>(), mutations(4)),
+        |(streamed, edits)| {
+            let files = [("part-0.tar", apply(&shard, &edits))];
+            if !streamed {
+                if let Some(n) = clean(load_files(&files, |d| format!("shards:{}", d.display())))? {
+                    prop_assert!(n > 0);
+                }
+                return Ok(());
+            }
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(files[0].0), &files[0].1).unwrap();
+            let opened =
+                igpt::data::stream::ShardStream::open(dir.path(), tokenizer.clone(), 1, 3, None, 0);
+            if let Some((mut stream, _)) = clean(opened)? {
+                for g in 0..2 * stream.len() {
+                    if let Some(ids) = clean(stream.get(g))? {
+                        prop_assert_eq!(ids.len(), 64);
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
 /// Token-id JSON, as `igpt eval --ids` reads it, scored by the fixture model when it parses.
 #[test]
 fn fuzz_token_id_json() {

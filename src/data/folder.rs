@@ -10,6 +10,28 @@ use crate::pixels::raster::Raster;
 const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif"];
 
 pub(super) fn load(dir: &Path) -> Result<Dataset> {
+    let FolderFiles { files, classes } = list(dir)?;
+    let mut data = Dataset {
+        images: Vec::with_capacity(files.len()),
+        labels: Vec::with_capacity(files.len()),
+        classes,
+    };
+    for (path, label) in files {
+        data.images.push(Raster::open(&path, 3)?);
+        data.labels.push(label);
+    }
+    Ok(data)
+}
+
+/// A folder dataset's image files in order, each with its label, and the class names.
+pub struct FolderFiles {
+    pub files: Vec<(PathBuf, usize)>,
+    pub classes: Vec<String>,
+}
+
+/// Lists a folder dataset; nothing is read but the folder listings (`igpt shard` packs folders of
+/// any size this way).
+pub fn list(dir: &Path) -> Result<FolderFiles> {
     let entries = sorted_entries(dir)?;
     let class_dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     let groups: Vec<(String, PathBuf)> = if class_dirs.is_empty() {
@@ -28,28 +50,24 @@ pub(super) fn load(dir: &Path) -> Result<Dataset> {
             })
             .collect()
     };
-    let mut data = Dataset {
-        images: Vec::new(),
-        labels: Vec::new(),
-        classes: Vec::new(),
-    };
+    let mut files = Vec::new();
+    let mut classes = Vec::new();
     for (label, (name, class_dir)) in groups.into_iter().enumerate() {
         for path in sorted_entries(&class_dir)?
             .into_iter()
             .filter(|p| is_image(p))
         {
-            data.images.push(Raster::open(&path, 3)?);
-            data.labels.push(label);
+            files.push((path, label));
         }
-        data.classes.push(name);
+        classes.push(name);
     }
-    if data.images.is_empty() {
+    if files.is_empty() {
         return Err(Error::format(
             dir,
             format!("no images found (looked for {})", EXTENSIONS.join(", ")),
         ));
     }
-    Ok(data)
+    Ok(FolderFiles { files, classes })
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -9,6 +9,7 @@ pub mod shards;
 pub mod stream;
 
 pub use emoji::{NOTO_COLOR_EMOJI, square_on_white};
+pub use folder::{FolderFiles, list as folder_files};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

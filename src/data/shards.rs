@@ -234,8 +234,32 @@ fn split_name(name: &str) -> (String, String) {
 }
 
 /// Writes a shard of `images` (PNG), named `000000`, `000001`, ... from `first`, each with its
-/// label in a `.cls` file when `labels` is given: how tests and `igpt` users make shards.
+/// label in a `.cls` file when `labels` is given: how tests and `igpt shard` make shards.
 pub fn write(path: &Path, first: usize, images: &[Raster], labels: Option<&[usize]>) -> Result<()> {
+    let samples = images.iter().enumerate().map(|(i, image)| {
+        Ok(Sample {
+            image: image.to_png()?,
+            extension: "png",
+            label: labels.map(|l| l[i]),
+        })
+    });
+    write_samples(path, first, samples)
+}
+
+/// One sample to write: an image file's bytes, its extension (`png`, `jpg`, ...), and its label.
+pub struct Sample {
+    pub image: Vec<u8>,
+    pub extension: &'static str,
+    pub label: Option<usize>,
+}
+
+/// Writes a shard of `samples`, keys `000000`, `000001`, ... from `first`, taking them one at a time
+/// (a shard of any size is written in the memory of one sample).
+pub fn write_samples(
+    path: &Path,
+    first: usize,
+    samples: impl Iterator<Item = Result<Sample>>,
+) -> Result<()> {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     let mut append = |name: String, bytes: &[u8]| {
@@ -247,17 +271,24 @@ pub fn write(path: &Path, first: usize, images: &[Raster], labels: Option<&[usiz
             .append_data(&mut header, name, bytes)
             .map_err(|e| Error::io(path, e))
     };
-    for (i, image) in images.iter().enumerate() {
+    for (i, sample) in samples.enumerate() {
+        let sample = sample?;
         let key = format!("{:06}", first + i);
-        append(format!("{key}.png"), &image.to_png()?)?;
-        if let Some(labels) = labels {
-            append(format!("{key}.cls"), labels[i].to_string().as_bytes())?;
+        append(format!("{key}.{}", sample.extension), &sample.image)?;
+        if let Some(label) = sample.label {
+            append(format!("{key}.cls"), label.to_string().as_bytes())?;
         }
     }
     builder
         .into_inner()
         .and_then(|mut w| std::io::Write::flush(&mut w))
         .map_err(|e| Error::io(path, e))
+}
+
+/// The extension a shard gives an image file from a folder (`IMAGE_EXTENSIONS`' spelling), if it is one.
+pub fn image_extension(path: &Path) -> Option<&'static str> {
+    let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+    IMAGE_EXTENSIONS.iter().copied().find(|e| *e == extension)
 }
 
 #[cfg(test)]
