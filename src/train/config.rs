@@ -60,6 +60,39 @@ pub struct TrainConfig {
     /// on another count.
     #[serde(skip)]
     pub devices: Vec<u16>,
+    /// Data parallelism across processes (`--nodes`): where this process stands among them. Not
+    /// saved either: a run may resume on another number of nodes.
+    #[serde(skip)]
+    pub nodes: Option<Nodes>,
+}
+
+/// One process of a multi-node run (see `train::nodes`): how many there are, which one this is,
+/// the coordinator's `HOST:PORT` (node 0 starts it), this node's own `HOST:PORT` for the other
+/// nodes to send it tensors, and how long an all-reduce may wait for them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nodes {
+    pub count: u32,
+    pub rank: u32,
+    pub coordinator: String,
+    pub address: String,
+    pub timeout: std::time::Duration,
+}
+
+impl Nodes {
+    pub fn coordinator_port(&self) -> Result<u16> {
+        port_of(&self.coordinator, "--coordinator")
+    }
+
+    pub fn address_port(&self) -> Result<u16> {
+        port_of(&self.address, "--node-address")
+    }
+}
+
+fn port_of(address: &str, option: &str) -> Result<u16> {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .ok_or_else(|| Error::invalid(format!("{option} {address:?} needs a port: HOST:PORT")))
 }
 
 fn default_shuffle_window() -> usize {

@@ -129,6 +129,7 @@ pub fn finetune<B: AutodiffBackend>(
         init: None,
         classification_only: config.classification_only,
         devices: Vec::new(),
+        nodes: None,
     };
     let judge = Judge {
         score: Box::new(|model: &ImageGpt<B::InnerBackend>| {

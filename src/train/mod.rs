@@ -7,11 +7,13 @@ pub mod batches;
 pub mod config;
 pub mod finetune;
 #[cfg(feature = "collective")]
+pub mod nodes;
+#[cfg(feature = "collective")]
 pub mod parallel;
 pub mod run;
 pub mod run_loop;
 pub mod step;
 
 pub use batches::{Batches, TrainData};
-pub use config::{TrainConfig, schedule};
+pub use config::{Nodes, TrainConfig, schedule};
 pub use run_loop::{Event, Judge, Outcome, Scorer, Start, train};

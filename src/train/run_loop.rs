@@ -123,7 +123,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     config: &TrainConfig,
     start: Start<B>,
     train: TrainData<'_>,
-    mut judge: Option<Judge<'_, B::InnerBackend>>,
+    judge: Option<Judge<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(Event) -> ControlFlow<()>,
 ) -> Result<Outcome<B>> {
     config.validate()?;
@@ -156,6 +156,25 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     let device = start.stored().model.device();
     config.precision.check_supported::<B>(&device)?;
     let replicas = replica_devices::<B>(&config.devices, &device, config.batch)?;
+    #[cfg(feature = "collective")]
+    let node = match &config.nodes {
+        Some(nodes) => Some(join_nodes::<B>(nodes, &replicas, config.batch, &device)?),
+        None => None,
+    };
+    #[cfg(not(feature = "collective"))]
+    let node: Option<()> = match config.nodes {
+        Some(_) => {
+            return Err(Error::invalid(
+                "multi-node training needs igpt built with the `collective` feature",
+            ));
+        }
+        None => None,
+    };
+    // Across processes, node 0 alone validates, logs and checkpoints; the others train in step.
+    let (run, mut judge) = match &config.nodes {
+        Some(nodes) if nodes.rank != 0 => (None, None),
+        _ => (run, judge),
+    };
     let (mut stored, mut optimizer, mut state) = match start {
         Start::Resume(c) => (c.stored, c.optimizer, c.state),
         Start::Model(mut stored) => {
@@ -213,13 +232,27 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
             batch
         };
         let out;
-        match replicas.as_slice() {
-            [] | [_] => {
+        match (&node, replicas.as_slice()) {
+            #[cfg(feature = "collective")]
+            (Some(node), _) => {
+                let rows = node.rows(sequences.len());
+                let batch = shard(rows.clone(), &device);
+                (model, out) = super::nodes::step(
+                    model,
+                    &mut optimizer,
+                    &batch,
+                    (rows, sequences.len()),
+                    node,
+                    lr,
+                    config.grad_clip,
+                )?;
+            }
+            (_, [] | [_]) => {
                 let batch = shard(0..sequences.len(), &device);
                 (model, out) = step::step(model, &mut optimizer, &batch, lr, config.grad_clip);
             }
             #[cfg(feature = "collective")]
-            devices => {
+            (_, devices) => {
                 let rows = super::parallel::shards(sequences.len(), devices.len());
                 let batches = rows
                     .iter()
@@ -352,6 +385,36 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         state,
         best,
     })
+}
+
+/// Joins a multi-node run (one device per node, at least one image of each batch per node).
+#[cfg(feature = "collective")]
+fn join_nodes<B: AutodiffBackend>(
+    nodes: &super::config::Nodes,
+    replicas: &[B::Device],
+    batch: usize,
+    device: &B::Device,
+) -> Result<super::nodes::NodeSession<B::InnerBackend>> {
+    if replicas.len() > 1 {
+        return Err(Error::invalid(
+            "--nodes trains one device per process: give each node one device, not --devices",
+        ));
+    }
+    if nodes.count < 2 || nodes.rank >= nodes.count {
+        return Err(Error::invalid(format!(
+            "--node-rank {} of --nodes {}: there must be at least 2 nodes, ranked 0 to {}",
+            nodes.rank,
+            nodes.count,
+            nodes.count.saturating_sub(1)
+        )));
+    }
+    if nodes.count as usize > batch {
+        return Err(Error::invalid(format!(
+            "{} nodes cannot share a batch of {batch}: each needs at least one image",
+            nodes.count
+        )));
+    }
+    super::nodes::NodeSession::join(nodes, device)
 }
 
 /// The devices of a data-parallel run: `indices` of the model's device type (`device`), each given

@@ -101,6 +101,7 @@ pub fn train_config(steps: usize) -> TrainConfig {
         precision: Precision::F32,
         init: None,
         devices: Vec::new(),
+        nodes: None,
     }
 }
 

@@ -14,7 +14,7 @@ use igpt::eval::sequence_nll;
 use igpt::model::objective::{self, Objective};
 use igpt::store::{self, ModelCard, StoredModel, WeightPrecision};
 use igpt::train::run::{self, Checkpoint};
-use igpt::train::{self, Event, Start, TrainConfig, TrainData};
+use igpt::train::{self, Event, Nodes, Start, TrainConfig, TrainData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
@@ -112,6 +112,30 @@ pub struct TrainArgs {
     /// may resume on another count. On flex and wgpu the replicas share the one device.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     devices: Vec<u16>,
+    /// Data parallelism across processes or machines: the number of nodes, one process each, which
+    /// split every batch between them (start each with the same settings and its --node-rank).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "node_rank",
+        conflicts_with = "devices"
+    )]
+    nodes: Option<u32>,
+    /// This process's place among --nodes, from 0. Node 0 starts the coordinator, validates, logs
+    /// and writes the checkpoints; the others train in step with it.
+    #[arg(long, value_name = "R", requires = "nodes")]
+    node_rank: Option<u32>,
+    /// The coordinator's HOST:PORT, the same for every node (node 0 listens on its port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:29400")]
+    coordinator: String,
+    /// This node's HOST:PORT, where the other nodes reach it [default: 127.0.0.1 and the
+    /// coordinator's port + 1 + rank].
+    #[arg(long, value_name = "HOST:PORT")]
+    node_address: Option<String>,
+    /// Stop a node that waits longer than this for the others in an all-reduce (one has died); node
+    /// 0's validation counts as waiting for the rest, so keep it above that.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    node_timeout: u64,
     /// Matrix products in bf16 or f16 (mixed precision: weights, optimizer, norms and loss stay f32).
     /// On GPUs with tensor cores; the CPU computes them correctly but slower.
     #[arg(long, value_enum, default_value_t)]
@@ -191,6 +215,7 @@ impl BackendJob for TrainArgs {
         let saved = if resume {
             let mut config = run::read_config(&self.output)?;
             config.devices = self.devices.clone();
+            config.nodes = self.nodes()?;
             Some(config)
         } else if run::has_checkpoint(&self.output) {
             bail!(
@@ -264,9 +289,13 @@ impl BackendJob for TrainArgs {
                 (TrainData::from(&train_ids), val_ids)
             }
         };
-        let replicas = match config.devices.len() {
-            0 | 1 => String::new(),
-            n => format!(", split across {n} replicas"),
+        let replicas = match (&config.nodes, config.devices.len()) {
+            (Some(nodes), _) => format!(
+                ", split across {} nodes (this is node {})",
+                nodes.count, nodes.rank
+            ),
+            (None, 0 | 1) => String::new(),
+            (None, n) => format!(", split across {n} replicas"),
         };
         let streamed = match &data {
             TrainData::Stream(_) => {
@@ -317,13 +346,17 @@ impl BackendJob for TrainArgs {
         })?;
         bar.finish();
         eprintln!(
-            "done: {} steps in {:.0}s; last loss {:.4}{}; checkpoint in {}{}",
+            "done: {} steps in {:.0}s; last loss {:.4}{}; {} {}{}",
             state.step,
             state.seconds,
             state.last_loss.unwrap_or(f64::NAN),
             state
                 .last_val_bits
                 .map_or(String::new(), |v| format!(", validation {v:.4} bits/token")),
+            match &config.nodes {
+                Some(nodes) if nodes.rank != 0 => "node 0 wrote the checkpoint in",
+                _ => "checkpoint in",
+            },
             run::checkpoint_dir(&self.output).display(),
             heap::peak_resident_bytes().map_or(String::new(), |b| format!(
                 "; peak memory {:.0} MB",
@@ -345,6 +378,28 @@ impl TrainArgs {
             Some(ObjectiveArg::Autoregressive) => Some(Objective::Autoregressive),
             None => None,
         })
+    }
+
+    /// Where this process stands in a multi-node run, if it is one.
+    fn nodes(&self) -> anyhow::Result<Option<Nodes>> {
+        let (Some(count), Some(rank)) = (self.nodes, self.node_rank) else {
+            return Ok(None);
+        };
+        let nodes = Nodes {
+            count,
+            rank,
+            coordinator: self.coordinator.clone(),
+            address: String::new(),
+            timeout: std::time::Duration::from_secs(self.node_timeout.max(1)),
+        };
+        let address = match &self.node_address {
+            Some(address) => address.clone(),
+            None => format!(
+                "127.0.0.1:{}",
+                u32::from(nodes.coordinator_port()?) + 1 + rank
+            ),
+        };
+        Ok(Some(Nodes { address, ..nodes }))
     }
 
     fn config(&self, images: usize) -> anyhow::Result<TrainConfig> {
@@ -376,6 +431,7 @@ impl TrainArgs {
             classification_only: false,
             init: self.model.as_ref().map(|dir| dir.display().to_string()),
             devices: self.devices.clone(),
+            nodes: self.nodes()?,
         };
         config.validate()?;
         Ok(config)

@@ -1,0 +1,180 @@
+//! Data parallelism across processes (`igpt train --nodes`), as 2 processes on 127.0.0.1: they train as
+//! one process with the same batch does (the same losses and weights within f32 rounding), and a
+//! node killed mid-run takes the other down with a message while the last checkpoint stays whole.
+#![cfg(feature = "collective")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{B, weights};
+use igpt::store;
+use igpt::train::run;
+
+fn igpt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_igpt"))
+}
+
+/// A port nothing listens on now, with the next two free as well (the nodes' own ports).
+fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        if port < 60000
+            && (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
+/// The settings every run here shares: a tiny fresh model on 64 Fashion-MNIST images.
+fn train_args(palette: &Path, run: &Path, steps: usize) -> Vec<String> {
+    let args = format!(
+        "train --preset tiny --palette {} --data fashion-mnist:train --limit 64 --steps {steps} \
+         --batch 8 --log-every 1 --eval-every 1000 --checkpoint-every 2 --device flex -o {}",
+        palette.display(),
+        run.display()
+    );
+    args.split(' ').map(String::from).collect()
+}
+
+fn node(palette: &Path, run: &Path, steps: usize, rank: u32, port: u16, timeout: u64) -> Child {
+    igpt()
+        .args(train_args(palette, run, steps))
+        .args(["--nodes", "2", "--node-rank", &rank.to_string()])
+        .args(["--coordinator", &format!("127.0.0.1:{port}")])
+        .args(["--node-timeout", &timeout.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn palette(dir: &Path) -> std::path::PathBuf {
+    let palette = dir.join("pal");
+    let out = igpt()
+        .args([
+            "palette",
+            "--data",
+            "fashion-mnist:train",
+            "--limit",
+            "300",
+            "-o",
+        ])
+        .arg(&palette)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    palette
+}
+
+/// Every logged step's loss.
+fn losses(run: &Path) -> Vec<f64> {
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    log.lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(2).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_processes_train_as_one_with_the_same_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let palette = palette(dir.path());
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let alone = igpt().args(train_args(&palette, &one, 8)).output().unwrap();
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+
+    let port = free_port();
+    let first = node(&palette, &two, 8, 0, port, 60);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = node(&palette, &two, 8, 1, port, 60);
+    for (rank, child) in [first, second].into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {rank}: {stderr}");
+        assert!(
+            stderr.contains(&format!("split across 2 nodes (this is node {rank})")),
+            "{stderr}"
+        );
+    }
+
+    let (single, split) = (losses(&one), losses(&two));
+    assert_eq!(single.len(), 8);
+    assert_eq!(split.len(), 8, "node 0 logs every step, node 1 nothing");
+    for (a, b) in single.iter().zip(&split) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "losses {single:?} against {split:?}"
+        );
+    }
+    let load = |run: &Path| {
+        let stored = store::load_dir::<B>(&run::checkpoint_dir(run), &Default::default()).unwrap();
+        weights(&stored.model)
+    };
+    let (a, b) = (load(&one), load(&two));
+    let scale = a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let gap = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!(
+        "2 processes against 1: weights within {:.1e} (relative)",
+        gap / scale
+    );
+    assert!(
+        gap <= 1e-4 * scale,
+        "weights differ by {gap} (largest weight {scale})"
+    );
+}
+
+#[test]
+fn a_killed_node_stops_the_run_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let palette = palette(dir.path());
+    let run_dir = dir.path().join("run");
+    let port = free_port();
+    let first = node(&palette, &run_dir, 100_000, 0, port, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = node(&palette, &run_dir, 100_000, 1, port, 5);
+    // Let the run take a few checkpoints, then kill node 1 outright.
+    let started = Instant::now();
+    while run::read_state(&run_dir).map_or(true, |s| s.step < 4) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run did not get going"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let killed_at = Instant::now();
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "node 0 went on alone: {stderr}");
+    // Node 0 learns of it from its closed connections, or else from its watchdog.
+    assert!(
+        stderr.contains("node 0 of 2 lost the other nodes")
+            || stderr.contains("node 0 of 2 waited 5 s for the other nodes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+    // The checkpoint is whole: it loads, optimizer and all, at an even step (one every 2).
+    let state = run::read_state(&run_dir).unwrap();
+    assert!(state.step >= 4 && state.step.is_multiple_of(2), "{state:?}");
+    run::Checkpoint::<burn::backend::Autodiff<B>>::load(&run_dir, &Default::default()).unwrap();
+}
