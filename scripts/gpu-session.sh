@@ -21,6 +21,7 @@
 # DEADLINE=570 (seconds: later stages shrink or are skipped to end by then; the model is packed after
 # each stage, so what finished comes back even if the device call is cut short)
 # REFERENCE_SHAPES= (a regex of hf_reference_bench.py's bench(...) lines to keep, e.g. 'fmnist')
+# NODES=1 (0 skips the one-against-two-processes comparison of `igpt train --nodes`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,7 +67,8 @@ reference() {
 }
 # The stages in the order their figures are worth most, each landing in $OUT as it ends: the PyTorch
 # reference first (every ratio needs it from the same run, and it is what a cut-short call loses
-# otherwise), then igpt's benchmarks beside it, then the training continuation.
+# otherwise), then igpt's benchmarks beside it (and one process against two), then the training
+# continuation.
 if [[ $BENCH == 1 ]]; then
     reference "${REFERENCE_SECONDS:-180}"
 
@@ -80,6 +82,31 @@ if [[ $BENCH == 1 ]]; then
     # shellcheck disable=SC2086 # SAMPLE is a list of options
     timeout 150 "$IGPT" bench sample $SAMPLE --device "$DEVICE" \
         2>&1 | tee -a "$OUT/bench.txt" || echo "bench sample failed" | tee -a "$OUT/bench.txt"
+
+    # Data parallelism across processes (`--nodes`) on the one GPU: the same 20 steps in one process,
+    # then split between two, and the time each spent in all-reduces.
+    if [[ ${NODES:-1} == 1 ]] && (( $(left) > 240 )); then
+        log "igpt train: one process against --nodes 2 on this one device, $PRESET, batch $BATCH, 20 steps"
+        port=$((29400 + RANDOM % 1000 * 3))
+        nodes_train() {
+            timeout 120 "$IGPT" train --preset "$PRESET" --palette models/fmnist-mini --data "$SPLIT:train" \
+                --limit $((BATCH * 20)) --batch "$BATCH" --steps 20 --log-every 10 --eval-every 1000 \
+                --checkpoint-every 1000 --device "$DEVICE" --precision "$PRECISION" "$@"
+        }
+        started=$(date +%s%N)
+        nodes_train -o "$WORK/nodes-one" > "$WORK/nodes-one.log" 2>&1 || echo "one process failed" | tee -a "$OUT/bench.txt"
+        one=$(( ($(date +%s%N) - started) / 1000000 ))
+        started=$(date +%s%N)
+        nodes_train --nodes 2 --node-rank 0 --coordinator "127.0.0.1:$port" -o "$WORK/nodes-two" > "$WORK/nodes-0.log" 2>&1 &
+        nodes_train --nodes 2 --node-rank 1 --coordinator "127.0.0.1:$port" -o "$WORK/nodes-two" > "$WORK/nodes-1.log" 2>&1 \
+            || echo "node 1 failed" | tee -a "$OUT/bench.txt"
+        wait || echo "node 0 failed" | tee -a "$OUT/bench.txt"
+        two=$(( ($(date +%s%N) - started) / 1000000 ))
+        { echo "nodes: one process ${one} ms, two processes ${two} ms (wall, 20 steps of $BATCH, $PRESET, $PRECISION)"
+          grep -h "in all-reduces" "$WORK/nodes-0.log" "$WORK/nodes-1.log"
+          for run in one two; do echo "nodes-$run last log row: $(tail -1 "$WORK/nodes-$run/log.csv")"; done
+        } 2>&1 | tee -a "$OUT/bench.txt"
+    fi
 fi
 
 # Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).

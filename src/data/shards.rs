@@ -111,7 +111,18 @@ pub fn read(
 ) -> Result<usize> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut archive = tar::Archive::new(BufReader::new(file));
-    let bad = |reason: String| Error::format(path, reason);
+    // Tar fields and names are arbitrary bytes: control characters are escaped, so an error stays
+    // one line whatever the file holds.
+    let bad = |reason: String| {
+        let one_line: String = reason
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
+        Error::format(path, one_line)
+    };
     let entries = archive
         .entries_with_seek()
         .map_err(|e| bad(format!("not a tar file: {e}")))?;
