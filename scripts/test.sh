@@ -33,7 +33,10 @@ OUT=$session/out WORK=$session/work IGPT="${CARGO_TARGET_DIR:-target}/release/ig
   NAME=smoke bash scripts/gpu-session.sh > "$session/log" 2>&1 || { cat "$session/log"; exit 1; }
 grep -o "^== igpt [a-z]*" "$session/out/session.txt" | tr '\n' ' ' | grep -q "bench.*bench.*train.*export" \
   || { echo "the stages ran out of order:"; cat "$session/out/session.txt"; exit 1; }
-tar -tf "$session/out/smoke.tar" | grep -q "smoke/model.safetensors" || { echo "no packed model"; exit 1; }
+# (A listing in a file: `tar | grep -q` can fail under pipefail when grep stops reading first.)
+tar -tf "$session/out/smoke.tar" > "$session/listing" && grep -q "smoke/model.safetensors" "$session/listing" \
+  || { echo "no packed model:"; cat "$session/log"; exit 1; }
+grep -q "^nodes: one process" "$session/out/bench.txt" || { echo "no --nodes comparison:"; cat "$session/out/bench.txt"; exit 1; }
 rm -rf "$session"
 
 step "static site: trunk build --release (the wasm32 build of the library)"

@@ -123,10 +123,16 @@ impl<B: Backend> Drop for NodeSession<B> {
             self.nodes.rank,
             self.reducing.get().as_secs_f64()
         );
-        // After another node died the collective's server is gone and this panics: nothing to undo.
-        IN_ALL_REDUCE.set(true);
-        let _ = std::panic::catch_unwind(|| finish_collective::<B>(PeerId::from(0)));
-        IN_ALL_REDUCE.set(false);
+        // Leaving tells the coordinator; a node whose coordinator already left (node 0 exits first)
+        // could wait for it forever, and after another node died the collective's server is gone
+        // and this panics. Neither has anything left to undo: wait a few seconds at most.
+        let (done, finished) = channel();
+        std::thread::spawn(move || {
+            IN_ALL_REDUCE.set(true);
+            let _ = std::panic::catch_unwind(|| finish_collective::<B>(PeerId::from(0)));
+            let _ = done.send(());
+        });
+        let _ = finished.recv_timeout(Duration::from_secs(5));
     }
 }
 
