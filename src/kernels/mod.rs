@@ -4,6 +4,10 @@
 
 pub(crate) mod cache_write;
 pub(crate) mod cast;
+// Fused attention for the CubeCL backends (native wgpu, cuda; the browser keeps its unfused path, see
+// `crate::model::attention`).
+#[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
+pub(crate) mod cube_flash;
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
 // Public through `crate::model::attention::flash`: the model's CPU attention, tested directly.
