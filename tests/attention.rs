@@ -14,7 +14,8 @@ type B = burn::backend::Flex;
 type A = Autodiff<B>;
 
 /// Sizes to try: (batch, heads, queries, keys, head_dim). Lengths cross the 64-wide tiles at odd
-/// places; `queries < keys` is a cached step or a completion's prefix.
+/// places; `queries < keys` is a cached step or a completion's prefix (up to 4 queries, the CubeCL
+/// forward splits the keys across units instead).
 const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 4),
     (2, 1, 37, 37, 8),
@@ -22,6 +23,7 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (3, 3, 65, 65, 5),
     (2, 2, 1, 77, 8),
     (1, 2, 70, 200, 32),
+    (2, 2, 3, 150, 64),
 ];
 
 /// Values spread over about [-3, 3], the same for the same seed whatever else runs (the backend's

@@ -29,6 +29,12 @@ use cubecl::prelude::*;
 /// The largest head dimension the kernels take (each unit holds rows of it in registers).
 pub(crate) const MAX_HEAD_DIM: usize = 256;
 
+/// Up to this many queries (a sampled token is one), the forward splits each query's keys across a
+/// cube's units ([`decode_kernel`]) instead of giving each query one unit that walks every key.
+const DECODE_QUERIES: usize = 4;
+/// Units sharing one query's keys.
+const DECODE_UNITS: usize = 32;
+
 /// The row length a kernel is compiled for: the head dimension rounded up to a power of two (at
 /// least 16), so that a few compiled variants serve every model.
 fn width(d: usize) -> usize {
@@ -70,6 +76,32 @@ pub(crate) fn forward<R: CubeRuntime>(
     let log_sum_exp = empty_like(q, [b, h, tq, 1], DType::F32);
     let (bias, has_bias) = bias_or_placeholder(q, key_bias);
     let block = block(d);
+    if tq <= DECODE_QUERIES {
+        // Safety: as below.
+        unsafe {
+            decode_kernel::launch_unchecked::<R>(
+                &q.client,
+                CubeCount::Static(tq as u32, (b * h) as u32, 1),
+                CubeDim::new_1d(DECODE_UNITS as u32),
+                q.clone().into_tensor_arg(),
+                k.clone().into_tensor_arg(),
+                v.clone().into_tensor_arg(),
+                bias.into_tensor_arg(),
+                output.clone().into_tensor_arg(),
+                log_sum_exp.clone().into_tensor_arg(),
+                scale,
+                causal as u32,
+                has_bias as u32,
+                width(d),
+                DECODE_UNITS,
+                q.dtype.into(),
+            );
+        }
+        return Forward {
+            output,
+            log_sum_exp,
+        };
+    }
     // Safety: every index is checked against the tensors' run-time sizes in the kernel.
     unsafe {
         forward_kernel::launch_unchecked::<R>(
@@ -392,6 +424,104 @@ fn forward_kernel<F: Float>(
         write_row::<F>(output, &acc, 1.0 / sum, b, h, row, width);
         let l = at::<f32>(log_sum_exp, b, h, row, 0);
         log_sum_exp[l] = running_max + sum.ln();
+    }
+}
+
+/// The forward for few queries (sampling's one new token): one cube per query, its units taking
+/// every `units`-th key with their own running softmax, then combined in shared memory. Writes
+/// what [`forward_kernel`] writes, log-sum-exp included.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn decode_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    bias: &Tensor<f32>,
+    output: &mut Tensor<F>,
+    log_sum_exp: &mut Tensor<f32>,
+    scale: f32,
+    causal: u32,
+    has_bias: u32,
+    #[comptime] width: usize,
+    #[comptime] units: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let heads = q.shape(1);
+    let (tq, tk) = (q.shape(2), k.shape(2));
+    let (b, h) = (CUBE_POS_Y as usize / heads, CUBE_POS_Y as usize % heads);
+    let row = CUBE_POS_X as usize;
+    let unit = UNIT_POS as usize;
+
+    let query = row_of::<F>(q, b, h, row, tq, width);
+    let mut acc = Array::<f32>::new(width);
+    #[unroll]
+    for c in 0..width {
+        acc[c] = 0.0;
+    }
+    let end = visible_keys(row, tq, tk, causal);
+    let mut running_max = f32::min_value();
+    let mut sum = 0.0f32;
+    let mut key = unit;
+    while key < end {
+        let own_key = row_of::<F>(k, b, h, key, tk, width);
+        let value = row_of::<F>(v, b, h, key, tk, width);
+        let mut s = 0.0f32;
+        #[unroll]
+        for c in 0..width {
+            s += query[c] * own_key[c];
+        }
+        s = s * scale + bias_of(bias, b, key, has_bias);
+        // The first key of this unit sets the maximum (sum is 0, so the correction is moot).
+        let new_max = max(running_max, s);
+        let correction = (running_max - new_max).exp();
+        let p = (s - new_max).exp();
+        sum = sum * correction + p;
+        #[unroll]
+        for c in 0..width {
+            acc[c] = acc[c] * correction + p * value[c];
+        }
+        running_max = new_max;
+        key += units;
+    }
+
+    // Combine the units: rescale each to the common maximum, then sum.
+    let mut maxima = SharedMemory::<f32>::new(units);
+    let mut sums = SharedMemory::<f32>::new(units);
+    let mut parts = SharedMemory::<f32>::new(units * width);
+    maxima[unit] = running_max;
+    sync_cube();
+    let mut common = f32::min_value();
+    for u in 0..units {
+        common = max(common, maxima[u]);
+    }
+    let mut factor = 0.0f32;
+    if sum > 0.0 {
+        factor = (running_max - common).exp();
+    }
+    sums[unit] = sum * factor;
+    #[unroll]
+    for c in 0..width {
+        parts[unit * width + c] = acc[c] * factor;
+    }
+    sync_cube();
+    let mut total = 0.0f32;
+    for u in 0..units {
+        total += sums[u];
+    }
+    // Unit c writes lane c (a head dimension past `units` takes more than one lane per unit).
+    let mut c = unit;
+    while c < q.shape(3) {
+        let mut lane = 0.0f32;
+        for u in 0..units {
+            lane += parts[u * width + c];
+        }
+        let i = at::<F>(output, b, h, row, c);
+        output[i] = F::cast_from(lane / total);
+        c += units;
+    }
+    if unit == 0 {
+        let l = at::<f32>(log_sum_exp, b, h, row, 0);
+        log_sum_exp[l] = common + total.ln();
     }
 }
 

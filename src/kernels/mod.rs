@@ -4,8 +4,8 @@
 
 pub(crate) mod cache_write;
 pub(crate) mod cast;
-// Fused attention for the CubeCL backends (native wgpu, cuda; the browser keeps its unfused path, see
-// `crate::model::attention`).
+// Fused attention for the CubeCL backends, natively (wgpu, cuda; the browser keeps its unfused path,
+// see `crate::model::attention`).
 #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
 pub(crate) mod cube_flash;
 #[cfg(feature = "flex")]

@@ -1,6 +1,5 @@
 //! The CubeCL backends' fused attention ([`crate::kernels::cube_flash`]) behind Burn's types: plain
-//! tensors for inference, and under autodiff a custom operation that registers the kernels'
-//! backward pass, as the CPU kernel's does for flex ([`super::trained`]).
+//! tensors for inference, and under autodiff the custom operation of [`super::cube_trained`].
 //!
 //! The backends are recognised by type (see `crate::kernels::flex` for why): wgpu and cuda, each
 //! plain or under autodiff. Anything the kernels do not take (another dtype, a head dimension past
@@ -9,19 +8,15 @@
 use std::any::TypeId;
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_cubecl::{CubeBackend, CubeRuntime};
 
 use super::Qkv;
+use super::cube_trained::tracked;
 use crate::kernels::cast::cast;
-use crate::kernels::cube_flash::{self, Forward};
+use crate::kernels::cube_flash;
 
 /// Whether [`attention`] takes tensors of `dtype` on backend `B`.
 pub(super) fn fused<B: Backend>(dtype: DType) -> bool {
@@ -32,9 +27,13 @@ pub(super) fn fused<B: Backend>(dtype: DType) -> bool {
 #[derive(Clone, Copy)]
 enum Cube {
     #[cfg(feature = "wgpu")]
-    Wgpu { trained: bool },
+    Wgpu,
+    #[cfg(feature = "wgpu")]
+    WgpuTrained,
     #[cfg(feature = "cuda")]
-    Cuda { trained: bool },
+    Cuda,
+    #[cfg(feature = "cuda")]
+    CudaTrained,
 }
 
 #[cfg(feature = "wgpu")]
@@ -51,14 +50,20 @@ type Cuda = CubeBackend<CudaRuntime, f32, i32, u8>;
 fn backend<B: Backend>() -> Option<Cube> {
     let id = TypeId::of::<B>();
     #[cfg(feature = "wgpu")]
-    if id == TypeId::of::<Wgpu>() || id == TypeId::of::<Autodiff<Wgpu>>() {
-        let trained = id == TypeId::of::<Autodiff<Wgpu>>();
-        return Some(Cube::Wgpu { trained });
+    if id == TypeId::of::<Wgpu>() {
+        return Some(Cube::Wgpu);
+    }
+    #[cfg(feature = "wgpu")]
+    if id == TypeId::of::<Autodiff<Wgpu>>() {
+        return Some(Cube::WgpuTrained);
     }
     #[cfg(feature = "cuda")]
-    if id == TypeId::of::<Cuda>() || id == TypeId::of::<Autodiff<Cuda>>() {
-        let trained = id == TypeId::of::<Autodiff<Cuda>>();
-        return Some(Cube::Cuda { trained });
+    if id == TypeId::of::<Cuda>() {
+        return Some(Cube::Cuda);
+    }
+    #[cfg(feature = "cuda")]
+    if id == TypeId::of::<Autodiff<Cuda>>() {
+        return Some(Cube::CudaTrained);
     }
     let _ = id;
     None
@@ -84,22 +89,22 @@ pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Result<Tensor<B, 4>, Qkv<B>> {
     };
     Ok(match cube {
         #[cfg(feature = "wgpu")]
-        Cube::Wgpu { trained: false } => plain::<B, WgpuRuntime>(x),
+        Cube::Wgpu => plain::<B, WgpuRuntime>(x),
         #[cfg(feature = "wgpu")]
-        Cube::Wgpu { trained: true } => tracked::<B, WgpuRuntime, f32, i32, u32>(x),
+        Cube::WgpuTrained => tracked::<B, WgpuRuntime, f32, i32, u32>(x),
         #[cfg(feature = "cuda")]
-        Cube::Cuda { trained: false } => plain::<B, CudaRuntime>(x),
+        Cube::Cuda => plain::<B, CudaRuntime>(x),
         #[cfg(feature = "cuda")]
-        Cube::Cuda { trained: true } => tracked::<B, CudaRuntime, f32, i32, u8>(x),
+        Cube::CudaTrained => tracked::<B, CudaRuntime, f32, i32, u8>(x),
     })
 }
 
 /// The backend's tensor inside `t`, as the type it is known to be.
-fn inner<B: Backend, T: 'static>(t: Tensor<B, 4>) -> T {
+pub(super) fn inner<B: Backend, T: 'static>(t: Tensor<B, 4>) -> T {
     cast(t.into_primitive().tensor())
 }
 
-fn outer<B: Backend, T: 'static>(t: T) -> Tensor<B, 4> {
+pub(super) fn outer<B: Backend, T: 'static>(t: T) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(cast(t)))
 }
 
@@ -109,100 +114,4 @@ fn plain<B: Backend, R: CubeRuntime>(x: Qkv<B>) -> Tensor<B, 4> {
     let bias = x.key_bias.map(inner::<B, CubeTensor<R>>);
     let forward = cube_flash::forward(&q, &k, &v, bias.as_ref(), x.scale as f32, x.causal);
     outer::<B, _>(forward.output)
-}
-
-/// What the backward pass needs: the inputs, the output and each query's log-sum-exp.
-#[derive(Clone, Debug)]
-struct Saved<R: CubeRuntime> {
-    q: CubeTensor<R>,
-    k: CubeTensor<R>,
-    v: CubeTensor<R>,
-    key_bias: Option<CubeTensor<R>>,
-    output: CubeTensor<R>,
-    log_sum_exp: CubeTensor<R>,
-    scale: f32,
-    causal: bool,
-}
-
-#[derive(Debug)]
-struct FusedAttentionBackward;
-
-impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 3> for FusedAttentionBackward
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    type State = Saved<R>;
-
-    fn backward(self, ops: Ops<Saved<R>, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        type C<R, F, I, BT> = CubeBackend<R, F, I, BT>;
-        let grad_output = grads.consume::<C<R, F, I, BT>>(&ops.node);
-        let s = ops.state;
-        let forward = Forward {
-            output: s.output,
-            log_sum_exp: s.log_sum_exp,
-        };
-        let g = cube_flash::backward(
-            &s.q,
-            &s.k,
-            &s.v,
-            s.key_bias.as_ref(),
-            &forward,
-            &grad_output,
-            s.scale,
-            s.causal,
-        );
-        let [q_node, k_node, v_node] = ops.parents;
-        for (node, grad) in [(q_node, g.query), (k_node, g.key), (v_node, g.value)] {
-            if let Some(node) = node {
-                grads.register::<C<R, F, I, BT>>(node.id, grad);
-            }
-        }
-    }
-}
-
-/// Training: the forward kernel under autodiff, registering the backward kernels when any input
-/// needs a gradient (`B` is `Autodiff<CubeBackend<R, F, I, BT>>`).
-fn tracked<B, R, F, I, BT>(x: Qkv<B>) -> Tensor<B, 4>
-where
-    B: Backend,
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    type Tracked<R, F, I, BT> = FloatTensor<Autodiff<CubeBackend<R, F, I, BT>>>;
-    let [q, k, v] = [x.q, x.k, x.v].map(inner::<B, Tracked<R, F, I, BT>>);
-    // The bias is a constant (HF's padding mask): no gradient flows to it.
-    let key_bias = x
-        .key_bias
-        .map(|b| inner::<B, Tracked<R, F, I, BT>>(b).primitive);
-    let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let (scale, causal) = (x.scale as f32, x.causal);
-    let (q, k, v) = (q.primitive, k.primitive, v.primitive);
-    let forward = cube_flash::forward(&q, &k, &v, key_bias.as_ref(), scale, causal);
-    let output = forward.output.clone();
-    let prepared = Backward::<CubeBackend<R, F, I, BT>, 3>::prepare::<NoCheckpointing>(
-        FusedAttentionBackward,
-        nodes,
-    );
-    let result = match prepared.compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                q,
-                k,
-                v,
-                key_bias,
-                output: forward.output,
-                log_sum_exp: forward.log_sum_exp,
-                scale,
-                causal,
-            };
-            prep.finish(saved, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
-    outer::<B, _>(result)
 }

@@ -5,14 +5,16 @@
 //! |---|---|---|
 //! | flex, native | [`flash`]: tiled, causal blocks skipped, threads | [`flash`] forward and its own backward (`trained`) |
 //! | flex in wasm | [`flash`] on one thread (it reads the KV cache in place; Burn's flex attention copied K and V every token) | (the browser does not train) |
-//! | wgpu, cuda (native) | [`crate::kernels::cube_flash`]: fused, FlashAttention-2 tiling, one CubeCL source (`cube`) | the same kernels' forward and their own backward (`cube`) |
+//! | wgpu, cuda (native) | [`crate::kernels::cube_flash`]: fused, FlashAttention-2 tiling, one CubeCL source (`cube`) | the same forward and its own backward kernels (`cube_trained`) |
 //! | WebGPU in the browser | Burn's unfused composition, through `crate::kernels::matmul` (see below) | (the browser does not train) |
 //!
-//! The CubeCL kernels compile per head-dimension class, and lavapipe (the Vulkan CPU driver CI
-//! tests wgpu on) takes 9 s for the class of 16 and 27 s for 32; SwiftShader, the browser's
-//! software WebGPU, is LLVM-based too, so the page keeps the unfused path until that first-sample
-//! cost is measured there. burn-cubecl 0.21's own flash kernel is reached only through its
-//! autotuner and only without an explicit scale, which the model always passes.
+//! The page keeps the unfused path on WebGPU. Its fused forward was tried there (2026-12-06): it
+//! added 33 KB to the gzipped wasm, 13 KB past the page's 1.6 MB budget, and on SwiftShader it
+//! sampled the default model at 0.75x the unfused path's tokens/s (5.7 against 7.7; the first row
+//! 9.5 s against 5.7 s after navigation): a sampled token is one query, and the kernel gives each
+//! query one unit that walks every key, where a GPU wants the keys split across units.
+//! burn-cubecl 0.21's own flash kernel is reached only through its autotuner and only without an
+//! explicit scale, which the model always passes.
 //!
 //! Every path computes softmax(scale · q kᵀ + key bias + causal mask) v with the causal mask aligned
 //! bottom-right, so queries at the end of a longer (cached) key sequence see every earlier key; without
@@ -23,6 +25,8 @@
 mod cpu;
 #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
 mod cube;
+#[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
+mod cube_trained;
 /// The CPU flash kernel itself: plain f32 compute under the model, so it lives in `crate::kernels`.
 pub use crate::kernels::flash;
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
@@ -101,6 +105,11 @@ pub fn attend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
         let _ = cpu;
         return cpu::attention(x);
     }
+    #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
+    let x = match cube::attention(x) {
+        Ok(output) => return output,
+        Err(x) => x,
+    };
     // In the browser the other backend is WebGPU: Burn's attention there is this same unfused
     // composition, but through Burn's matmul, which `crate::kernels::matmul` keeps out of the wasm.
     #[cfg(target_arch = "wasm32")]
@@ -108,11 +117,6 @@ pub fn attend<B: Backend>(x: Qkv<B>) -> Tensor<B, 4> {
         attention_weights(x.q, x.k, x.key_bias, x.scale, x.causal),
         x.v,
     );
-    #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_arch = "wasm32")))]
-    let x = match cube::attention(x) {
-        Ok(output) => return output,
-        Err(x) => x,
-    };
     #[cfg(not(target_arch = "wasm32"))]
     unfused_or_backend(x)
 }
