@@ -16,6 +16,8 @@
 # FROM= (a model directory to train on, e.g. the campaign's latest milestone models/fmnist-campaign:
 # `train --model`, a warm restart with a fresh warmup and cosine; PRESET then only sizes the benchmarks)
 # TEST_LIMIT= (score only the first N test images) SAMPLE="--preset igpt-s --colors 512 --positions 1024 --batch 8" (the reference's generate shape).
+# ATTENTION="--batch 64 --heads 8 --head-dim 32 --len 784" (`small`'s attention; `bench attention` also
+# runs the colour model's, 4 heads of 64 over 1,024 pixels, unless ATTENTION is given)
 # PROBE_TRAIN= (probe the exported model with this many training images, recorded in its card)
 # FINETUNE_SECONDS= (then fine-tune it as a classifier for about this long)
 # DEADLINE=570 (seconds: later stages shrink or are skipped to end by then; the model is packed after
@@ -28,6 +30,8 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-small} BATCH=${BATCH:-64} PRECISION=${PRECISION:-bf16}
 LR=${LR:-1e-3} TRAIN_SECONDS=${TRAIN_SECONDS:-240} NAME=${NAME:-fmnist-small} REFERENCE=${REFERENCE:-1}
 SAMPLE=${SAMPLE:---preset igpt-s --colors 512 --positions 1024 --batch 8}
+ATTENTION_SHAPES=("${ATTENTION:---batch $BATCH --heads 8 --head-dim 32 --len 784}")
+[[ -z ${ATTENTION:-} ]] && ATTENTION_SHAPES+=("--batch 16 --heads 4 --head-dim 64 --len 1024")
 BENCH=${BENCH:-1} OUT=${OUT:-runs/gpu-session} DEADLINE=${DEADLINE:-570}
 KIT=.device
 WORK=${WORK:-/tmp/igpt-gpu}
@@ -82,6 +86,15 @@ if [[ $BENCH == 1 ]]; then
     # shellcheck disable=SC2086 # SAMPLE is a list of options
     timeout 150 "$IGPT" bench sample $SAMPLE --device "$DEVICE" \
         2>&1 | tee -a "$OUT/bench.txt" || echo "bench sample failed" | tee -a "$OUT/bench.txt"
+
+    # The fused attention kernels (src/kernels/cube_flash.rs) against Burn's unfused attention, forward
+    # and backward, on this device.
+    for shape in "${ATTENTION_SHAPES[@]}"; do
+        log "igpt bench attention $shape"
+        # shellcheck disable=SC2086 # shape is a list of options
+        timeout 90 "$IGPT" bench attention $shape --steps 10 --device "$DEVICE" \
+            2>&1 | tee -a "$OUT/bench.txt" || echo "bench attention failed" | tee -a "$OUT/bench.txt"
+    done
 
     # Data parallelism across processes (`--nodes`) on the one GPU: the same 20 steps in one process,
     # then split between two, and the time each spent in all-reduces.
