@@ -32,8 +32,6 @@ pub(crate) const MAX_HEAD_DIM: usize = 256;
 /// Up to this many queries (a sampled token is one), the forward splits each query's keys across a
 /// cube's units ([`decode_kernel`]) instead of giving each query one unit that walks every key.
 const DECODE_QUERIES: usize = 4;
-/// Units sharing one query's keys.
-const DECODE_UNITS: usize = 32;
 
 /// The row length a kernel is compiled for: the head dimension rounded up to a power of two (at
 /// least 16), so that a few compiled variants serve every model.
@@ -45,6 +43,12 @@ fn width(d: usize) -> usize {
 /// `block × block` scores stay within 12 KiB of shared memory (WebGPU guarantees 16 KiB).
 fn block(d: usize) -> usize {
     (1024 / width(d)).min(32)
+}
+
+/// Units sharing one query's keys in [`decode_kernel`]: 32, fewer from head dimension 128 on, so
+/// that their partial rows (`units × width` f32) take at most 8 KiB of shared memory.
+fn decode_units(d: usize) -> usize {
+    (2048 / width(d)).clamp(8, 32)
 }
 
 /// The forward pass's results: the output (`[b, h, tq, d]`, contiguous, the inputs' dtype) and
@@ -77,12 +81,13 @@ pub(crate) fn forward<R: CubeRuntime>(
     let (bias, has_bias) = bias_or_placeholder(q, key_bias);
     let block = block(d);
     if tq <= DECODE_QUERIES {
+        let units = decode_units(d);
         // Safety: as below.
         unsafe {
             decode_kernel::launch_unchecked::<R>(
                 &q.client,
                 CubeCount::Static(tq as u32, (b * h) as u32, 1),
-                CubeDim::new_1d(DECODE_UNITS as u32),
+                CubeDim::new_1d(units as u32),
                 q.clone().into_tensor_arg(),
                 k.clone().into_tensor_arg(),
                 v.clone().into_tensor_arg(),
@@ -93,7 +98,7 @@ pub(crate) fn forward<R: CubeRuntime>(
                 causal as u32,
                 has_bias as u32,
                 width(d),
-                DECODE_UNITS,
+                units,
                 q.dtype.into(),
             );
         }
@@ -245,6 +250,25 @@ fn bias_of(bias: &Tensor<f32>, b: usize, key: usize, has_bias: u32) -> f32 {
     value
 }
 
+/// Where a cube works, from its position in the `(rows / block, batch · heads)` grid: the sequence,
+/// the head, and the first of its block's rows (unit `UNIT_POS` takes row `first + UNIT_POS`).
+#[cube]
+fn placement(heads: usize, #[comptime] block: usize) -> (usize, usize, usize) {
+    let pair = CUBE_POS_Y as usize;
+    (pair / heads, pair % heads, CUBE_POS_X as usize * block)
+}
+
+/// A `width`-long row of zeros in registers.
+#[cube]
+fn zeros(#[comptime] width: usize) -> Array<f32> {
+    let mut values = Array::<f32>::new(width);
+    #[unroll]
+    for c in 0..width {
+        values[c] = 0.0;
+    }
+    values
+}
+
 /// How many keys query `row` sees: all of them, or those up to its own position (bottom-right).
 #[cube]
 fn visible_keys(row: usize, tq: usize, tk: usize, causal: u32) -> usize {
@@ -358,19 +382,13 @@ fn forward_kernel<F: Float>(
     #[comptime] block: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(1);
     let (tq, tk) = (q.shape(2), k.shape(2));
-    let (b, h) = (CUBE_POS_Y as usize / heads, CUBE_POS_Y as usize % heads);
-    let first = CUBE_POS_X as usize * block;
+    let (b, h, first) = placement(q.shape(1), block);
     let unit = UNIT_POS as usize;
     let row = first + unit;
 
     let query = row_of::<F>(q, b, h, row, tq, width);
-    let mut acc = Array::<f32>::new(width);
-    #[unroll]
-    for c in 0..width {
-        acc[c] = 0.0;
-    }
+    let mut acc = zeros(width);
     let end = visible_keys(row, tq, tk, causal);
     // Keys the block's last query sees: tiles past them are skipped by every unit alike.
     let block_end = visible_keys(min(first + block, tq) - 1, tq, tk, causal);
@@ -446,18 +464,13 @@ fn decode_kernel<F: Float>(
     #[comptime] units: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(1);
     let (tq, tk) = (q.shape(2), k.shape(2));
-    let (b, h) = (CUBE_POS_Y as usize / heads, CUBE_POS_Y as usize % heads);
-    let row = CUBE_POS_X as usize;
+    // One query per cube: its "block" is one row, and the units split its keys.
+    let (b, h, row) = placement(q.shape(1), 1usize);
     let unit = UNIT_POS as usize;
 
     let query = row_of::<F>(q, b, h, row, tq, width);
-    let mut acc = Array::<f32>::new(width);
-    #[unroll]
-    for c in 0..width {
-        acc[c] = 0.0;
-    }
+    let mut acc = zeros(width);
     let end = visible_keys(row, tq, tk, causal);
     let mut running_max = f32::min_value();
     let mut sum = 0.0f32;
@@ -545,22 +558,19 @@ fn query_gradient_kernel<F: Float>(
     #[comptime] block: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(1);
     let (tq, tk) = (q.shape(2), k.shape(2));
-    let (b, h) = (CUBE_POS_Y as usize / heads, CUBE_POS_Y as usize % heads);
-    let first = CUBE_POS_X as usize * block;
+    let (b, h, first) = placement(q.shape(1), block);
     let unit = UNIT_POS as usize;
     let row = first + unit;
 
     let query = row_of::<F>(q, b, h, row, tq, width);
     let upstream = row_of::<F>(grad_output, b, h, row, tq, width);
     let out = row_of::<F>(output, b, h, row, tq, width);
-    let mut acc = Array::<f32>::new(width);
+    let mut acc = zeros(width);
     let mut delta = 0.0f32;
     #[unroll]
     for c in 0..width {
         delta += upstream[c] * out[c];
-        acc[c] = 0.0;
     }
     let mut lse = 0.0f32;
     if row < tq {
@@ -611,23 +621,16 @@ fn key_value_gradient_kernel<F: Float>(
     #[comptime] block: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(1);
     let (tq, tk) = (q.shape(2), k.shape(2));
-    let (b, h) = (CUBE_POS_Y as usize / heads, CUBE_POS_Y as usize % heads);
-    let first = CUBE_POS_X as usize * block;
+    let (b, h, first) = placement(q.shape(1), block);
     let unit = UNIT_POS as usize;
     let key = first + unit;
     let live = key < tk;
 
     let own_key = row_of::<F>(k, b, h, key, tk, width);
     let own_value = row_of::<F>(v, b, h, key, tk, width);
-    let mut grad_k = Array::<f32>::new(width);
-    let mut grad_v = Array::<f32>::new(width);
-    #[unroll]
-    for c in 0..width {
-        grad_k[c] = 0.0;
-        grad_v[c] = 0.0;
-    }
+    let mut grad_k = zeros(width);
+    let mut grad_v = zeros(width);
     let key_bias = bias_of(bias, b, min(key, tk - 1), has_bias);
     // The first query that sees this block's first key (causal: query i sees keys ≤ tk − tq + i).
     let offset = tk - tq;
