@@ -6,6 +6,9 @@
 # Prepare on the build machine (the GPU machine builds nothing):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda
 #   mkdir -p .device && xz -T2 -c "$CARGO_TARGET_DIR/release/igpt" > .device/igpt.xz
+#   (optional, for the autotune A/B: the same build with Burn's autotuner on)
+#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda,autotune
+#   xz -T2 -c "$CARGO_TARGET_DIR/release/igpt" > .device/igpt-autotune.xz
 #   cp /usr/share/datasets/fashion-mnist/*.gz bench/hf_reference_bench.py .device/
 # then run `CUDA_PATH=/usr/local/cuda bash scripts/gpu-session.sh` there, carrying `.device`.
 #
@@ -24,6 +27,12 @@
 # each stage, so what finished comes back even if the device call is cut short)
 # REFERENCE_SHAPES= (a regex of hf_reference_bench.py's bench(...) lines to keep, e.g. 'fmnist')
 # NODES=1 (0 skips the one-against-two-processes comparison of `igpt train --nodes`)
+# IGPT_AUTOTUNE=.device/igpt-autotune (a build with `--features autotune`: its train, sample and
+# attention benchmarks run too when 5 minutes are left, with a cold and then a warm tuning cache, their
+# lines marked "autotune:")
+# WGPU=1 (0 skips sampling the page's default model through wgpu on the GPU's Vulkan driver, the
+# nearest to the page that this machine can run; WGPU_TOKENS=1024 its tokens; the Vulkan loader comes
+# from .device/gl/*.deb when the machine lacks it: `apt-get download libvulkan1` into .device/gl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +53,11 @@ pack() { tar -C "$WORK" -cf "$OUT/$1.tar" "$1"; }
 if [[ -f $KIT/igpt.xz && ! -x $KIT/igpt ]]; then
     xz -dc "$KIT/igpt.xz" > "$KIT/igpt" && chmod +x "$KIT/igpt"
 fi
+if [[ -f $KIT/igpt-autotune.xz && ! -x $KIT/igpt-autotune ]]; then
+    xz -dc "$KIT/igpt-autotune.xz" > "$KIT/igpt-autotune" && chmod +x "$KIT/igpt-autotune"
+fi
 IGPT=${IGPT:-$KIT/igpt}
+IGPT_AUTOTUNE=${IGPT_AUTOTUNE:-$KIT/igpt-autotune}
 DATA=${DATA:-$KIT}
 [[ -x $IGPT ]] || { echo "no igpt binary at $IGPT (see the top of this script)" >&2; exit 1; }
 [[ -f $DATA/train-images-idx3-ubyte.gz ]] || { echo "no Fashion-MNIST files in $DATA" >&2; exit 1; }
@@ -95,6 +108,43 @@ if [[ $BENCH == 1 ]]; then
         timeout 90 "$IGPT" bench attention $shape --steps 10 --device "$DEVICE" \
             2>&1 | tee -a "$OUT/bench.txt" || echo "bench attention failed" | tee -a "$OUT/bench.txt"
     done
+
+    # Burn's autotuner (a compile-time feature, so a second binary): the same benchmarks, marked, so
+    # that they sit beside the plain build's lines and the step sizing below never reads them. The
+    # first pass tunes every shape (its time is what a user's first run pays; the tuning cache is
+    # CubeCL's, under ./target), the second runs from the cache.
+    if [[ -x $IGPT_AUTOTUNE ]] && (( $(left) > 300 )); then
+        for pass in "cold cache" "warm cache"; do
+            log "igpt bench with Burn's autotuner ($pass): train $PRECISION, sample, attention"
+            started=$SECONDS
+            {
+                timeout 150 "$IGPT_AUTOTUNE" bench train --preset "$PRESET" --batch "$BATCH" --steps 20 \
+                    --device "$DEVICE" --precision "$PRECISION" 2>&1 || echo "bench train failed"
+                # shellcheck disable=SC2086 # SAMPLE and the shape are lists of options
+                timeout 150 "$IGPT_AUTOTUNE" bench sample $SAMPLE --device "$DEVICE" 2>&1 || echo "bench sample failed"
+                # shellcheck disable=SC2086
+                timeout 90 "$IGPT_AUTOTUNE" bench attention ${ATTENTION_SHAPES[0]} --steps 10 \
+                    --device "$DEVICE" 2>&1 || echo "bench attention failed"
+                echo "wall $((SECONDS - started)) s"
+            } | sed "s/^/autotune ($pass): /" | tee -a "$OUT/bench.txt"
+        done
+    fi
+
+    # The page's default model through wgpu on this GPU's Vulkan driver. The page itself cannot run
+    # here: the machine has no Chromium and no network to fetch one, and Chromium (348 MB installed)
+    # does not fit the device tool's 64 MiB carry. Natively wgpu runs igpt's fused CubeCL attention
+    # where the page runs Burn's unfused steps, so this is the backend family's figure, not the page's.
+    if [[ ${WGPU:-1} == 1 ]] && (( $(left) > 240 )); then
+        if ! ldconfig -p | grep -q libvulkan && compgen -G "$KIT/gl/*.deb" > /dev/null; then
+            for deb in "$KIT"/gl/*.deb; do dpkg -x "$deb" /; done
+            ldconfig
+        fi
+        nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+        [[ -f $nvidia_icd ]] && export VK_DRIVER_FILES=$nvidia_icd
+        log "igpt bench sample through wgpu (Vulkan): models/emoji-256x4x4, one image of ${WGPU_TOKENS:-1024} tokens"
+        { timeout 200 "$IGPT" bench sample --model models/emoji-256x4x4 --batch 1 --tokens "${WGPU_TOKENS:-1024}" --cached-only \
+            --device wgpu 2>&1 || echo "bench sample on wgpu failed"; } | sed 's/^/wgpu: /' | tee -a "$OUT/bench.txt"
+    fi
 
     # Data parallelism across processes (`--nodes`) on the one GPU: the same 20 steps in one process,
     # then split between two, and the time each spent in all-reduces.
