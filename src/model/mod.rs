@@ -840,12 +840,14 @@ mod tests {
             let again = quick_gelu(block.mlp.c_fc.forward(block.ln_2.forward(mid)));
             let diff: f32 = (again - neurons.clone()).abs().max().into_scalar();
             assert!(diff < 1e-5, "layer {layer}: {diff}");
-            // The check can tell: neurons read from the stream before attention are far off.
+            // The check can tell: neurons read from the stream before attention are off by well
+            // over its tolerance (by about 1e-3 at this random init, whose attention writes little;
+            // a 1e-3 bar failed once at 8.7e-4, so the bar is ten times the tolerance).
             let before = block.ln_2.forward(pass.residual[layer].clone());
             let wrong = quick_gelu(block.mlp.c_fc.forward(before));
             let off: f32 = (wrong - neurons).abs().max().into_scalar();
             assert!(
-                off > 1e-3,
+                off > 1e-4,
                 "layer {layer}: skipping attention moves the neurons only {off}"
             );
         }
