@@ -417,7 +417,11 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("on 64 images"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("on 64 images"), "{log}");
+    // stderr is not a terminal here, so the bar is hidden and each check prints a line of its own.
+    assert!(log.contains("step 2: validation "), "{log}");
+    assert!(log.contains("step 4: validation "), "{log}");
 
     // The last validation figure is the model's bits/token on images 64..72 of the training split:
     // eval over the first 72 images minus eval over the first 64 (every image has 784 tokens).
@@ -632,7 +636,7 @@ fn probe_finetune_and_classify_end_to_end() {
         )
         .unwrap();
     }
-    stdout_of(&[
+    let tuned = igpt(&[
         "finetune",
         "--model",
         &parent,
@@ -648,6 +652,10 @@ fn probe_finetune_and_classify_end_to_end() {
         "10",
         "--record",
     ]);
+    let log = String::from_utf8_lossy(&tuned.stderr);
+    assert!(tuned.status.success(), "{log}");
+    assert!(log.contains("step 10: held-out accuracy "), "{log}");
+    assert!(log.contains("step 20: held-out accuracy "), "{log}");
     let card: serde_json::Value = json(&std::fs::read_to_string(path("tuned/card.json")).unwrap());
     let accuracy = card["metrics"]["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{card}");

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::backend::{BackendJob, DeviceKind};
-use crate::{LabelledSplits, progress, tokenize_images};
+use crate::{LabelledSplits, log_line, progress, tokenize_images};
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -168,9 +168,20 @@ impl BackendJob for FinetuneArgs {
                             generative / std::f64::consts::LN_2
                         ));
                     }
-                    FinetuneEvent::Validation { accuracy, best, .. } => {
+                    FinetuneEvent::Validation {
+                        step,
+                        accuracy,
+                        best,
+                    } => {
                         let mark = if best { " (best)" } else { "" };
                         note = format!(" | held-out {:.2}%{mark}", 100.0 * accuracy);
+                        log_line(
+                            &bar,
+                            &format!(
+                                "step {step}: held-out accuracy {:.2}%{mark}",
+                                100.0 * accuracy
+                            ),
+                        );
                     }
                 }
                 ControlFlow::Continue(())

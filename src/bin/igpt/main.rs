@@ -156,6 +156,16 @@ pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// A line that stays: above the progress bar on a terminal, or on its own when the bar is hidden
+/// (stderr is a log file), so a run in the background still says how its checks went.
+pub(crate) fn log_line(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Token ids of every image, with a progress bar.
 pub(crate) fn tokenize_images(
     images: &[igpt::Raster],

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{BackendJob, DeviceKind};
 use crate::{baselines, heap, history};
-use crate::{progress, tokenize_all};
+use crate::{log_line, progress, tokenize_all};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -337,8 +337,13 @@ impl BackendJob for TrainArgs {
                         loss / std::f64::consts::LN_2
                     ));
                 }
-                Event::Validation { score, .. } => {
+                Event::Validation { step, score, best } => {
                     val_note = format!(" | val {score:.4} bits/token");
+                    let mark = if best { " (best)" } else { "" };
+                    log_line(
+                        &bar,
+                        &format!("step {step}: validation {score:.4} bits/token{mark}"),
+                    );
                 }
                 Event::Checkpoint { .. } => {}
             }
