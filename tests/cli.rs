@@ -471,11 +471,11 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let curve = igpt(&["probe-curve", "--run", &path("run")]);
     assert!(!curve.status.success());
     assert!(String::from_utf8_lossy(&curve.stderr).contains("has a recorded probe"));
-    let probe = |step: &str, test_limit: &str| {
+    let probe = |model: &str, test_limit: &str| {
         stdout_of(&[
             "probe",
             "--model",
-            &path(&format!("run/milestones/step-{step}")),
+            &path(model),
             "--train-limit",
             "60",
             "--test-limit",
@@ -489,7 +489,8 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
         ])
     };
     for step in ["000002", "000004"] {
-        std::fs::write(path(&format!("probe-{step}.json")), probe(step, "20")).unwrap();
+        let model = format!("run/milestones/step-{step}");
+        std::fs::write(path(&format!("probe-{step}.json")), probe(&model, "20")).unwrap();
     }
     let curve = json(&stdout_of(&[
         "probe-curve",
@@ -508,6 +509,53 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     }
     let svg = std::fs::read_to_string(path("curve.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("held-out"), "{svg}");
+
+    // A warm restart from the last milestone continues the step count: charted together, its
+    // milestone at its own step 2 is step 6 of the whole history.
+    let out = igpt(&[
+        "train",
+        "--model",
+        &milestone,
+        "--data",
+        "fashion-mnist:train",
+        "--limit",
+        "72",
+        "--holdout",
+        "8",
+        "--eval-images",
+        "8",
+        "--eval-every",
+        "2",
+        "--keep-every",
+        "2",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "-o",
+        &path("run-2"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    probe("run-2/milestones/step-000002", "20");
+    let both = json(&stdout_of(&[
+        "probe-curve",
+        "--run",
+        &path("run"),
+        "--run",
+        &path("run-2"),
+        "--json",
+    ]));
+    let steps: Vec<u64> = both
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [2, 4, 6]);
 
     // probe-compare lays the two reports side by side, layer by layer, as they were measured, and
     // refuses reports probed on other images.
@@ -538,7 +586,11 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     }
     let svg = std::fs::read_to_string(path("compare.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("early") && svg.contains("late"));
-    std::fs::write(path("probe-other.json"), probe("000004", "12")).unwrap();
+    std::fs::write(
+        path("probe-other.json"),
+        probe("run/milestones/step-000004", "12"),
+    )
+    .unwrap();
     let refused = igpt(&[
         "probe-compare",
         &format!("early={}", path("probe-000002.json")),

@@ -65,6 +65,17 @@ pub fn milestones(run: &Path) -> Result<Vec<(PathBuf, RunState)>> {
     Ok(found)
 }
 
+/// When `dir` is one of a run's milestones (`RUN/milestones/step-N`): the run folder and the state
+/// saved with the milestone.
+pub fn milestone_of(dir: &Path) -> Option<(PathBuf, RunState)> {
+    let folder = dir.parent()?;
+    if folder.file_name()? != "milestones" {
+        return None;
+    }
+    let state = read_json(&dir.join(STATE_FILE)).ok()?;
+    Some((folder.parent()?.to_path_buf(), state))
+}
+
 /// Keeps a copy of the model at this step (a model directory plus the run's state, no optimizer),
 /// written beside its final place and renamed into it, so a kill leaves no half milestone.
 pub(crate) fn save_milestone<B: AutodiffBackend>(

@@ -70,7 +70,8 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
     written(path, draw())
 }
 
-/// One milestone of a run: its step, bits/token on the run's held-out training images, its probe.
+/// One milestone of a run: its step (counted from the first model, across warm restarts), bits/token
+/// on the run's held-out training images, its probe.
 #[derive(Serialize)]
 pub struct ProbedMilestone {
     pub step: usize,

@@ -10,13 +10,15 @@ use igpt::ModelCard;
 use igpt::train::run;
 
 use crate::chart::{self, ProbedMilestone};
+use crate::history;
 
 #[derive(Args)]
 pub struct ProbeCurveArgs {
     /// A training run folder; its milestones (RUN/milestones/step-*) probed with
-    /// `igpt probe --model RUN/milestones/step-N --record`.
-    #[arg(long)]
-    run: PathBuf,
+    /// `igpt probe --model RUN/milestones/step-N --record`. Give it again for a run that continued
+    /// from another (`train --model RUN/milestones/step-N`): steps count from the first model.
+    #[arg(long, required = true)]
+    run: Vec<PathBuf>,
     /// Write an SVG chart: best-layer accuracy against held-out bits/token, and each milestone's
     /// accuracy by layer.
     #[arg(long, value_name = "FILE.svg")]
@@ -29,24 +31,39 @@ pub struct ProbeCurveArgs {
 pub fn run(args: ProbeCurveArgs) -> anyhow::Result<()> {
     let mut probed = Vec::new();
     let mut unprobed = Vec::new();
-    for (dir, state) in run::milestones(&args.run)? {
-        let card = ModelCard::read_or(&dir, ModelCard::default)?;
-        match (card.probe, state.last_val_bits) {
-            (Some(probe), Some(val_bits)) => probed.push(ProbedMilestone {
-                step: state.step,
-                val_bits,
-                probe,
-            }),
-            _ => unprobed.push(state.step),
+    for folder in &args.run {
+        let before = match history::steps_before(folder)? {
+            Some(steps) => steps as usize,
+            None => {
+                eprintln!(
+                    "{}'s starting model has no known history: its steps count from its own start",
+                    folder.display()
+                );
+                0
+            }
+        };
+        for (dir, state) in run::milestones(folder)? {
+            let step = before + state.step;
+            let card = ModelCard::read_or(&dir, ModelCard::default)?;
+            match (card.probe, state.last_val_bits) {
+                (Some(probe), Some(val_bits)) => probed.push(ProbedMilestone {
+                    step,
+                    val_bits,
+                    probe,
+                }),
+                _ => unprobed.push(step),
+            }
         }
     }
     if probed.is_empty() {
+        let first = args.run[0].display();
         bail!(
-            "no milestone of {} has a recorded probe: run `igpt probe --model {}/milestones/step-N --record` first",
-            args.run.display(),
-            args.run.display()
+            "no milestone of {} has a recorded probe: run `igpt probe --model {first}/milestones/step-N --record` first",
+            names(&args.run)
         );
     }
+    probed.sort_by_key(|m| m.step);
+    unprobed.sort_unstable();
     let protocol = |m: &ProbedMilestone| {
         let p = &m.probe;
         (
@@ -72,13 +89,18 @@ pub fn run(args: ProbeCurveArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.chart {
-        let title = args.run.file_name().map_or_else(
-            || args.run.display().to_string(),
-            |n| n.to_string_lossy().into(),
-        );
-        chart::probe_curve_svg(path, &title, &probed)?;
+        chart::probe_curve_svg(path, &names(&args.run), &probed)?;
     }
     Ok(())
+}
+
+/// The runs' folder names, as the chart's title and the messages say them: `run-a + run-b`.
+fn names(runs: &[PathBuf]) -> String {
+    let name = |run: &PathBuf| {
+        run.file_name()
+            .map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into())
+    };
+    runs.iter().map(name).collect::<Vec<_>>().join(" + ")
 }
 
 fn print_table(probed: &[ProbedMilestone]) {
