@@ -492,6 +492,14 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
         let model = format!("run/milestones/step-{step}");
         std::fs::write(path(&format!("probe-{step}.json")), probe(&model, "20")).unwrap();
     }
+    // Fitted probes are kept by what they were fitted on: the two milestones' 2 layers each, and the
+    // random-init twin's 2 layers and raw pixels once for both. A probe read back is the same report.
+    let kept = std::fs::read_dir(path("features/probes")).unwrap().count();
+    assert_eq!(kept, 2 + 2 + 2 + 1);
+    assert_eq!(
+        probe("run/milestones/step-000002", "20"),
+        std::fs::read_to_string(path("probe-000002.json")).unwrap()
+    );
     let curve = json(&stdout_of(&[
         "probe-curve",
         "--run",

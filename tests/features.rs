@@ -96,26 +96,30 @@ fn fixture_features_equal_its_hidden_states_pooled_by_hand() {
 }
 
 #[test]
-fn cached_features_read_back_equal_and_are_keyed_by_the_weights() {
+fn cached_features_read_back_equal_and_are_keyed_by_the_weights_and_the_tokens() {
     let stored = store::load_dir::<B>(&fixture_dir(), &Default::default()).unwrap();
-    let features = features::extract(&stored.model, &fixture_sequences(), 3, |_| {}).unwrap();
+    let sequences = fixture_sequences();
+    let features = features::extract(&stored.model, &sequences, 3, |_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = FeatureCache::new(dir.path());
-    let paths = cache
-        .paths(&stored.model, &["fixture", "other data"])
-        .unwrap();
+    let fed = [("fixture", &sequences[..]), ("masks 2", &sequences[..])];
+    let paths = cache.paths(&stored.model, &fed).unwrap();
     let path = &paths[0];
     assert!(FeatureCache::read(path).is_none());
     FeatureCache::write(path, &features).unwrap();
     assert_eq!(FeatureCache::read(path).unwrap(), features);
 
+    // Another description of how they were fed, the same again, other weights.
     assert_ne!(path, &paths[1]);
-    assert_eq!(
-        paths,
-        cache
-            .paths(&stored.model, &["fixture", "other data"])
-            .unwrap()
-    );
+    assert_eq!(paths, cache.paths(&stored.model, &fed).unwrap());
     let other = stored.config.init::<B>(&Default::default());
-    assert_ne!(path, &cache.paths(&other, &["fixture"]).unwrap()[0]);
+    assert_ne!(path, &cache.paths(&other, &fed[..1]).unwrap()[0]);
+
+    // The same images under another palette are other tokens: one id changed is another file.
+    let mut recoloured = sequences.clone();
+    recoloured[0][0] = (recoloured[0][0] + 1) % 512;
+    let moved = cache
+        .paths(&stored.model, &[("fixture", &recoloured[..])])
+        .unwrap();
+    assert_ne!(path, &moved[0]);
 }

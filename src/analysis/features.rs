@@ -127,7 +127,9 @@ pub fn extract_masked<B: Backend>(
 
 /// Features saved on disk (safetensors, one `layer.{l}` tensor `[images, d]` each), named by a digest
 /// of the model's weights and what was fed to it, so a second probe of the same model and data reads
-/// them instead of running the model again.
+/// them instead of running the model again. What was fed is the token ids themselves, not only a
+/// name for the data: two models of one shape with other palettes (e.g. two random-init twins)
+/// read the same images as other tokens.
 pub struct FeatureCache {
     dir: PathBuf,
 }
@@ -137,11 +139,16 @@ impl FeatureCache {
         Self { dir: dir.into() }
     }
 
-    /// The files for `model`'s features of each set of images described in `data` (e.g. a spec and
-    /// limit). The weights are read back and digested once for all of them.
-    pub fn paths<B: Backend>(&self, model: &ImageGpt<B>, data: &[&str]) -> Result<Vec<PathBuf>> {
+    /// The files for `model`'s features of each set of token sequences in `data`, each with a
+    /// description of anything else that shaped its features (e.g. BERT mask averaging). The
+    /// weights are read back and digested once for all of them.
+    pub fn paths<B: Backend>(
+        &self,
+        model: &ImageGpt<B>,
+        data: &[(&str, &[Vec<u16>])],
+    ) -> Result<Vec<PathBuf>> {
         let mut weights = Sha256::new();
-        weights.update(b"igpt features v1\0");
+        weights.update(b"igpt features v2\0");
         // The same weights read another way give other features (an autoregressive model's keys
         // stay as they were).
         if let Some(p) = model.objective().mask_prob() {
@@ -153,8 +160,17 @@ impl FeatureCache {
         )?);
         Ok(data
             .iter()
-            .map(|d| {
-                let digest = weights.clone().chain_update(d.as_bytes()).finalize();
+            .map(|(description, sequences)| {
+                let mut fed = weights.clone().chain_update(description.as_bytes());
+                for ids in *sequences {
+                    fed.update((ids.len() as u64).to_le_bytes());
+                    fed.update(
+                        ids.iter()
+                            .flat_map(|id| id.to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    );
+                }
+                let digest = fed.finalize();
                 let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
                 self.dir.join(format!("{hex}.safetensors"))
             })

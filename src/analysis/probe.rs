@@ -7,6 +7,7 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
+use sha2::{Digest, Sha256};
 
 use crate::analysis::features::Features;
 use crate::data::Dataset as Images;
@@ -72,7 +73,7 @@ impl Default for ProbeConfig {
 }
 
 /// What a probe measured.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeResult {
     /// Share of test images classified correctly by the probe refitted on all training images.
     pub accuracy: f64,
@@ -80,6 +81,25 @@ pub struct ProbeResult {
     pub val_accuracy: f64,
     /// The chosen L2 strength.
     pub l2: f64,
+}
+
+/// A digest of everything [`probe`]'s result depends on: the features, the labels and the fitting
+/// settings. The fit is deterministic, so a result can be kept under it: the random-init twin's and
+/// raw pixels' probes are the same for every milestone of a run.
+pub fn fingerprint(train: Labelled, test: Labelled, config: &ProbeConfig) -> String {
+    let mut digest = Sha256::new();
+    digest.update(format!("igpt probe v1 {config:?}\0").as_bytes());
+    for set in [train, test] {
+        digest.update((set.dim as u64).to_le_bytes());
+        let values = set.features.iter().flat_map(|v| v.to_le_bytes());
+        digest.update(values.collect::<Vec<u8>>());
+        let labels = set.labels.iter().flat_map(|&l| (l as u64).to_le_bytes());
+        digest.update(labels.collect::<Vec<u8>>());
+    }
+    digest.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fits a probe on `train` and scores it on `test`.

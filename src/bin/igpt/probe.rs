@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::analysis::features::{self, FeatureCache, Features};
-use igpt::analysis::probe::{Labelled, ProbeConfig, ProbeReport, layer_result, probe, raw_pixels};
+use igpt::analysis::probe::{
+    Labelled, ProbeConfig, ProbeReport, ProbeResult, fingerprint, layer_result, probe, raw_pixels,
+};
 use igpt::data::DataSpec;
 use igpt::store;
 use igpt::{ImageGpt, ModelCard};
@@ -35,8 +37,10 @@ pub struct ProbeArgs {
     /// Images per forward pass when computing features.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Where computed features are kept, keyed by the weights and the data; a second probe of the same
-    /// model and data reads them instead of running the model.
+    /// Where computed features and fitted probes are kept, keyed by the weights and the tokens fed
+    /// (features) or by the features, labels and settings (probes): a second probe of the same model
+    /// and data reads them instead of running the model, and every model of one shape shares its
+    /// random-init twin's and the raw pixels' probes.
     #[arg(long, default_value_os_t = default_cache())]
     cache: PathBuf,
     /// Print one JSON line instead of the table.
@@ -96,7 +100,7 @@ impl BackendJob for ProbeArgs {
             tokenize_images(&test.images, &tokenizer, "tokenizing test"),
         ];
         let features = |model: &ImageGpt<B>, name: &str| -> anyhow::Result<[Features; 2]> {
-            let paths = cache.paths(model, &[&keys[0], &keys[1]])?;
+            let paths = cache.paths(model, &[(&keys[0], &ids[0]), (&keys[1], &ids[1])])?;
             let [train, test] = [0, 1].map(|i| {
                 let what = format!("features of {} ({name})", keys[i]);
                 cached_features(model, &paths[i], &ids[i], (self.batch, masks), &what)
@@ -120,13 +124,15 @@ impl BackendJob for ProbeArgs {
         tasks.push((&pixels, 0));
         let bar = progress(tasks.len(), "fitting probes");
         let config = ProbeConfig::default();
+        let kept = self.cache.join("probes");
         let results = tasks
             .par_iter()
             .map(|&(set, l)| {
-                let r = probe(
+                let r = cached_probe(
                     Labelled::new(&set[0].layers[l], &train.labels, set[0].width)?,
                     Labelled::new(&set[1].layers[l], &test.labels, set[1].width)?,
                     &config,
+                    &kept,
                 );
                 bar.inc(1);
                 Ok(layer_result(l, r?))
@@ -214,6 +220,27 @@ fn cached_features<B: Backend>(
     );
     FeatureCache::write(path, &features)?;
     Ok(features)
+}
+
+/// A probe's result, read from `dir` when the same features, labels and settings were fitted before
+/// (each milestone of a run has the same random-init twin and the same raw pixels), else fitted and
+/// kept there.
+fn cached_probe(
+    train: Labelled,
+    test: Labelled,
+    config: &ProbeConfig,
+    dir: &Path,
+) -> anyhow::Result<ProbeResult> {
+    let path = dir.join(format!("{}.json", fingerprint(train, test, config)));
+    let kept = std::fs::read(&path).ok();
+    if let Some(result) = kept.and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+        return Ok(result);
+    }
+    let result = probe(train, test, config)?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec(&result)?))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(result)
 }
 
 fn print_table(report: &ProbeReport) {
