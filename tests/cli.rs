@@ -377,13 +377,14 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     fit_small_palette(&path("pal"));
-    let train = |holdout: &str, run: &str| {
-        igpt(&[
-            "train",
-            "--preset",
-            "tiny",
-            "--palette",
-            &path("pal"),
+    let palette = path("pal");
+    let fresh = ["--preset", "tiny", "--palette", &palette];
+    // `start`: what to train from; then the last `holdout` of the first 72 images held out.
+    let train = |start: &[&str], holdout: &str, steps: &str, run: &str| {
+        let run = path(run);
+        let mut args = vec!["train"];
+        args.extend(start);
+        args.extend([
             "--data",
             "fashion-mnist:train",
             "--limit",
@@ -397,21 +398,22 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
             "--keep-every",
             "2",
             "--steps",
-            "4",
+            steps,
             "--batch",
             "4",
             "-o",
-            &path(run),
-        ])
+            &run,
+        ]);
+        igpt(&args)
     };
-    let refused = train("72", "none-left");
+    let refused = train(&fresh, "72", "4", "none-left");
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--holdout 72 leaves no training images"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    let out = train("8", "run");
+    let out = train(&fresh, "8", "4", "run");
     assert!(
         out.status.success(),
         "{}",
@@ -520,29 +522,7 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
 
     // A warm restart from the last milestone continues the step count: charted together, its
     // milestone at its own step 2 is step 6 of the whole history.
-    let out = igpt(&[
-        "train",
-        "--model",
-        &milestone,
-        "--data",
-        "fashion-mnist:train",
-        "--limit",
-        "72",
-        "--holdout",
-        "8",
-        "--eval-images",
-        "8",
-        "--eval-every",
-        "2",
-        "--keep-every",
-        "2",
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "-o",
-        &path("run-2"),
-    ]);
+    let out = train(&["--model", &milestone], "8", "2", "run-2");
     assert!(
         out.status.success(),
         "{}",
