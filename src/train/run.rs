@@ -17,6 +17,8 @@ const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const STATE_FILE: &str = "state.json";
 const CONFIG_FILE: &str = "train.json";
 const LOG_FILE: &str = "log.csv";
+/// The folder of a run that holds its milestone models, one `step-NNNNNN` folder each.
+const MILESTONES_DIR: &str = "milestones";
 const LOG_HEADER: &str =
     "step,lr,loss,bits_per_token,grad_norm,tokens_per_second,val_bits_per_token,seconds\n";
 
@@ -41,12 +43,12 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
 
 /// Where [`save_milestone`] keeps the model of step `step`.
 pub(crate) fn milestone_dir(run: &Path, step: usize) -> PathBuf {
-    run.join("milestones").join(format!("step-{step:06}"))
+    run.join(MILESTONES_DIR).join(format!("step-{step:06}"))
 }
 
 /// A run's milestones, oldest first: each model directory with the state saved beside it.
 pub fn milestones(run: &Path) -> Result<Vec<(PathBuf, RunState)>> {
-    let folder = run.join("milestones");
+    let folder = run.join(MILESTONES_DIR);
     let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
     let mut found = Vec::new();
     for entry in entries {
@@ -69,7 +71,7 @@ pub fn milestones(run: &Path) -> Result<Vec<(PathBuf, RunState)>> {
 /// saved with the milestone.
 pub fn milestone_of(dir: &Path) -> Option<(PathBuf, RunState)> {
     let folder = dir.parent()?;
-    if folder.file_name()? != "milestones" {
+    if folder.file_name()? != MILESTONES_DIR {
         return None;
     }
     let state = read_json(&dir.join(STATE_FILE)).ok()?;
