@@ -700,6 +700,15 @@ fn probe_finetune_and_classify_end_to_end() {
     let accuracy = card["metrics"]["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{card}");
     assert_eq!(card["finetune"]["held_out_images"], 20);
+    assert_eq!(card["finetune"]["from"], parent.as_str());
+    assert_eq!(card["finetune"]["weights"], "f32");
+    assert!(card["finetune"].get("from_scratch").is_none(), "{card}");
+    assert!(
+        card["finetune"]["device"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{card}"
+    );
     // Both loss figures describe the fine-tuned model, not the one it started from.
     let bits = card["metrics"]["test_bits_per_token"].as_f64().unwrap();
     let nats = card["metrics"]["test_nll_nats"].as_f64().unwrap();

@@ -460,6 +460,62 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
 }
 
 #[test]
+fn a_head_goes_on_the_pretrained_weights_or_for_the_baseline_on_fresh_ones() {
+    let classes: Vec<String> = ["coat", "shirt", "bag"].map(String::from).into();
+    let pretrained = || tiny::<B>(9);
+    let body = weights(&pretrained().model);
+    let headed = finetune::with_head(pretrained(), classes.clone(), None);
+    assert_eq!((headed.model.n_labels(), &headed.labels), (3, &classes));
+    // The pretrained weights are kept, and the head adds one tensor, of zeros.
+    let kept = weights(&headed.model);
+    assert_eq!(kept, weights(&pretrained().model.with_classifier(3)));
+    let zeros = |ts: &[Vec<f32>]| ts.iter().filter(|t| t.iter().all(|&v| v == 0.0)).count();
+    assert_eq!(
+        (kept.len(), zeros(&kept)),
+        (body.len() + 1, zeros(&body) + 1)
+    );
+    // The from-scratch baseline keeps the shape only: the weights of a fresh model of that seed.
+    let fresh = finetune::with_head(pretrained(), classes.clone(), Some(4));
+    let drawn = store::seeded_init::<B>(&fresh.config, 4, &Default::default());
+    assert_eq!(weights(&fresh.model), weights(&drawn.with_classifier(3)));
+    assert_ne!(weights(&fresh.model), kept);
+}
+
+#[test]
+fn finetuning_refuses_labels_its_head_cannot_score() {
+    let (seqs, labels) = oriented_stripes(16);
+    let headed = || {
+        let mut start = tiny::<A>(10);
+        start.model = start.model.with_classifier(2);
+        start
+    };
+    let refusal = |start, train_labels: &[usize], val: &[Vec<u16>], val_labels: &[usize]| {
+        let result = finetune::finetune(
+            start,
+            (&seqs, train_labels),
+            (val, val_labels),
+            &finetune_config(2),
+            |_| ControlFlow::Continue(()),
+        );
+        result.err().expect("refused").to_string()
+    };
+    let (val, val_labels) = (&seqs[..4], &labels[..4]);
+    let no_head = refusal(tiny::<A>(10), &labels, val, val_labels);
+    assert!(no_head.contains("classification head"), "{no_head}");
+    let mut wrong = labels.clone();
+    wrong[3] = 2;
+    let train_wrong = refusal(headed(), &wrong, val, val_labels);
+    assert!(
+        train_wrong.contains("label 2 is outside the head's 2 classes"),
+        "{train_wrong}"
+    );
+    let val_wrong = refusal(headed(), &labels, val, &wrong[..4]);
+    assert!(val_wrong.contains("label 2 is outside"), "{val_wrong}");
+    let no_val = refusal(headed(), &labels, &[], &[]);
+    assert!(no_val.contains("held-out images"), "{no_val}");
+}
+
+#[test]
 fn a_finetuned_model_classifies_saves_and_loads_identically() {
     let (seqs, labels) = oriented_stripes(96);
     let train_part = 80; // and 16 held out
@@ -480,21 +536,17 @@ fn a_finetuned_model_classifies_saves_and_loads_identically() {
         tuned.best_val_accuracy
     );
     let model = tuned.stored.model.valid();
-    let scores = classify::score(
-        &model,
-        &seqs[train_part..],
-        &labels[train_part..],
-        8,
-        |_| {},
-    )
-    .unwrap();
+    let held_out = (&seqs[train_part..], &labels[train_part..]);
+    let scores = classify::score(&model, held_out.0, held_out.1, 8, |_| {}).unwrap();
     assert_eq!(scores.accuracy, tuned.best_val_accuracy);
 
+    // What is written scores as what was fitted.
     let dir = tempfile::tempdir().unwrap();
-    tuned
-        .stored
-        .save_dir(dir.path(), WeightPrecision::F32)
+    let mut scored = 0;
+    let written = tuned
+        .save_and_score(dir.path(), WeightPrecision::F32, held_out, |n| scored += n)
         .unwrap();
+    assert_eq!((written.accuracy, scored), (scores.accuracy, 16));
     let loaded = store::load_dir::<B>(dir.path(), &Default::default()).unwrap();
     assert_eq!(loaded.labels, ["horizontal", "vertical"]);
     assert_eq!(loaded.model.n_labels(), 2);

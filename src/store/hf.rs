@@ -170,6 +170,17 @@ pub enum WeightPrecision {
     Q6,
 }
 
+impl WeightPrecision {
+    /// As cards record it: "f32", "f16" or "q6".
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightPrecision::F32 => "f32",
+            WeightPrecision::F16 => "f16",
+            WeightPrecision::Q6 => "q6",
+        }
+    }
+}
+
 /// A parameter of the model as the checkpoint names and lays it out.
 enum Slot<'a, B: Backend> {
     Vector(&'a mut Param<Tensor<B, 1>>),

@@ -4,8 +4,9 @@
 //! generates, and also classifies.
 
 use std::ops::ControlFlow;
+use std::path::Path;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::ChaCha8Rng};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,9 @@ use crate::analysis::classify::{self, Scores};
 use crate::error::{Error, Result};
 use crate::model::ImageGpt;
 use crate::model::precision::Precision;
-use crate::store::{FinetuneRecord, FinetunedRecord, ModelCard, StoredModel};
+use crate::store::{
+    self, FinetuneRecord, FinetunedRecord, ModelCard, StoredModel, WeightPrecision,
+};
 
 /// How a fine-tuning run goes (recorded in the fine-tuned model's card; a card from before a
 /// setting existed reads it as its default).
@@ -49,6 +52,38 @@ pub struct FinetuneConfig {
     pub classification_only: bool,
 }
 
+impl FinetuneConfig {
+    /// The settings of the shared loop ([`run_loop::run_loop`]) for this fine-tuning, which checks
+    /// `held_out` images every `eval_every` steps and keeps no run folder.
+    fn loop_config(&self, held_out: usize) -> TrainConfig {
+        TrainConfig {
+            data: String::new(),
+            limit: None,
+            holdout: 0,
+            val: None,
+            batch: self.batch,
+            steps: self.steps,
+            lr: self.lr,
+            warmup: self.warmup,
+            grad_clip: self.grad_clip,
+            flip: self.flip,
+            crop: self.crop,
+            shuffle_window: crate::data::stream::DEFAULT_WINDOW,
+            seed: self.seed,
+            log_every: self.eval_every,
+            eval_every: self.eval_every,
+            eval_images: held_out,
+            checkpoint_every: self.steps,
+            keep_every: 0,
+            precision: self.precision,
+            init: None,
+            classification_only: self.classification_only,
+            devices: Vec::new(),
+            nodes: None,
+        }
+    }
+}
+
 /// What the loop reports as it goes.
 pub enum FinetuneEvent {
     Step {
@@ -72,6 +107,67 @@ pub struct Finetuned<B: AutodiffBackend> {
     /// Steps taken before stopping.
     pub steps: usize,
     pub seconds: f64,
+    /// What it ran on ("flex Cpu", ...).
+    pub device: String,
+}
+
+impl<B: AutodiffBackend> Finetuned<B> {
+    /// Writes the weights to `dir` as `weights`, then scores what was written (f16 rounding
+    /// included) on the labelled `test` sequences; `on_batch` hears each scored batch's size.
+    pub fn save_and_score(
+        &self,
+        dir: &Path,
+        weights: WeightPrecision,
+        (test, test_labels): (&[Vec<u16>], &[usize]),
+        on_batch: impl FnMut(usize),
+    ) -> Result<Scores> {
+        self.stored.save_dir(dir, weights)?;
+        let written = store::load_dir::<B::InnerBackend>(dir, &self.stored.model.device())?;
+        classify::score(&written.model, test, test_labels, 32, on_batch)
+    }
+
+    /// How the run went, for the cards: it started from the model directory `from` and fitted
+    /// `sizes` = (fitted, held out) images of `train_data` with `config`, keeping `weights`.
+    pub fn record(
+        &self,
+        from: &Path,
+        train_data: &str,
+        (train_images, held_out_images): (usize, usize),
+        config: &FinetuneConfig,
+        weights: WeightPrecision,
+    ) -> FinetuneRecord {
+        FinetuneRecord {
+            from: from.display().to_string(),
+            from_scratch: config.classification_only,
+            train_data: train_data.to_string(),
+            train_images,
+            held_out_images,
+            config: serde_json::to_value(config).expect("plain data serialises"),
+            best_step: self.best_step,
+            best_held_out_accuracy: self.best_val_accuracy,
+            steps: self.steps,
+            seconds: self.seconds,
+            device: self.device.clone(),
+            weights: weights.name().into(),
+        }
+    }
+}
+
+/// Readies a pretrained model for [`finetune`]: a classification head over `classes` (see
+/// [`class_names`]), all zeros, so the model starts out guessing every class alike. The
+/// from-scratch baseline (`fresh_seed`) first draws new random weights from that seed, keeping
+/// only the architecture.
+pub fn with_head<B: Backend>(
+    mut stored: StoredModel<B>,
+    classes: Vec<String>,
+    fresh_seed: Option<u64>,
+) -> StoredModel<B> {
+    if let Some(seed) = fresh_seed {
+        stored.model = store::seeded_init(&stored.config, seed, &stored.model.device());
+    }
+    stored.model = stored.model.with_classifier(classes.len());
+    stored.labels = classes;
+    stored
 }
 
 /// Fine-tunes `start` (which must have a classification head, see
@@ -83,54 +179,12 @@ pub fn finetune<B: AutodiffBackend>(
     config: &FinetuneConfig,
     mut on_event: impl FnMut(FinetuneEvent) -> ControlFlow<()>,
 ) -> Result<Finetuned<B>> {
-    let classes = start.model.n_labels();
-    if classes == 0 {
-        return Err(Error::invalid("fine-tuning needs a classification head"));
+    // The loop checks the training images and their labels, and the settings; the held-out ones
+    // are checked here, where they are scored.
+    if val.is_empty() {
+        return Err(Error::invalid("fine-tuning needs held-out images"));
     }
-    if train.is_empty() || val.is_empty() {
-        return Err(Error::invalid(
-            "fine-tuning needs training images and held-out images",
-        ));
-    }
-    if let Some(&bad) = train_labels
-        .iter()
-        .chain(val_labels)
-        .find(|&&l| l >= classes)
-    {
-        return Err(Error::invalid(format!(
-            "label {bad} is outside the head's {classes} classes"
-        )));
-    }
-    if config.batch == 0 || config.steps == 0 || config.eval_every == 0 {
-        return Err(Error::invalid(
-            "batch, steps and eval_every must be at least 1",
-        ));
-    }
-    let run_config = TrainConfig {
-        data: String::new(),
-        limit: None,
-        holdout: 0,
-        val: None,
-        batch: config.batch,
-        steps: config.steps,
-        lr: config.lr,
-        warmup: config.warmup,
-        grad_clip: config.grad_clip,
-        flip: config.flip,
-        crop: config.crop,
-        shuffle_window: crate::data::stream::DEFAULT_WINDOW,
-        seed: config.seed,
-        log_every: config.eval_every,
-        eval_every: config.eval_every,
-        eval_images: val.len(),
-        checkpoint_every: config.steps,
-        keep_every: 0,
-        precision: config.precision,
-        init: None,
-        classification_only: config.classification_only,
-        devices: Vec::new(),
-        nodes: None,
-    };
+    run_loop::check_labels(val_labels, start.model.n_labels())?;
     let judge = Judge {
         score: Box::new(|model: &ImageGpt<B::InnerBackend>| {
             Ok(classify::score(model, val, val_labels, config.batch, |_| {})?.accuracy)
@@ -141,7 +195,7 @@ pub fn finetune<B: AutodiffBackend>(
     };
     let outcome = run_loop::run_loop(
         None,
-        &run_config,
+        &config.loop_config(val.len()),
         Start::Model(start),
         TrainData::InMemory {
             sequences: train,
@@ -176,6 +230,7 @@ pub fn finetune<B: AutodiffBackend>(
         best_val_accuracy,
         steps: outcome.state.step,
         seconds: outcome.state.seconds,
+        device: outcome.state.device.unwrap_or_default(),
     })
 }
 

@@ -144,8 +144,11 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         if sequences.iter().any(|s| s.len() != n) {
             return Err(wrong_length());
         }
-        if labels.is_some_and(|l| l.len() != sequences.len()) {
-            return Err(Error::invalid("one label per training image is needed"));
+        if let Some(labels) = labels {
+            if labels.len() != sequences.len() {
+                return Err(Error::invalid("one label per training image is needed"));
+            }
+            check_labels(labels, start.stored().model.n_labels())?;
         }
     }
     if run.is_some() && judge.as_ref().is_some_and(|j| j.keep_best) {
@@ -385,6 +388,21 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         state,
         best,
     })
+}
+
+/// Labels are class indices of the model's classification head (`classes` wide, 0 without one).
+pub(crate) fn check_labels(labels: &[usize], classes: usize) -> Result<()> {
+    if classes == 0 {
+        return Err(Error::invalid(
+            "labelled images need a classification head (ImageGpt::with_classifier)",
+        ));
+    }
+    match labels.iter().find(|&&l| l >= classes) {
+        Some(bad) => Err(Error::invalid(format!(
+            "label {bad} is outside the head's {classes} classes"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Joins a multi-node run (one device per node, at least one image of each batch per node).

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::Raster;
 use igpt::analysis::classify;
-use igpt::store::{self, FinetuneRecord, StoredModel, WeightPrecision};
+use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -101,21 +101,17 @@ impl BackendJob for FinetuneArgs {
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
             bail!("--val-fraction must be between 0 and 1");
         }
-        let mut stored: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
-        let loaded_card = stored.card.clone();
-        let tokenizer = stored.tokenizer();
+        let pretrained: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
+        let loaded_card = pretrained.card.clone();
+        let tokenizer = pretrained.tokenizer();
         let (train, test) = self.data.load()?;
         if test.is_empty() {
             bail!("fine-tuning needs test images to score the result on");
         }
         let labels = finetune::class_names(&train.labels, &train.classes)?;
         let n_classes = labels.len();
-        if self.from_scratch {
-            Autodiff::<B>::seed(&device, self.seed);
-            stored.model = stored.config.init(&device);
-        }
-        stored.model = stored.model.with_classifier(n_classes);
-        stored.labels = labels;
+        let fresh_seed = self.from_scratch.then_some(self.seed);
+        let stored = finetune::with_head(pretrained, labels, fresh_seed);
 
         let ids = tokenize_images(&train.images, &tokenizer, "tokenizing train");
         let ((fit_ids, fit_labels), (val_ids, val_labels)) =
@@ -189,44 +185,35 @@ impl BackendJob for FinetuneArgs {
         )?;
         bar.finish();
 
-        // Write, then measure what was written (f16 rounding included).
-        let precision = if self.f16 {
+        let weights = if self.f16 {
             WeightPrecision::F16
         } else {
             WeightPrecision::F32
         };
-        let out = done.stored;
+        let test_ids = tokenize_images(&test.images, &tokenizer, "tokenizing test");
+        let bar = progress(test_ids.len(), "scoring test");
+        let scores =
+            done.save_and_score(&self.output, weights, (&test_ids, &test.labels), |n| {
+                bar.inc(n as u64)
+            })?;
+        bar.finish_and_clear();
+        let sizes = (fit_ids.len(), val_ids.len());
+        let outcome = finetune::Outcome {
+            record: done.record(
+                &self.model,
+                &self.data.train.to_string(),
+                sizes,
+                &config,
+                weights,
+            ),
+            scores,
+            test_data: &self.data.test.to_string(),
+        };
         let name = self
             .output
             .file_name()
             .map_or("igpt".into(), |n| n.to_string_lossy().into_owned());
-        out.save_dir(&self.output, precision)?;
-        let written = store::load_dir::<B>(&self.output, &device)?;
-        let test_ids = tokenize_images(&test.images, &tokenizer, "tokenizing test");
-        let bar = progress(test_ids.len(), "scoring test");
-        let scores = classify::score(&written.model, &test_ids, &test.labels, 32, |n| {
-            bar.inc(n as u64)
-        })?;
-        bar.finish_and_clear();
-        let outcome = finetune::Outcome {
-            record: FinetuneRecord {
-                from: self.model.display().to_string(),
-                from_scratch: self.from_scratch,
-                train_data: self.data.train.to_string(),
-                train_images: fit_ids.len(),
-                held_out_images: val_ids.len(),
-                config: serde_json::to_value(&config)?,
-                best_step: done.best_step,
-                best_held_out_accuracy: done.best_val_accuracy,
-                steps: done.steps,
-                seconds: done.seconds,
-                device: format!("{} {:?}", B::name(&device), device),
-                weights: if self.f16 { "f16" } else { "f32" }.into(),
-            },
-            scores,
-            test_data: &self.data.test.to_string(),
-        };
-        outcome.card(out.card, name).save(&self.output)?;
+        outcome.card(done.stored.card, name).save(&self.output)?;
         if self.record {
             let mut parent_card = ModelCard::read_or(&self.model, || loaded_card)?;
             parent_card.finetuned = Some(outcome.parent_entry(&self.output.display().to_string()));

@@ -506,7 +506,7 @@ impl BackendJob for ExportArgs {
         )?;
         card.baselines = Some(baselines::card_entry(b, &train_data, &test, ids.len()));
         training.parameters = Some(stored.config.num_params());
-        training.weights = Some(if self.f16 { "f16" } else { "f32" }.into());
+        training.weights = Some(precision.name().into());
         card.training = Some(training);
         card.note.clone_from(&self.note);
         stored.card.save(&self.output)?;
