@@ -51,7 +51,7 @@ impl BackendJob for QuantizeArgs {
         let (full_bytes, full_gzip_bytes) = sizes(&self.model.join(WEIGHTS_FILE))?;
         let record = QuantizedRecord {
             file: Q6_WEIGHTS_FILE.into(),
-            format: "q6".into(),
+            format: WeightPrecision::Q6.name().into(),
             bytes,
             gzip_bytes,
             full_bytes,
