@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{B, weights};
+use common::{B, weight_gap, weights};
 use igpt::store;
 use igpt::train::run;
 
@@ -55,24 +55,29 @@ fn node(palette: &Path, run: &Path, steps: usize, rank: u32, port: u16, timeout:
         .unwrap()
 }
 
-fn palette(dir: &Path) -> std::path::PathBuf {
-    let palette = dir.join("pal");
-    let out = igpt()
-        .args([
-            "palette",
-            "--data",
-            "fashion-mnist:train",
-            "--limit",
-            "300",
-            "-o",
-        ])
-        .arg(&palette)
-        .output()
-        .unwrap();
+/// Runs `command` to its end and fails the test, with its stderr, unless it succeeds.
+fn run_to_success(command: &mut Command) {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn palette(dir: &Path) -> std::path::PathBuf {
+    let palette = dir.join("pal");
+    run_to_success(
+        igpt()
+            .args([
+                "palette",
+                "--data",
+                "fashion-mnist:train",
+                "--limit",
+                "300",
+                "-o",
+            ])
+            .arg(&palette),
     );
     palette
 }
@@ -91,15 +96,7 @@ fn two_processes_train_as_one_with_the_same_batch() {
     let dir = tempfile::tempdir().unwrap();
     let palette = palette(dir.path());
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let alone = igpt()
-        .args(train_args(&palette, &one, 20))
-        .output()
-        .unwrap();
-    assert!(
-        alone.status.success(),
-        "{}",
-        String::from_utf8_lossy(&alone.stderr)
-    );
+    run_to_success(igpt().args(train_args(&palette, &one, 20)));
 
     let port = free_port();
     let first = node(&palette, &two, 20, 0, port, 60);
@@ -124,7 +121,7 @@ fn two_processes_train_as_one_with_the_same_batch() {
             "losses {single:?} against {split:?}"
         );
     }
-    let gap = weight_gap(&one, &two);
+    let gap = checkpoint_gap(&one, &two);
     eprintln!("2 processes against 1: weights within {gap:.1e} (relative)");
     assert!(
         gap <= 1e-4,
@@ -133,19 +130,12 @@ fn two_processes_train_as_one_with_the_same_batch() {
 }
 
 /// The largest difference between two runs' checkpointed weights, relative to the largest weight.
-fn weight_gap(a: &Path, b: &Path) -> f32 {
+fn checkpoint_gap(a: &Path, b: &Path) -> f32 {
     let load = |run: &Path| {
         let stored = store::load_dir::<B>(&run::checkpoint_dir(run), &Default::default()).unwrap();
         weights(&stored.model)
     };
-    let (a, b) = (load(a), load(b));
-    let scale = a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
-    let gap = a
-        .iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    gap / scale
+    weight_gap(&load(a), &load(b))
 }
 
 #[test]
@@ -187,28 +177,15 @@ fn a_killed_node_stops_the_run_and_keeps_the_last_checkpoint() {
 
     // Resumed in one process (the node count is not part of the run), it ends where a run in one
     // process from the start ends.
-    let resumed = igpt()
-        .args(["train", "--resume", "--device", "flex", "-o"])
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
+    run_to_success(
+        igpt()
+            .args(["train", "--resume", "--device", "flex", "-o"])
+            .arg(&run_dir),
     );
     assert_eq!(run::read_state(&run_dir).unwrap().step, 60);
     let alone = dir.path().join("alone");
-    let out = igpt()
-        .args(train_args(&palette, &alone, 60))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gap = weight_gap(&alone, &run_dir);
+    run_to_success(igpt().args(train_args(&palette, &alone, 60)));
+    let gap = checkpoint_gap(&alone, &run_dir);
     eprintln!(
         "killed at step {}, resumed alone: weights within {gap:.1e} (relative)",
         state.step

@@ -10,7 +10,9 @@ mod common;
 use std::ops::ControlFlow;
 
 use burn::backend::Autodiff;
-use common::{stripes, tiny_model, train_config as config, weights};
+use common::{
+    stripes, tiny_model, train_config as config, train_logging_losses, weight_gap, weights,
+};
 use igpt::model::objective::Objective;
 use igpt::train::parallel::shards;
 use igpt::train::run::Checkpoint;
@@ -24,34 +26,15 @@ type A = Autodiff<B>;
 fn run(objective: Objective, config: &TrainConfig) -> (Vec<f64>, Vec<Vec<f32>>) {
     let data = stripes(48);
     let dir = tempfile::tempdir().unwrap();
-    let mut losses = Vec::new();
-    let (trained, state) = train::train(
+    let (trained, state, losses) = train_logging_losses(
         dir.path(),
         config,
         Start::Model(tiny_model::<A>(objective, 7)),
         &data,
         &[],
-        |e| {
-            if let Event::Step { loss, .. } = e {
-                losses.push(loss);
-            }
-            ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
+    );
     assert_eq!(state.step, config.steps);
     (losses, weights(&trained.model))
-}
-
-/// The largest difference between two runs' weights, relative to the largest weight.
-fn weight_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    let scale = a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
-    let gap = a
-        .iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    gap / scale
 }
 
 fn on_devices(devices: &[u16], batch: usize, steps: usize) -> TrainConfig {

@@ -11,7 +11,7 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
-use common::{stripes, tiny_model, train_config as config, weights};
+use common::{stripes, tiny_model, train_config as config, train_logging_losses, weights};
 use igpt::analysis::classify;
 use igpt::data::augment::Augment;
 use igpt::data::shards;
@@ -36,21 +36,13 @@ fn tiny<BB: Backend>(seed: u64) -> StoredModel<BB> {
 fn a_few_steps_lower_the_loss() {
     let data = stripes(64);
     let run = tempfile::tempdir().unwrap();
-    let mut losses = Vec::new();
-    let (_, state) = train::train(
+    let (_, state, losses) = train_logging_losses(
         run.path(),
         &config(30),
         Start::Model(tiny::<A>(1)),
         &data,
         &data[..8],
-        |e| {
-            if let Event::Step { loss, .. } = e {
-                losses.push(loss);
-            }
-            ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
+    );
     assert_eq!(state.step, 30);
     let first = losses[0];
     let last = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
@@ -112,8 +104,7 @@ fn mixed_precision_training_follows_f32() {
     let data = stripes(64);
     let losses = |precision| {
         let run = tempfile::tempdir().unwrap();
-        let mut losses = Vec::new();
-        let (trained, _) = train::train(
+        let (trained, _, losses) = train_logging_losses(
             run.path(),
             &TrainConfig {
                 precision,
@@ -122,14 +113,7 @@ fn mixed_precision_training_follows_f32() {
             Start::Model(tiny::<A>(4)),
             &data,
             &[],
-            |e| {
-                if let Event::Step { loss, .. } = e {
-                    losses.push(loss);
-                }
-                ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
+        );
         assert_eq!(trained.model.precision(), Precision::F32);
         assert_eq!(run::read_config(run.path()).unwrap().precision, precision);
         losses

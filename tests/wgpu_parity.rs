@@ -5,16 +5,16 @@
 
 mod common;
 
-use std::ops::ControlFlow;
-
 use burn::backend::{Autodiff, Flex, Wgpu};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use common::{expected, fixture_dir, ids, max_abs_diff, stripes, train_config};
+use common::{
+    expected, fixture_dir, ids, max_abs_diff, stripes, train_config, train_logging_losses, weights,
+};
 use igpt::model::objective::Objective;
 use igpt::sample::{Decoding, Generation, SamplingConfig};
-use igpt::train::{self, Event, Start};
+use igpt::train::Start;
 use igpt::{Precision, store};
 
 type W = Wgpu;
@@ -118,20 +118,6 @@ fn wgpu_half_precision_is_refused_or_close_to_hf() {
     }
 }
 
-/// Every parameter value, in visiting order.
-fn weights<BB: Backend>(model: &igpt::ImageGpt<BB>) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<BB: Backend> ModuleVisitor<BB> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<BB, D>>) {
-            let values = param.val().into_data().convert::<f32>();
-            self.0.extend(values.into_vec::<f32>().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
-
 /// Trains the HF fixture (its weights read with `objective`) for `steps` steps on 8x8 stripes with
 /// autodiff over backend `BB`; returns each step's loss and the final weights.
 fn train_fixture<BB: AutodiffBackend>(steps: usize, objective: Objective) -> (Vec<f64>, Vec<f32>) {
@@ -143,22 +129,9 @@ fn train_fixture<BB: AutodiffBackend>(steps: usize, objective: Objective) -> (Ve
         .init::<BB>(&Default::default())
         .load_record(start.model.into_record());
     let run = tempfile::tempdir().unwrap();
-    let mut losses = Vec::new();
-    let (stored, _) = train::train(
-        run.path(),
-        &config,
-        Start::Model(start),
-        &stripes,
-        &[],
-        |e| {
-            if let Event::Step { loss, .. } = e {
-                losses.push(loss);
-            }
-            ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
-    (losses, weights(&stored.model))
+    let (stored, _, losses) =
+        train_logging_losses(run.path(), &config, Start::Model(start), &stripes, &[]);
+    (losses, weights(&stored.model).concat())
 }
 
 /// Training on wgpu with autodiff (on lavapipe here: the Burn/CubeCL kernels a GPU runs, on the CPU)

@@ -1,13 +1,15 @@
 //! Shared helpers for the integration tests: the HF fixture and its expected outputs.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use igpt::model::objective::Objective;
-use igpt::train::TrainConfig;
+use igpt::train::run::RunState;
+use igpt::train::{self, Event, Start, TrainConfig, TrainData};
 use igpt::{ImageGpt, ImageGptConfig, ModelCard, Palette, Precision, StoredModel};
 use serde::Deserialize;
 
@@ -139,4 +141,35 @@ pub fn weights<BB: Backend>(model: &ImageGpt<BB>) -> Vec<Vec<f32>> {
     let mut c = Collect(Vec::new());
     model.visit(&mut c);
     c.0
+}
+
+/// The largest difference between two runs' weights, relative to the largest weight.
+pub fn weight_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    let scale = a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let gap = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    gap / scale
+}
+
+/// Trains `start` in the run folder `run` on `data` (validating on `val`) and returns the model, the
+/// run's state and every logged step's loss.
+pub fn train_logging_losses<'a, A: AutodiffBackend>(
+    run: &Path,
+    config: &TrainConfig,
+    start: Start<A>,
+    data: impl Into<TrainData<'a>>,
+    val: &[Vec<u16>],
+) -> (StoredModel<A>, RunState, Vec<f64>) {
+    let mut losses = Vec::new();
+    let (model, state) = train::train(run, config, start, data, val, |e| {
+        if let Event::Step { loss, .. } = e {
+            losses.push(loss);
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    (model, state, losses)
 }
