@@ -371,7 +371,7 @@ fn train_export_and_eval_agree_on_the_recorded_number() {
 
 /// `--holdout N` trains on all but the last N images and validates on those (the test split chooses
 /// nothing), `--keep-every` keeps loadable models along the way, and `probe-curve` charts their
-/// probes against the run's validation figures.
+/// probes against the run's validation figures, and an exported model's by the figure its card keeps.
 #[test]
 fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let dir = tempfile::tempdir().unwrap();
@@ -605,6 +605,35 @@ fn train_validates_on_held_out_training_images_and_keeps_milestones() {
     let card = json(&std::fs::read_to_string(dir.path().join("model/card.json")).unwrap());
     assert_eq!(card["training"]["config"]["holdout"], 8);
     assert_eq!(card["baselines"]["test_images"], 8);
+    // The card keeps the run's last validation figure, so the exported model is a point of the
+    // curve once probed: step 4 with the run's held-out bits, charted beside other runs' milestones.
+    let recorded = card["training"]["val_bits_per_token"].as_f64().unwrap();
+    assert!((recorded - val_rows[1].1).abs() < 1e-4, "{recorded}");
+    let unprobed = igpt(&["probe-curve", "--model", &path("model")]);
+    assert!(!unprobed.status.success());
+    assert!(String::from_utf8_lossy(&unprobed.stderr).contains("has no recorded probe"));
+    probe("model", "20");
+    let points = json(&stdout_of(&[
+        "probe-curve",
+        "--run",
+        &path("run-2"),
+        "--model",
+        &path("model"),
+        "--json",
+    ]));
+    let points = points.as_array().unwrap();
+    let steps: Vec<u64> = points.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [4, 6]);
+    assert_eq!(points[0]["val_bits"].as_f64().unwrap(), recorded);
+    let twice = igpt(&[
+        "probe-curve",
+        "--run",
+        &path("run"),
+        "--model",
+        &path("model"),
+    ]);
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("two of the points are step 4"));
 }
 
 #[test]

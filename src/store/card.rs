@@ -104,6 +104,11 @@ pub struct TrainingRecord {
     pub parameters: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    /// The run's latest validation figure (bits/token) when it was saved: on its held-out training
+    /// images (`--holdout`) or its `--val` split, whichever its settings name. `probe-curve --model`
+    /// charts exported models by it, as it charts a run's milestones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_bits_per_token: Option<f64>,
 }
 
 /// The model a run started from, with its training record when one is known (not for a

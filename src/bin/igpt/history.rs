@@ -44,6 +44,7 @@ fn record_at(run: &Path, config: &TrainConfig, state: RunState) -> anyhow::Resul
         total_seconds: None,
         parameters: None,
         weights: None,
+        val_bits_per_token: state.last_val_bits,
     };
     let mut totals = Some((record.steps, record.seconds));
     if let Some(init) = &config.init {

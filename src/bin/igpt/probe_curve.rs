@@ -1,10 +1,11 @@
 //! `igpt probe-curve`: a training run's probes against its generative quality (the paper's Figure 3):
 //! for each milestone that `igpt probe --record` measured, its held-out bits/token, its best layer and
-//! that layer's test accuracy, as a table and a chart.
+//! that layer's test accuracy, as a table and a chart. Exported models count as milestones too, so
+//! the curve can be drawn again from the models a campaign shipped once its run folders are gone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use igpt::ModelCard;
 use igpt::train::run;
@@ -17,12 +18,20 @@ pub struct ProbeCurveArgs {
     /// A training run folder; its milestones (RUN/milestones/step-*) probed with
     /// `igpt probe --model RUN/milestones/step-N --record`. Give it again for a run that continued
     /// from another (`train --model RUN/milestones/step-N`): steps count from the first model.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "model")]
     run: Vec<PathBuf>,
+    /// An exported model (`igpt export`) probed with `igpt probe --model DIR --record`: a point at its
+    /// card's total steps and the run's validation figure when it was exported. Repeatable, and
+    /// combines with `--run`.
+    #[arg(long, value_name = "DIR")]
+    model: Vec<PathBuf>,
     /// Write an SVG chart: best-layer accuracy against held-out bits/token, and each milestone's
     /// accuracy by layer.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
+    /// The chart's title; default: the runs' and models' folder names.
+    #[arg(long, requires = "chart")]
+    title: Option<String>,
     /// Print one JSON line instead of the table.
     #[arg(long)]
     json: bool,
@@ -55,14 +64,23 @@ pub fn run(args: ProbeCurveArgs) -> anyhow::Result<()> {
             }
         }
     }
+    for dir in &args.model {
+        probed.push(exported_point(dir)?);
+    }
+    let sources = names(args.run.iter().chain(&args.model));
     if probed.is_empty() {
         let first = args.run[0].display();
         bail!(
-            "no milestone of {} has a recorded probe: run `igpt probe --model {first}/milestones/step-N --record` first",
-            names(&args.run)
+            "no milestone of {sources} has a recorded probe: run `igpt probe --model {first}/milestones/step-N --record` first"
         );
     }
     probed.sort_by_key(|m| m.step);
+    if let Some(pair) = probed.windows(2).find(|pair| pair[0].step == pair[1].step) {
+        bail!(
+            "two of the points are step {}: give each model or run once",
+            pair[0].step
+        );
+    }
     unprobed.sort_unstable();
     let protocol = |m: &ProbedMilestone| {
         let p = &m.probe;
@@ -89,18 +107,49 @@ pub fn run(args: ProbeCurveArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.chart {
-        chart::probe_curve_svg(path, &names(&args.run), &probed)?;
+        chart::probe_curve_svg(path, args.title.as_deref().unwrap_or(&sources), &probed)?;
     }
     Ok(())
 }
 
-/// The runs' folder names, as the chart's title and the messages say them: `run-a + run-b`.
-fn names(runs: &[PathBuf]) -> String {
-    let name = |run: &PathBuf| {
-        run.file_name()
-            .map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into())
+/// An exported model's point: its probe, its steps over the whole history and the validation
+/// figure its run had reached, all from its card.
+fn exported_point(dir: &Path) -> anyhow::Result<ProbedMilestone> {
+    let shown = dir.display();
+    if !dir.join(igpt::store::CARD_FILE).exists() {
+        bail!("{shown} holds no card.json: give a model folder that `igpt export` wrote");
+    }
+    let card = ModelCard::read_or(dir, ModelCard::default)?;
+    let Some(probe) = card.probe else {
+        bail!("{shown} has no recorded probe: run `igpt probe --model {shown} --record` first");
     };
-    runs.iter().map(name).collect::<Vec<_>>().join(" + ")
+    let training = card.training.with_context(|| {
+        format!("{shown}'s card has no training record: it was not exported by `igpt export`")
+    })?;
+    let Some((steps, _)) = training.totals() else {
+        bail!(
+            "{shown}'s training history is not all known (e.g. it started from a HuggingFace checkpoint), so it has no step to chart at"
+        );
+    };
+    let val_bits = training.val_bits_per_token.with_context(|| {
+        format!("{shown}'s card has no validation figure: its run validated on nothing (train with --holdout N or --val SPEC)")
+    })?;
+    Ok(ProbedMilestone {
+        step: steps as usize,
+        val_bits,
+        probe,
+    })
+}
+
+/// The runs' and models' folder names, as the chart's title and the messages say them: `run-a + run-b`.
+fn names<'a>(folders: impl Iterator<Item = &'a PathBuf>) -> String {
+    let name = |folder: &PathBuf| {
+        folder.file_name().map_or_else(
+            || folder.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
+    };
+    folders.map(name).collect::<Vec<_>>().join(" + ")
 }
 
 fn print_table(probed: &[ProbedMilestone]) {
