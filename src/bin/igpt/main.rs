@@ -78,7 +78,7 @@ enum Command {
     Atlas(atlas::AtlasArgs),
     /// Linear probes on every layer's features, beside raw-pixel and random-weights baselines.
     Probe(probe::ProbeArgs),
-    /// A training run's milestone probes against their held-out bits/token (table and chart).
+    /// Probes along training (a run's milestones, exported models) against their held-out bits.
     ProbeCurve(probe_curve::ProbeCurveArgs),
     /// Several models' probes side by side, by layer (table and chart).
     ProbeCompare(probe_compare::ProbeCompareArgs),
