@@ -758,6 +758,75 @@ fn probe_finetune_and_classify_end_to_end() {
         "{recorded}"
     );
 
+    // With a run folder (checkpoints and best/ at each check) the same settings fit the same model;
+    // the folder refuses a second start, and a resume with other settings names them.
+    let with_run = |output: &str, extra: &[&str]| {
+        let mut args = vec![
+            "finetune",
+            "--model",
+            model,
+            "-o",
+            output,
+            "--train-limit",
+            "200",
+            "--test-limit",
+            "50",
+            "--eval-every",
+            "10",
+        ];
+        args.extend(extra);
+        igpt(&args)
+    };
+    let run = path("finetune-run");
+    let first = with_run(&path("tuned-run"), &["--steps", "20", "--run", &run]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let card_of = |dir: &str| json(&std::fs::read_to_string(format!("{dir}/card.json")).unwrap());
+    assert_eq!(
+        card_of(&path("tuned-run"))["metrics"],
+        card_of(&path("tuned"))["metrics"]
+    );
+    for kept in [
+        "finetune.json",
+        "train.json",
+        "log.csv",
+        "checkpoint",
+        "best",
+    ] {
+        assert!(
+            Path::new(&run).join(kept).exists(),
+            "no {kept} in the run folder"
+        );
+    }
+    let again = with_run(&path("tuned-again"), &["--steps", "20", "--run", &run]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pass --resume"));
+    let other = with_run(
+        &path("tuned-again"),
+        &["--steps", "30", "--run", &run, "--resume"],
+    );
+    let refusal = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && refusal.contains("steps 30 (the run has 20)"),
+        "{refusal}"
+    );
+    // Resuming the finished run hands back its best weights (from best/), scored as before.
+    let resumed = with_run(
+        &path("tuned-resumed"),
+        &["--steps", "20", "--run", &run, "--resume"],
+    );
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        resumed.status.success() && log.contains("at step 20 of 20"),
+        "{log}"
+    );
+    assert_eq!(
+        card_of(&path("tuned-resumed"))["metrics"],
+        card_of(&path("tuned"))["metrics"]
+    );
+
     let image = path("test-0.png");
     let test = DataSpec::Idx {
         dir: igpt::data::FASHION_MNIST_DIR.into(),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
@@ -19,7 +20,7 @@ use igpt::data::stream::ShardStream;
 use igpt::model::objective::Objective;
 use igpt::pixels::tokens::{inputs_and_targets, target_log_probs};
 use igpt::store::{self, StoredModel, WeightPrecision};
-use igpt::train::finetune::{self, FinetuneConfig};
+use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent};
 use igpt::train::run::{self, Checkpoint};
 use igpt::train::step::{self, Batch};
 use igpt::train::{self, Batches, Event, Start, TrainConfig, TrainData};
@@ -394,7 +395,8 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
     start.model = start.model.with_classifier(2).materialised();
     let head_start = store::with_stable_ids(start.model.clone());
     let tuned = finetune::finetune(
-        start,
+        Start::Model(start),
+        None,
         (&seqs, &labels),
         (&seqs[..4], &labels[..4]),
         &FinetuneConfig {
@@ -422,7 +424,8 @@ fn training_finetuning_and_the_benchmark_share_one_step() {
     let mut start = tiny::<A>(6);
     start.model = start.model.with_classifier(2).materialised();
     let tuned_clf = finetune::finetune(
-        start,
+        Start::Model(start),
+        None,
         (&seqs, &labels),
         (&seqs[..4], &labels[..4]),
         &FinetuneConfig {
@@ -475,7 +478,8 @@ fn finetuning_refuses_labels_its_head_cannot_score() {
     };
     let refusal = |start, train_labels: &[usize], val: &[Vec<u16>], val_labels: &[usize]| {
         let result = finetune::finetune(
-            start,
+            Start::Model(start),
+            None,
             (&seqs, train_labels),
             (val, val_labels),
             &finetune_config(2),
@@ -499,6 +503,59 @@ fn finetuning_refuses_labels_its_head_cannot_score() {
     assert!(no_val.contains("held-out images"), "{no_val}");
 }
 
+/// A fine-tuning with a run folder, stopped at a checkpoint and resumed, ends with the weights, the
+/// best check and the step count of one never stopped, and of one with no run folder.
+#[test]
+fn a_stopped_finetuning_resumes_to_the_uninterrupted_weights_and_best() {
+    let (seqs, labels) = oriented_stripes(48);
+    let (fit, held_out) = ((&seqs[..40], &labels[..40]), (&seqs[40..], &labels[40..]));
+    let start = || {
+        let mut start = tiny::<A>(11);
+        start.model = start.model.with_classifier(2);
+        start.labels = vec!["horizontal".into(), "vertical".into()];
+        start
+    };
+    let config = FinetuneConfig {
+        patience: 100,
+        ..finetune_config(20)
+    };
+    let go = |start, run: Option<&Path>, stop_at: usize| {
+        finetune::finetune(start, run, fit, held_out, &config, |event| match event {
+            FinetuneEvent::Checkpoint { step } if step == stop_at => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap()
+    };
+    let plain = go(Start::Model(start()), None, 0);
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = go(Start::Model(start()), Some(whole.path()), 0);
+    let split = tempfile::tempdir().unwrap();
+    let stopped = go(Start::Model(start()), Some(split.path()), 10);
+    assert_eq!(stopped.steps, 10);
+    let checkpoint = Checkpoint::<A>::load(split.path(), &Default::default()).unwrap();
+    assert_eq!(checkpoint.state.step, 10);
+    assert!(
+        checkpoint.state.best.is_some(),
+        "the checks so far are kept"
+    );
+    let resumed = go(Start::Resume(checkpoint), Some(split.path()), 0);
+    for (name, run) in [("uninterrupted", &uninterrupted), ("resumed", &resumed)] {
+        assert_eq!(
+            weights(&run.stored.model),
+            weights(&plain.stored.model),
+            "{name}"
+        );
+        assert_eq!(
+            (run.best_step, run.best_val_accuracy, run.steps),
+            (plain.best_step, plain.best_val_accuracy, plain.steps),
+            "{name}"
+        );
+    }
+    // The best weights are the run folder's `best/`, with the state of their step.
+    let best = store::load_dir::<B>(&run::best_dir(split.path()), &Default::default()).unwrap();
+    assert_eq!(weights(&best.model), weights(&plain.stored.model.valid()));
+}
+
 #[test]
 fn a_finetuned_model_classifies_saves_and_loads_identically() {
     let (seqs, labels) = oriented_stripes(96);
@@ -507,7 +564,8 @@ fn a_finetuned_model_classifies_saves_and_loads_identically() {
     start.model = start.model.with_classifier(2);
     start.labels = vec!["horizontal".into(), "vertical".into()];
     let tuned = finetune::finetune(
-        start,
+        Start::Model(start),
+        None,
         (&seqs[..train_part], &labels[..train_part]),
         (&seqs[train_part..], &labels[train_part..]),
         &finetune_config(60),

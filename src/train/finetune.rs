@@ -15,7 +15,7 @@ use super::batches::TrainData;
 use super::config::TrainConfig;
 use super::run_loop::{self, Event, Judge, Start};
 use crate::analysis::classify::{self, Scores};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, read_file, write_file_atomic};
 use crate::model::ImageGpt;
 use crate::model::precision::Precision;
 use crate::store::{
@@ -54,8 +54,9 @@ pub struct FinetuneConfig {
 
 impl FinetuneConfig {
     /// The settings of the shared loop ([`run_loop::run_loop`]) for this fine-tuning, which checks
-    /// `held_out` images every `eval_every` steps and keeps no run folder.
-    fn loop_config(&self, held_out: usize) -> TrainConfig {
+    /// `held_out` images every `eval_every` steps; with a run folder (`checkpoints`) it checkpoints
+    /// at each check too, so the best weights and the checkpoint never tell different stories.
+    fn loop_config(&self, held_out: usize, checkpoints: bool) -> TrainConfig {
         TrainConfig {
             data: String::new(),
             limit: None,
@@ -73,7 +74,11 @@ impl FinetuneConfig {
             log_every: self.eval_every,
             eval_every: self.eval_every,
             eval_images: held_out,
-            checkpoint_every: self.steps,
+            checkpoint_every: if checkpoints {
+                self.eval_every
+            } else {
+                self.steps
+            },
             keep_every: 0,
             precision: self.precision,
             init: None,
@@ -96,6 +101,78 @@ pub enum FinetuneEvent {
         accuracy: f64,
         best: bool,
     },
+    /// A run folder's checkpoint was written (the caller may stop here and resume later).
+    Checkpoint { step: usize },
+}
+
+/// What a fine-tuning run folder was started with (`finetune.json`): a resume must give the same,
+/// or it would fit other images, hold out others or follow another schedule.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunSettings {
+    /// The pretrained model directory.
+    pub model: String,
+    pub train_data: String,
+    pub val_fraction: f64,
+    pub config: serde_json::Value,
+}
+
+const SETTINGS_FILE: &str = "finetune.json";
+
+impl RunSettings {
+    pub fn new(model: &Path, train_data: &str, val_fraction: f64, config: &FinetuneConfig) -> Self {
+        RunSettings {
+            model: model.display().to_string(),
+            train_data: train_data.to_string(),
+            val_fraction,
+            config: serde_json::to_value(config).expect("plain data serialises"),
+        }
+    }
+
+    /// Writes the settings into a new run folder.
+    pub fn save(&self, run: &Path) -> Result<()> {
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        let json = serde_json::to_string_pretty(self).expect("plain data serialises");
+        write_file_atomic(&run.join(SETTINGS_FILE), json.as_bytes())
+    }
+
+    /// Checks that `run` was started with these settings, naming what differs.
+    pub fn check_matches(&self, run: &Path) -> Result<()> {
+        let path = run.join(SETTINGS_FILE);
+        let saved: RunSettings = serde_json::from_slice(&read_file(&path)?)
+            .map_err(|e| Error::format(&path, e.to_string()))?;
+        let (ours, theirs) = (
+            serde_json::to_value(self).expect("plain data serialises"),
+            serde_json::to_value(&saved).expect("plain data serialises"),
+        );
+        let mut differ = Vec::new();
+        let flat = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+            let mut out = Vec::new();
+            for (key, value) in v.as_object().into_iter().flatten() {
+                match value.as_object() {
+                    Some(inner) => out.extend(inner.iter().map(|(k, v)| (k.clone(), v.clone()))),
+                    None => out.push((key.clone(), value.clone())),
+                }
+            }
+            out
+        };
+        let theirs = flat(&theirs);
+        for (key, value) in flat(&ours) {
+            let was = theirs.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+            if was != Some(&value) {
+                let was = was.map_or("nothing".into(), |v| v.to_string());
+                differ.push(format!("{key} {value} (the run has {was})"));
+            }
+        }
+        if differ.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{} was started with other settings; resume it with the same ones: {}",
+                run.display(),
+                differ.join(", ")
+            )))
+        }
+    }
 }
 
 /// A fine-tuned model and how it got there.
@@ -170,10 +247,13 @@ pub fn with_head<B: Backend>(
     stored
 }
 
-/// Fine-tunes `start` (which must have a classification head, see
-/// [`crate::ImageGpt::with_classifier`]) on `train` with `train_labels`, checking accuracy on `val`.
+/// Fine-tunes `start` (a model with a classification head, see
+/// [`crate::ImageGpt::with_classifier`], or a run folder's checkpoint) on `train` with
+/// `train_labels`, checking accuracy on `val`. With a run folder `run`, each check also writes a
+/// checkpoint and the best weights so far (`best/`), so a stopped run resumes exactly.
 pub fn finetune<B: AutodiffBackend>(
-    start: StoredModel<B>,
+    start: Start<B>,
+    run: Option<&Path>,
     (train, train_labels): (&[Vec<u16>], &[usize]),
     (val, val_labels): (&[Vec<u16>], &[usize]),
     config: &FinetuneConfig,
@@ -184,7 +264,7 @@ pub fn finetune<B: AutodiffBackend>(
     if val.is_empty() {
         return Err(Error::invalid("fine-tuning needs held-out images"));
     }
-    run_loop::check_labels(val_labels, start.model.n_labels())?;
+    run_loop::check_labels(val_labels, start.stored().model.n_labels())?;
     let judge = Judge {
         score: Box::new(|model: &ImageGpt<B::InnerBackend>| {
             Ok(classify::score(model, val, val_labels, config.batch, |_| {})?.accuracy)
@@ -194,9 +274,9 @@ pub fn finetune<B: AutodiffBackend>(
         keep_best: true,
     };
     let outcome = run_loop::run_loop(
-        None,
-        &config.loop_config(val.len()),
-        Start::Model(start),
+        run,
+        &config.loop_config(val.len(), run.is_some()),
+        start,
         TrainData::InMemory {
             sequences: train,
             labels: Some(train_labels),
@@ -218,7 +298,7 @@ pub fn finetune<B: AutodiffBackend>(
                 accuracy: score,
                 best,
             }),
-            Event::Checkpoint { .. } => ControlFlow::Continue(()),
+            Event::Checkpoint { step } => on_event(FinetuneEvent::Checkpoint { step }),
         },
     )?;
     let (best_val_accuracy, best_step) = outcome

@@ -34,11 +34,22 @@ pub struct RunState {
     /// The backend and device of the latest training session, e.g. `flex Cpu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The best evaluation so far as (score, step), and how many evaluations since have not beaten
+    /// it: early stopping and the kept best weights go on from them after a resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<(f64, usize)>,
+    #[serde(default)]
+    pub stale: usize,
 }
 
 /// The checkpoint folder of a run: a model directory like any other, plus the optimizer and state.
 pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
+}
+
+/// Where a run that keeps its best weights (fine-tuning) keeps the best evaluation's model.
+pub fn best_dir(run: &Path) -> PathBuf {
+    run.join("best")
 }
 
 /// Where [`save_milestone`] keeps the model of step `step`.
@@ -85,14 +96,52 @@ pub(crate) fn save_milestone<B: AutodiffBackend>(
     stored: &StoredModel<B>,
     state: &RunState,
 ) -> Result<()> {
-    let dir = milestone_dir(run, state.step);
+    save_whole(&milestone_dir(run, state.step), stored, state)
+}
+
+/// Keeps the best evaluation's model (with the state of its step) in [`best_dir`], replacing the
+/// previous best whole.
+pub(crate) fn save_best<B: AutodiffBackend>(
+    run: &Path,
+    stored: &StoredModel<B>,
+    state: &RunState,
+) -> Result<()> {
+    save_whole(&best_dir(run), stored, state)
+}
+
+/// Writes a model directory and its state beside `dir` and renames it into place.
+fn save_whole<B: AutodiffBackend>(
+    dir: &Path,
+    stored: &StoredModel<B>,
+    state: &RunState,
+) -> Result<()> {
     let fresh = dir.with_extension("new");
     let _ = std::fs::remove_dir_all(&fresh);
     stored.save_dir(&fresh, WeightPrecision::F32)?;
     let state_json = serde_json::to_string_pretty(state).expect("plain data serialises");
     write_file_atomic(&fresh.join(STATE_FILE), state_json.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&fresh, &dir).map_err(|e| Error::io(&dir, e))
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&fresh, dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The best evaluation's model that [`save_best`] kept, checked to be that of `step`.
+pub(crate) fn load_best<B: AutodiffBackend>(
+    run: &Path,
+    step: usize,
+    device: &B::Device,
+) -> Result<StoredModel<B>> {
+    let dir = best_dir(run);
+    let state: RunState = read_json(&dir.join(STATE_FILE))?;
+    if state.step != step {
+        return Err(Error::format(
+            &dir,
+            format!(
+                "holds step {}, not the best evaluation's step {step}",
+                state.step
+            ),
+        ));
+    }
+    store::load_dir(&dir, device)
 }
 
 /// Where [`Checkpoint::save`] moves the previous checkpoint for the moment between its renames.

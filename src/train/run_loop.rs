@@ -61,7 +61,7 @@ pub struct Judge<'a, B: Backend> {
 }
 
 /// Where the loop stopped: the model (the best evaluation's, if the judge keeps the best), the run's
-/// state, and the best evaluation as (score, step).
+/// state, and the best evaluation as (score, step), over every session of a resumed run.
 pub struct Outcome<B: AutodiffBackend> {
     pub stored: StoredModel<B>,
     pub state: RunState,
@@ -151,11 +151,6 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
             check_labels(labels, start.stored().model.n_labels())?;
         }
     }
-    if run.is_some() && judge.as_ref().is_some_and(|j| j.keep_best) {
-        return Err(Error::invalid(
-            "a run folder checkpoints the latest weights: keep the best only without one",
-        ));
-    }
     let device = start.stored().model.device();
     config.precision.check_supported::<B>(&device)?;
     let replicas = replica_devices::<B>(&config.devices, &device, config.batch)?;
@@ -205,8 +200,6 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     let mut session = Instant::now();
     let k = stored.config.n_colors;
     let objective = stored.config.objective;
-    let mut best: Option<(f64, usize)> = None;
-    let mut stale = 0;
 
     while state.step < config.steps {
         let lr = config.learning_rate(state.step);
@@ -322,7 +315,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
         if let (true, Some(judge)) = (validating, judge.as_mut()) {
             let score = (judge.score)(&model.valid())?;
             (val_score, state.last_val_bits) = (Some(score), Some(score));
-            let improved = best.is_none_or(|(b, _)| {
+            let improved = state.best.is_none_or(|(b, _)| {
                 if judge.higher_is_better {
                     score > b
                 } else {
@@ -330,20 +323,24 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
                 }
             });
             if improved {
-                best = Some((score, state.step));
-                stale = 0;
+                state.best = Some((score, state.step));
+                state.stale = 0;
                 if judge.keep_best {
                     stored.model = model.clone().with_precision(Precision::F32);
+                    // A run folder's checkpoints hold the latest weights: the best go beside them.
+                    if let Some(run) = run {
+                        run::save_best(run, &stored, &state)?;
+                    }
                 }
             } else {
-                stale += 1;
+                state.stale += 1;
             }
             let validated = on_event(Event::Validation {
                 step: state.step,
                 score,
                 best: improved,
             });
-            if validated.is_break() || judge.patience.is_some_and(|p| stale >= p.max(1)) {
+            if validated.is_break() || judge.patience.is_some_and(|p| state.stale >= p.max(1)) {
                 flow = ControlFlow::Break(());
             }
         }
@@ -380,13 +377,19 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     }
     state.seconds += session.elapsed().as_secs_f64();
     let keep_best = judge.as_ref().is_some_and(|j| j.keep_best);
-    if !keep_best {
-        stored.model = model.with_precision(Precision::F32);
+    match (keep_best, run, state.best) {
+        (false, _, _) => stored.model = model.with_precision(Precision::F32),
+        // The best may come from an earlier session of the run, and a checkpoint since has put the
+        // latest weights in `stored`: the run folder's copy is the one to hand back.
+        (true, Some(run), Some((_, step))) => {
+            stored.model = run::load_best::<B>(run, step, &device)?.model
+        }
+        (true, _, _) => {}
     }
     Ok(Outcome {
+        best: state.best,
         stored,
         state,
-        best,
     })
 }
 

@@ -11,7 +11,9 @@ use clap::Args;
 use igpt::Raster;
 use igpt::analysis::classify;
 use igpt::store::{self, StoredModel, WeightPrecision};
-use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent};
+use igpt::train::Start;
+use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent, RunSettings};
+use igpt::train::run::{self, Checkpoint};
 use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -29,6 +31,13 @@ pub struct FinetuneArgs {
     /// Output model directory: generates like the original, and classifies.
     #[arg(short, long)]
     output: PathBuf,
+    /// A run folder: each held-out check also writes a checkpoint and the best weights so far
+    /// (`best/`), so a fine-tuning longer than one sitting can stop and go on with --resume.
+    #[arg(long, value_name = "DIR")]
+    run: Option<PathBuf>,
+    /// Continue the fine-tuning in --run from its checkpoint (the same model, data and settings).
+    #[arg(long, requires = "run")]
+    resume: bool,
     /// The share of the training images held out to choose when to stop.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
@@ -130,6 +139,43 @@ impl BackendJob for FinetuneArgs {
             crop: self.crop,
             classification_only: self.from_scratch,
         };
+        let settings = RunSettings::new(
+            &self.model,
+            &self.data.train.to_string(),
+            self.val_fraction,
+            &config,
+        );
+        let start = match (&self.run, self.resume) {
+            (Some(dir), true) => {
+                settings.check_matches(dir)?;
+                let checkpoint = Checkpoint::load(dir, &device)
+                    .context("cannot resume: no readable checkpoint in the run folder")?;
+                let state = &checkpoint.state;
+                let best = state.best.map_or(String::new(), |(accuracy, step)| {
+                    format!(", best held-out {:.2}% at step {step}", 100.0 * accuracy)
+                });
+                eprintln!(
+                    "resuming the fine-tuning in {} at step {} of {}{best}",
+                    dir.display(),
+                    state.step,
+                    config.steps
+                );
+                Start::Resume(checkpoint)
+            }
+            (Some(dir), false) if run::has_checkpoint(dir) => bail!(
+                "{} already holds a fine-tuning run: pass --resume to continue it, or choose another --run",
+                dir.display()
+            ),
+            (Some(dir), false) => {
+                settings.save(dir)?;
+                Start::Model(stored)
+            }
+            (None, _) => Start::Model(stored),
+        };
+        let first_step = match &start {
+            Start::Resume(checkpoint) => checkpoint.state.step,
+            Start::Model(_) => 0,
+        };
         eprintln!(
             "fine-tuning {} on {} images ({} held out) of {}, {} classes, up to {} steps of {}",
             self.model.display(),
@@ -145,9 +191,11 @@ impl BackendJob for FinetuneArgs {
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
                 .expect("valid template"),
         );
+        bar.set_position(first_step as u64);
         let mut note = String::new();
         let done = finetune::finetune(
-            stored,
+            start,
+            self.run.as_deref(),
             (&fit_ids, &fit_labels),
             (&val_ids, &val_labels),
             &config,
@@ -179,6 +227,7 @@ impl BackendJob for FinetuneArgs {
                             ),
                         );
                     }
+                    FinetuneEvent::Checkpoint { .. } => {}
                 }
                 ControlFlow::Continue(())
             },
