@@ -760,7 +760,7 @@ fn probe_finetune_and_classify_end_to_end() {
 
     // With a run folder (checkpoints and best/ at each check) the same settings fit the same model;
     // the folder refuses a second start, and a resume with other settings names them.
-    let with_run = |output: &str, extra: &[&str]| {
+    let with_run = |output: &str, limit: &str, extra: &[&str]| {
         let mut args = vec![
             "finetune",
             "--model",
@@ -768,7 +768,7 @@ fn probe_finetune_and_classify_end_to_end() {
             "-o",
             output,
             "--train-limit",
-            "200",
+            limit,
             "--test-limit",
             "50",
             "--eval-every",
@@ -778,7 +778,7 @@ fn probe_finetune_and_classify_end_to_end() {
         igpt(&args)
     };
     let run = path("finetune-run");
-    let first = with_run(&path("tuned-run"), &["--steps", "20", "--run", &run]);
+    let first = with_run(&path("tuned-run"), "200", &["--steps", "20", "--run", &run]);
     assert!(
         first.status.success(),
         "{}",
@@ -801,20 +801,28 @@ fn probe_finetune_and_classify_end_to_end() {
             "no {kept} in the run folder"
         );
     }
-    let again = with_run(&path("tuned-again"), &["--steps", "20", "--run", &run]);
+    let again = with_run(
+        &path("tuned-again"),
+        "200",
+        &["--steps", "20", "--run", &run],
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("pass --resume"));
     let other = with_run(
         &path("tuned-again"),
+        "150",
         &["--steps", "30", "--run", &run, "--resume"],
     );
     let refusal = String::from_utf8_lossy(&other.stderr);
     assert!(
-        !other.status.success() && refusal.contains("steps 30 (the run has 20)"),
+        !other.status.success()
+            && refusal.contains("steps 30 (the run has 20)")
+            && refusal.contains("train_limit 150 (the run has 200)"),
         "{refusal}"
     );
     // Resuming the finished run hands back its best weights (from best/), scored as before.
     let resumed = with_run(
         &path("tuned-resumed"),
+        "200",
         &["--steps", "20", "--run", &run, "--resume"],
     );
     let log = String::from_utf8_lossy(&resumed.stderr);

@@ -112,6 +112,8 @@ pub struct RunSettings {
     /// The pretrained model directory.
     pub model: String,
     pub train_data: String,
+    /// Only the first N training images, before the held-out split.
+    pub train_limit: Option<usize>,
     pub val_fraction: f64,
     pub config: serde_json::Value,
 }
@@ -119,10 +121,16 @@ pub struct RunSettings {
 const SETTINGS_FILE: &str = "finetune.json";
 
 impl RunSettings {
-    pub fn new(model: &Path, train_data: &str, val_fraction: f64, config: &FinetuneConfig) -> Self {
+    pub fn new(
+        model: &Path,
+        (train_data, train_limit): (&str, Option<usize>),
+        val_fraction: f64,
+        config: &FinetuneConfig,
+    ) -> Self {
         RunSettings {
             model: model.display().to_string(),
             train_data: train_data.to_string(),
+            train_limit,
             val_fraction,
             config: serde_json::to_value(config).expect("plain data serialises"),
         }

@@ -141,7 +141,7 @@ impl BackendJob for FinetuneArgs {
         };
         let settings = RunSettings::new(
             &self.model,
-            &self.data.train.to_string(),
+            (&self.data.train.to_string(), self.data.train_limit),
             self.val_fraction,
             &config,
         );
