@@ -654,29 +654,30 @@ for (const backend of ["cpu", "webgpu"]) {
       check(lens.length === layers + 1 && lens.every(([opaque, colours]) => opaque === 1 && colours > 2), `lens: ${JSON.stringify(lens)}`);
       check((await page.$$("#inspect-lens-pixel li")).length === layers + 1, "the lens at the pixel lacks a layer");
       check((await page.$$("#inspect-attribution td")).length === 1 + layers * (heads + 2), "the attribution table lacks a part");
-      // Patching: another bundled example's hidden states over the default region (the top half) at
-      // the default layer give igpt inspect --patch-from's numbers.
-      const source = await page.$$eval("#inspect-patch-source option", (os, own) => os.map((o) => o.value).find((v) => v && v !== "drawing" && v !== own), inspectExample);
-      await page.selectOption("#inspect-patch-source", source);
-      await waitFor(page, () => window.igptState.patching || window.igptState.errors.length);
-      const patchLayer = await page.inputValue("#inspect-patch-layer");
-      const region = await Promise.all(["top", "left", "bottom", "right"].map((side) => page.inputValue(`#inspect-patch-${side}`)));
-      const patchRun = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
-        path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--patch-from", path.join(dist, "examples", source),
-        "--patch-layer", patchLayer, "--patch-region", region.join(",")], { encoding: "utf8" });
-      check(patchRun.status === 0, `igpt inspect --patch-from failed: ${patchRun.stderr}`);
-      const wantPatch = JSON.parse(patchRun.stdout).patching;
-      const gotPatch = await page.evaluate(() => window.igptState.patching);
-      check(gotPatch.layer === wantPatch.layer && gotPatch.delta_bits.length === wantPatch.delta_bits.length, `patch at ${gotPatch.layer} vs ${wantPatch.layer}`);
-      const offPatch = Math.max(Math.abs(gotPatch.mean_delta - wantPatch.mean_delta), ...gotPatch.delta_bits.map((d, i) => Math.abs(d - wantPatch.delta_bits[i])));
-      check(offPatch <= 1e-3, `the patch's numbers differ from the CLI's by ${offPatch}`);
-      check(gotPatch.delta_bits.some((d) => Math.abs(d) > 1e-3), "patching another image's states changed nothing");
-      const patchViews = await canvasStats(page, "#inspect-patch-view canvas");
-      check(patchViews.length === 2 && patchViews.every(([opaque, colours]) => opaque === 1 && colours > 2), `patch views: ${JSON.stringify(patchViews)}`);
-      console.log(`     ${defaultModel}: ${source}'s rows ${region[0]}-${region[2]} patched in at layer ${patchLayer} change the mean surprise by ${wantPatch.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${offPatch.toExponential(1)})`);
       const section = await page.$("section[aria-labelledby=inspect-title]");
       await section.screenshot({ path: path.join(artifacts, `inspect-${backend}.png`) });
       if (backend === "cpu") {
+        // Patching: another bundled example's hidden states over the default region (the top half) at
+        // the default layer give igpt inspect --patch-from's numbers. It runs the forward both
+        // backends ran above: a second pass is a second on the CPU and minutes on SwiftShader.
+        const source = await page.$$eval("#inspect-patch-source option", (os, own) => os.map((o) => o.value).find((v) => v && v !== "drawing" && v !== own), inspectExample);
+        await page.selectOption("#inspect-patch-source", source);
+        await waitFor(page, () => window.igptState.patching || window.igptState.errors.length);
+        const patchLayer = await page.inputValue("#inspect-patch-layer");
+        const region = await Promise.all(["top", "left", "bottom", "right"].map((side) => page.inputValue(`#inspect-patch-${side}`)));
+        const patchRun = spawnSync(igptBinary, ["inspect", "--model", path.join(dist, "models", defaultModel), ...pageWeights(defaultModel),
+          path.join(dist, "examples", inspectExample), "--json", "--device", "flex", "--patch-from", path.join(dist, "examples", source),
+          "--patch-layer", patchLayer, "--patch-region", region.join(",")], { encoding: "utf8" });
+        check(patchRun.status === 0, `igpt inspect --patch-from failed: ${patchRun.stderr}`);
+        const wantPatch = JSON.parse(patchRun.stdout).patching;
+        const gotPatch = await page.evaluate(() => window.igptState.patching);
+        check(gotPatch.layer === wantPatch.layer && gotPatch.delta_bits.length === wantPatch.delta_bits.length, `patch at ${gotPatch.layer} vs ${wantPatch.layer}`);
+        const offPatch = Math.max(Math.abs(gotPatch.mean_delta - wantPatch.mean_delta), ...gotPatch.delta_bits.map((d, i) => Math.abs(d - wantPatch.delta_bits[i])));
+        check(offPatch <= 1e-3, `the patch's numbers differ from the CLI's by ${offPatch}`);
+        check(gotPatch.delta_bits.some((d) => Math.abs(d) > 1e-3), "patching another image's states changed nothing");
+        const patchViews = await canvasStats(page, "#inspect-patch-view canvas");
+        check(patchViews.length === 2 && patchViews.every(([opaque, colours]) => opaque === 1 && colours > 2), `patch views: ${JSON.stringify(patchViews)}`);
+        console.log(`     ${defaultModel}: ${source}'s rows ${region[0]}-${region[2]} patched in at layer ${patchLayer} change the mean surprise by ${wantPatch.mean_delta.toFixed(4)} bits per pixel (page and CLI within ${offPatch.toExponential(1)})`);
         // Clicking a pixel selects it; the CLI agrees there too.
         const box = await page.$eval("#inspect-surprise", (c) => { const r = c.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; });
         const [row, col] = [5, Math.floor(cli.bits_per_pixel.length ** 0.5) - 3];
