@@ -107,7 +107,7 @@ pub enum FinetuneEvent {
 
 /// What a fine-tuning run folder was started with (`finetune.json`): a resume must give the same,
 /// or it would fit other images, hold out others or follow another schedule.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize)]
 pub struct RunSettings {
     /// The pretrained model directory.
     pub model: String,
@@ -146,31 +146,30 @@ impl RunSettings {
     /// Checks that `run` was started with these settings, naming what differs.
     pub fn check_matches(&self, run: &Path) -> Result<()> {
         let path = run.join(SETTINGS_FILE);
-        let saved: RunSettings = serde_json::from_slice(&read_file(&path)?)
+        let saved: serde_json::Value = serde_json::from_slice(&read_file(&path)?)
             .map_err(|e| Error::format(&path, e.to_string()))?;
-        let (ours, theirs) = (
-            serde_json::to_value(self).expect("plain data serialises"),
-            serde_json::to_value(&saved).expect("plain data serialises"),
-        );
-        let mut differ = Vec::new();
-        let flat = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
-            let mut out = Vec::new();
-            for (key, value) in v.as_object().into_iter().flatten() {
-                match value.as_object() {
-                    Some(inner) => out.extend(inner.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                    None => out.push((key.clone(), value.clone())),
-                }
-            }
-            out
+        let ours = serde_json::to_value(self).expect("plain data serialises");
+        // Each setting by name: the top-level ones and the fine-tuning config's.
+        let named = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+            let fields = v.as_object().into_iter().flatten();
+            fields
+                .flat_map(|(key, value)| match value.as_object() {
+                    Some(config) => config.clone().into_iter().collect(),
+                    None => vec![(key.clone(), value.clone())],
+                })
+                .collect()
         };
-        let theirs = flat(&theirs);
-        for (key, value) in flat(&ours) {
-            let was = theirs.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
-            if was != Some(&value) {
-                let was = was.map_or("nothing".into(), |v| v.to_string());
-                differ.push(format!("{key} {value} (the run has {was})"));
-            }
-        }
+        let theirs = named(&saved);
+        let differ: Vec<String> = named(&ours)
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let was = theirs.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+                (was != Some(&value)).then(|| {
+                    let was = was.map_or("nothing".into(), |v| v.to_string());
+                    format!("{key} {value} (the run has {was})")
+                })
+            })
+            .collect();
         if differ.is_empty() {
             Ok(())
         } else {
