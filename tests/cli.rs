@@ -834,6 +834,13 @@ fn probe_finetune_and_classify_end_to_end() {
         card_of(&path("tuned-resumed"))["metrics"],
         card_of(&path("tuned"))["metrics"]
     );
+    // A held-out share that leaves nothing to fit (or nothing to check) is refused up front.
+    let all_held = with_run(&path("tuned-all-held"), "200", &["--val-fraction", "1"]);
+    assert!(
+        String::from_utf8_lossy(&all_held.stderr).contains("1 is not between 0 and 1"),
+        "{}",
+        String::from_utf8_lossy(&all_held.stderr)
+    );
 
     let image = path("test-0.png");
     let test = DataSpec::Idx {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batches::TrainData;
 use super::config::TrainConfig;
+use super::run::{self, Checkpoint};
 use super::run_loop::{self, Event, Judge, Start};
 use crate::analysis::classify::{self, Scores};
 use crate::error::{Error, Result, read_file, write_file_atomic};
@@ -115,7 +116,7 @@ pub struct RunSettings {
     /// Only the first N training images, before the held-out split.
     pub train_limit: Option<usize>,
     pub val_fraction: f64,
-    pub config: serde_json::Value,
+    pub config: FinetuneConfig,
 }
 
 const SETTINGS_FILE: &str = "finetune.json";
@@ -132,7 +133,7 @@ impl RunSettings {
             train_data: train_data.to_string(),
             train_limit,
             val_fraction,
-            config: serde_json::to_value(config).expect("plain data serialises"),
+            config: config.clone(),
         }
     }
 
@@ -190,6 +191,8 @@ pub struct Finetuned<B: AutodiffBackend> {
     pub best_val_accuracy: f64,
     /// Steps taken before stopping.
     pub steps: usize,
+    /// (fitted, held-out) images.
+    pub images: (usize, usize),
     pub seconds: f64,
     /// What it ran on ("flex Cpu", ...).
     pub device: String,
@@ -210,23 +213,16 @@ impl<B: AutodiffBackend> Finetuned<B> {
         classify::score(&written.model, test, test_labels, 32, on_batch)
     }
 
-    /// How the run went, for the cards: it started from the model directory `from` and fitted
-    /// `sizes` = (fitted, held out) images of `train_data` with `config`, keeping `weights`.
-    pub fn record(
-        &self,
-        from: &Path,
-        train_data: &str,
-        (train_images, held_out_images): (usize, usize),
-        config: &FinetuneConfig,
-        weights: WeightPrecision,
-    ) -> FinetuneRecord {
+    /// How the run went, for the cards: it was started with `settings` and kept `weights`.
+    pub fn record(&self, settings: &RunSettings, weights: WeightPrecision) -> FinetuneRecord {
+        let (train_images, held_out_images) = self.images;
         FinetuneRecord {
-            from: from.display().to_string(),
-            from_scratch: config.classification_only,
-            train_data: train_data.to_string(),
+            from: settings.model.clone(),
+            from_scratch: settings.config.classification_only,
+            train_data: settings.train_data.clone(),
             train_images,
             held_out_images,
-            config: serde_json::to_value(config).expect("plain data serialises"),
+            config: serde_json::to_value(&settings.config).expect("plain data serialises"),
             best_step: self.best_step,
             best_held_out_accuracy: self.best_val_accuracy,
             steps: self.steps,
@@ -252,6 +248,45 @@ pub fn with_head<B: Backend>(
     stored.model = stored.model.with_classifier(classes.len());
     stored.labels = classes;
     stored
+}
+
+/// Where a fine-tuning starts. In a run folder `run` with `resume`, from its checkpoint, after
+/// checking that the folder was started with `settings`; otherwise from `pretrained` with a fresh
+/// head over `classes` ([`with_head`]; the from-scratch baseline's weights drawn anew), a new run
+/// folder recording `settings` first. A folder that already holds a run is resumed, never started
+/// over.
+pub fn start<B: AutodiffBackend>(
+    pretrained: StoredModel<B>,
+    classes: Vec<String>,
+    settings: &RunSettings,
+    (run, resume): (Option<&Path>, bool),
+    device: &B::Device,
+) -> Result<Start<B>> {
+    let config = &settings.config;
+    let fresh_seed = config.classification_only.then_some(config.seed);
+    let headed = || with_head(pretrained, classes, fresh_seed);
+    match (run, resume) {
+        (Some(dir), true) => {
+            settings.check_matches(dir)?;
+            let checkpoint = Checkpoint::load(dir, device).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot resume: no readable checkpoint in {} ({e})",
+                    dir.display()
+                ))
+            })?;
+            Ok(Start::Resume(checkpoint))
+        }
+        (Some(dir), false) if run::has_checkpoint(dir) => Err(Error::invalid(format!(
+            "{} already holds a fine-tuning run: pass --resume to continue it, or choose another --run",
+            dir.display()
+        ))),
+        (Some(dir), false) => {
+            settings.save(dir)?;
+            Ok(Start::Model(headed()))
+        }
+        (None, true) => Err(Error::invalid("resuming needs the run folder to resume")),
+        (None, false) => Ok(Start::Model(headed())),
+    }
 }
 
 /// Fine-tunes `start` (a model with a classification head, see
@@ -316,6 +351,7 @@ pub fn finetune<B: AutodiffBackend>(
         best_step,
         best_val_accuracy,
         steps: outcome.state.step,
+        images: (train.len(), val.len()),
         seconds: outcome.state.seconds,
         device: outcome.state.device.unwrap_or_default(),
     })
@@ -348,9 +384,31 @@ pub struct Outcome<'a> {
 }
 
 impl Outcome<'_> {
+    /// Writes the fine-tuned model's card into `output` (named after the folder), made from its
+    /// parent's `card`. With `parent` (the parent's folder and the card it was loaded with), the
+    /// result also goes into the parent's card as it is on disk now, as `igpt probe --record`
+    /// stores its probes.
+    pub fn save_cards(
+        &self,
+        card: ModelCard,
+        output: &Path,
+        parent: Option<(&Path, ModelCard)>,
+    ) -> Result<()> {
+        let name = output
+            .file_name()
+            .map_or("igpt".into(), |n| n.to_string_lossy().into_owned());
+        self.card(card, name).save(output)?;
+        if let Some((dir, loaded)) = parent {
+            let mut parent_card = ModelCard::read_or(dir, || loaded)?;
+            parent_card.finetuned = Some(self.parent_entry(&output.display().to_string()));
+            parent_card.save(dir)?;
+        }
+        Ok(())
+    }
+
     /// The fine-tuned model's card: its parent's `card` (name, data, training history), without the
     /// parent's probes and scores, with its own test scores and how it was fine-tuned.
-    pub fn card(&self, mut card: ModelCard, name: String) -> ModelCard {
+    fn card(&self, mut card: ModelCard, name: String) -> ModelCard {
         card.name = Some(name);
         card.probe = None;
         card.finetuned = None;
@@ -373,7 +431,7 @@ impl Outcome<'_> {
 
     /// What the parent's card records of it (`igpt finetune --record`), the fine-tuned model
     /// being written to `output`.
-    pub fn parent_entry(&self, output: &str) -> FinetunedRecord {
+    fn parent_entry(&self, output: &str) -> FinetunedRecord {
         FinetunedRecord {
             output: output.to_string(),
             test_accuracy: self.scores.accuracy,
@@ -395,11 +453,16 @@ pub fn hold_out(
     labels: &[usize],
     fraction: f64,
     seed: u64,
-) -> (LabelledIds, LabelledIds) {
+) -> Result<(LabelledIds, LabelledIds)> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::invalid(format!(
+            "the held-out share must be between 0 and 1, not {fraction}"
+        )));
+    }
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let held = ((ids.len() as f64 * fraction).round() as usize).clamp(1, ids.len().max(1));
     let (fit, val) = order.split_at(ids.len().saturating_sub(held));
     let pick = |rows: &[usize]| rows.iter().map(|&i| (ids[i].clone(), labels[i])).unzip();
-    (pick(fit), pick(val))
+    Ok((pick(fit), pick(val)))
 }

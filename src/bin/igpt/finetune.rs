@@ -8,13 +8,12 @@ use anyhow::{Context, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use igpt::Precision;
 use igpt::Raster;
 use igpt::analysis::classify;
 use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::Start;
 use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent, RunSettings};
-use igpt::train::run::{self, Checkpoint};
-use igpt::{ModelCard, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -38,8 +37,8 @@ pub struct FinetuneArgs {
     /// Continue the fine-tuning in --run from its checkpoint (the same model, data and settings).
     #[arg(long, requires = "run")]
     resume: bool,
-    /// The share of the training images held out to choose when to stop.
-    #[arg(long, default_value_t = 0.1)]
+    /// The share of the training images held out to choose when to stop (between 0 and 1).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_share)]
     val_fraction: f64,
     /// Steps at most.
     #[arg(long, default_value_t = 2000)]
@@ -107,9 +106,6 @@ impl BackendJob for FinetuneArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            bail!("--val-fraction must be between 0 and 1");
-        }
         let pretrained: StoredModel<Autodiff<B>> = store::load_dir(&self.model, &device)?;
         let loaded_card = pretrained.card.clone();
         let tokenizer = pretrained.tokenizer();
@@ -119,12 +115,9 @@ impl BackendJob for FinetuneArgs {
         }
         let labels = finetune::class_names(&train.labels, &train.classes)?;
         let n_classes = labels.len();
-        let fresh_seed = self.from_scratch.then_some(self.seed);
-        let stored = finetune::with_head(pretrained, labels, fresh_seed);
-
         let ids = tokenize_images(&train.images, &tokenizer, "tokenizing train");
         let ((fit_ids, fit_labels), (val_ids, val_labels)) =
-            finetune::hold_out(&ids, &train.labels, self.val_fraction, self.seed);
+            finetune::hold_out(&ids, &train.labels, self.val_fraction, self.seed)?;
         let config = FinetuneConfig {
             batch: self.batch,
             steps: self.steps,
@@ -145,35 +138,20 @@ impl BackendJob for FinetuneArgs {
             self.val_fraction,
             &config,
         );
-        let start = match (&self.run, self.resume) {
-            (Some(dir), true) => {
-                settings.check_matches(dir)?;
-                let checkpoint = Checkpoint::load(dir, &device)
-                    .context("cannot resume: no readable checkpoint in the run folder")?;
+        let run = (self.run.as_deref(), self.resume);
+        let start = finetune::start(pretrained, labels, &settings, run, &device)?;
+        let first_step = match &start {
+            Start::Resume(checkpoint) => {
                 let state = &checkpoint.state;
                 let best = state.best.map_or(String::new(), |(accuracy, step)| {
                     format!(", best held-out {:.2}% at step {step}", 100.0 * accuracy)
                 });
                 eprintln!(
-                    "resuming the fine-tuning in {} at step {} of {}{best}",
-                    dir.display(),
-                    state.step,
-                    config.steps
+                    "resuming the fine-tuning at step {} of {}{best}",
+                    state.step, config.steps
                 );
-                Start::Resume(checkpoint)
+                state.step
             }
-            (Some(dir), false) if run::has_checkpoint(dir) => bail!(
-                "{} already holds a fine-tuning run: pass --resume to continue it, or choose another --run",
-                dir.display()
-            ),
-            (Some(dir), false) => {
-                settings.save(dir)?;
-                Start::Model(stored)
-            }
-            (None, _) => Start::Model(stored),
-        };
-        let first_step = match &start {
-            Start::Resume(checkpoint) => checkpoint.state.step,
             Start::Model(_) => 0,
         };
         eprintln!(
@@ -246,28 +224,13 @@ impl BackendJob for FinetuneArgs {
                 bar.inc(n as u64)
             })?;
         bar.finish_and_clear();
-        let sizes = (fit_ids.len(), val_ids.len());
         let outcome = finetune::Outcome {
-            record: done.record(
-                &self.model,
-                &self.data.train.to_string(),
-                sizes,
-                &config,
-                weights,
-            ),
+            record: done.record(&settings, weights),
             scores,
             test_data: &self.data.test.to_string(),
         };
-        let name = self
-            .output
-            .file_name()
-            .map_or("igpt".into(), |n| n.to_string_lossy().into_owned());
-        outcome.card(done.stored.card, name).save(&self.output)?;
-        if self.record {
-            let mut parent_card = ModelCard::read_or(&self.model, || loaded_card)?;
-            parent_card.finetuned = Some(outcome.parent_entry(&self.output.display().to_string()));
-            parent_card.save(&self.model)?;
-        }
+        let parent = self.record.then_some((self.model.as_path(), loaded_card));
+        outcome.save_cards(done.stored.card, &self.output, parent)?;
         println!(
             "wrote {}: test accuracy {:.2}% and {:.4} bits/token on {} images of {} (best held-out {:.2}% at step {} of {}, {:.0}s)",
             self.output.display(),
@@ -332,5 +295,17 @@ impl BackendJob for ClassifyArgs {
             }
         }
         Ok(())
+    }
+}
+
+/// A share strictly between 0 and 1 (`--val-fraction`).
+fn parse_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if share > 0.0 && share < 1.0 {
+        Ok(share)
+    } else {
+        Err(format!("{share} is not between 0 and 1"))
     }
 }
