@@ -30,10 +30,10 @@ mod flex {
 
     use burn::backend::Flex;
     use burn::tensor::backend::Backend;
-    use burn::tensor::{DType, Tensor, TensorPrimitive};
+    use burn::tensor::{DType, Tensor};
     use burn_flex::FlexTensor;
 
-    use crate::kernels::cast::cast;
+    use crate::kernels::cast::{unwrap_float, wrap_float};
 
     type Pair<B> = (Tensor<B, 4>, Tensor<B, 4>);
 
@@ -49,12 +49,12 @@ mod flex {
         }
         let [b, h, t, hd] = rows.dims();
         let t_max = cache.dims()[2];
-        let mut dst: FlexTensor = cast(cache.into_primitive().tensor());
-        let src: FlexTensor = cast::<_, FlexTensor>(rows.into_primitive().tensor()).to_contiguous();
+        let mut dst: FlexTensor = unwrap_float(cache);
+        let src = unwrap_float::<B, 4, FlexTensor>(rows).to_contiguous();
         let whole = dst.is_contiguous()
             && dst.layout().start_offset() == 0
             && dst.layout().num_elements() == b * h * t_max * hd;
-        let back = |x: FlexTensor| Tensor::from_primitive(TensorPrimitive::Float(cast(x)));
+        let back = wrap_float::<B, 4, FlexTensor>;
         let Some(out) = whole.then(|| dst.try_storage_mut::<f32>()).flatten() else {
             return Err((back(dst), back(src)));
         };

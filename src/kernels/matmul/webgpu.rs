@@ -13,8 +13,8 @@ use std::any::TypeId;
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuRuntime;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
 use burn_cubecl::kernel::matmul::init_matmul_output;
 use burn_cubecl::tensor::CubeTensor;
 use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
@@ -23,7 +23,7 @@ use cubek::matmul::routines::BlueprintStrategy;
 use cubek::matmul::routines::simple_unit::SimpleUnitAlgorithm;
 use cubek::std::InputBinding;
 
-use crate::kernels::cast::cast;
+use crate::kernels::cast::{unwrap_float, wrap_float};
 
 /// Whether `B` is the WebGPU backend.
 pub(super) fn is_webgpu<B: Backend>() -> bool {
@@ -35,8 +35,8 @@ pub(super) fn matmul<B: Backend, const D: usize>(
     lhs: Tensor<B, D>,
     rhs: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let lhs: CubeTensor<WgpuRuntime> = cast(lhs.into_primitive().tensor());
-    let rhs: CubeTensor<WgpuRuntime> = cast(rhs.into_primitive().tensor());
+    let lhs: CubeTensor<WgpuRuntime> = unwrap_float(lhs);
+    let rhs: CubeTensor<WgpuRuntime> = unwrap_float(rhs);
     let out = init_matmul_output(&lhs, &rhs, lhs.dtype);
     let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
         lhs: lhs.dtype.into(),
@@ -56,5 +56,5 @@ pub(super) fn matmul<B: Backend, const D: usize>(
     if let Err(e) = launched {
         panic!("WebGPU matmul could not launch: {e:?}");
     }
-    Tensor::from_primitive(TensorPrimitive::Float(cast(out)))
+    wrap_float(out)
 }

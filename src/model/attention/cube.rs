@@ -9,13 +9,13 @@ use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeRuntime};
 
 use super::Qkv;
 use super::cube_trained::tracked;
-use crate::kernels::cast::cast;
+use crate::kernels::cast::{unwrap_float, wrap_float};
 use crate::kernels::cube_flash;
 
 /// Whether [`attention`] takes tensors of `dtype` on backend `B`.
@@ -99,19 +99,10 @@ pub(super) fn attention<B: Backend>(x: Qkv<B>) -> Result<Tensor<B, 4>, Qkv<B>> {
     })
 }
 
-/// The backend's tensor inside `t`, as the type it is known to be.
-pub(super) fn inner<B: Backend, T: 'static>(t: Tensor<B, 4>) -> T {
-    cast(t.into_primitive().tensor())
-}
-
-pub(super) fn outer<B: Backend, T: 'static>(t: T) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(cast(t)))
-}
-
 /// Inference: the forward kernel alone (`B`'s tensors are `CubeTensor<R>`).
 fn plain<B: Backend, R: CubeRuntime>(x: Qkv<B>) -> Tensor<B, 4> {
-    let [q, k, v] = [x.q, x.k, x.v].map(inner::<B, CubeTensor<R>>);
-    let bias = x.key_bias.map(inner::<B, CubeTensor<R>>);
+    let [q, k, v] = [x.q, x.k, x.v].map(unwrap_float::<B, 4, CubeTensor<R>>);
+    let bias = x.key_bias.map(unwrap_float::<B, 4, CubeTensor<R>>);
     let forward = cube_flash::forward(&q, &k, &v, bias.as_ref(), x.scale as f32, x.causal);
-    outer::<B, _>(forward.output)
+    wrap_float(forward.output)
 }

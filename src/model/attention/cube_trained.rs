@@ -14,7 +14,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use super::Qkv;
-use super::cube::{inner, outer};
+use crate::kernels::cast::{unwrap_float, wrap_float};
 use crate::kernels::cube_flash::{self, Forward};
 
 /// What the backward pass needs: the inputs, the output and each query's log-sum-exp.
@@ -80,11 +80,11 @@ where
     BT: BoolElement,
 {
     type Tracked<R, F, I, BT> = FloatTensor<Autodiff<CubeBackend<R, F, I, BT>>>;
-    let [q, k, v] = [x.q, x.k, x.v].map(inner::<B, Tracked<R, F, I, BT>>);
+    let [q, k, v] = [x.q, x.k, x.v].map(unwrap_float::<B, 4, Tracked<R, F, I, BT>>);
     // The bias is a constant (HF's padding mask): no gradient flows to it.
     let key_bias = x
         .key_bias
-        .map(|b| inner::<B, Tracked<R, F, I, BT>>(b).primitive);
+        .map(|b| unwrap_float::<B, 4, Tracked<R, F, I, BT>>(b).primitive);
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
     let (scale, causal) = (x.scale as f32, x.causal);
     let (q, k, v) = (q.primitive, k.primitive, v.primitive);
@@ -110,5 +110,5 @@ where
         }
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
-    outer::<B, _>(result)
+    wrap_float(result)
 }
