@@ -22,7 +22,11 @@
 # ATTENTION="--batch 64 --heads 8 --head-dim 32 --len 784" (`small`'s attention; `bench attention` also
 # runs the colour model's, 4 heads of 64 over 1,024 pixels, unless ATTENTION is given)
 # PROBE_TRAIN= (probe the exported model with this many training images, recorded in its card)
-# FINETUNE_SECONDS= (then fine-tune it as a classifier for about this long)
+# FINETUNE_SECONDS= (then fine-tune it as a classifier for about this long; FINETUNE_STEPS= gives the steps instead)
+# FINETUNE_FROM= (fine-tune this model directory instead of the one this session trained, e.g. the
+# campaign's models/fmnist-128x8) FINETUNE_FLAGS= (more `igpt finetune` options than the ones set
+# below, e.g. "--flip --crop 2") TRAIN=1 (0 skips training, export and probe: then the session
+# benchmarks and fine-tunes FINETUNE_FROM)
 # DEADLINE=570 (seconds: later stages shrink or are skipped to end by then; the model is packed after
 # each stage, so what finished comes back even if the device call is cut short)
 # REFERENCE_SHAPES= (a regex of hf_reference_bench.py's bench(...) lines to keep, e.g. 'fmnist')
@@ -172,56 +176,70 @@ if [[ $BENCH == 1 ]]; then
     fi
 fi
 
-# Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).
-if [[ -n ${STEPS:-} ]]; then
-    steps=$STEPS sizing="STEPS given"
-else
-    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
-    [[ -n $tokens_per_second ]] || { echo "no $PRECISION training throughput measured: give STEPS" >&2; exit 1; }
-    steps=$((TRAIN_SECONDS * tokens_per_second * 9 / 10 / (BATCH * 784)))
-    steps=$((steps < 10 ? 10 : steps))
-    sizing="${TRAIN_SECONDS}s at $tokens_per_second tokens/s"
-fi
+if [[ ${TRAIN:-1} == 1 ]]; then
+    # Steps that fit the budget at the throughput just measured (90% of it: validation and checkpoints).
+    if [[ -n ${STEPS:-} ]]; then
+        steps=$STEPS sizing="STEPS given"
+    else
+        tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
+        [[ -n $tokens_per_second ]] || { echo "no $PRECISION training throughput measured: give STEPS" >&2; exit 1; }
+        steps=$((TRAIN_SECONDS * tokens_per_second * 9 / 10 / (BATCH * 784)))
+        steps=$((steps < 10 ? 10 : steps))
+        sizing="${TRAIN_SECONDS}s at $tokens_per_second tokens/s"
+    fi
 
-RUN=$WORK/run
-if [[ -n ${FROM:-} ]]; then start=(--model "$FROM"); else start=(--preset "$PRESET" --palette models/fmnist-mini); fi
-# Validation on 1,000 held-out training images: the test split chooses nothing.
-log "igpt train: ${FROM:-$PRESET}, $steps steps of $BATCH, $PRECISION ($sizing)"
-"$IGPT" train "${start[@]}" --data "$SPLIT:train" \
-    --holdout 1000 --batch "$BATCH" --steps "$steps" --lr "$LR" \
-    --warmup $((steps / 20 + 1)) --eval-every $((steps / 5 + 1)) --eval-images 1000 \
-    --checkpoint-every $((steps / 3 + 1)) --device "$DEVICE" --precision "$PRECISION" -o "$RUN" \
-    2>&1 | tail -5 | tee -a "$OUT/session.txt"
+    RUN=$WORK/run
+    if [[ -n ${FROM:-} ]]; then start=(--model "$FROM"); else start=(--preset "$PRESET" --palette models/fmnist-mini); fi
+    # Validation on 1,000 held-out training images: the test split chooses nothing.
+    log "igpt train: ${FROM:-$PRESET}, $steps steps of $BATCH, $PRECISION ($sizing)"
+    "$IGPT" train "${start[@]}" --data "$SPLIT:train" \
+        --holdout 1000 --batch "$BATCH" --steps "$steps" --lr "$LR" \
+        --warmup $((steps / 20 + 1)) --eval-every $((steps / 5 + 1)) --eval-images 1000 \
+        --checkpoint-every $((steps / 3 + 1)) --device "$DEVICE" --precision "$PRECISION" -o "$RUN" \
+        2>&1 | tail -5 | tee -a "$OUT/session.txt"
 
-log "igpt export (f16) and its test bits/token on the test split"
-"$IGPT" export --run "$RUN" -o "$WORK/$NAME" --f16 --test "$SPLIT:test" --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
-    --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
-    2>&1 | tail -3 | tee -a "$OUT/session.txt"
-cp "$RUN/log.csv" "$WORK/$NAME/training-log.csv"
-pack "$NAME"
-
-if [[ -n ${PROBE_TRAIN:-} ]] && (( $(left) > 60 )); then
-    log "igpt probe: $PROBE_TRAIN training images, all test images (recorded in the card)"
-    timeout "$(left)" "$IGPT" probe --model "$WORK/$NAME" --train-limit "$PROBE_TRAIN" --batch 256 ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
-        --record --json --device "$DEVICE" 2>&1 | tail -3 | tee -a "$OUT/session.txt" || echo "probe failed" | tee -a "$OUT/session.txt"
+    log "igpt export (f16) and its test bits/token on the test split"
+    "$IGPT" export --run "$RUN" -o "$WORK/$NAME" --f16 --test "$SPLIT:test" --device "$DEVICE" ${TEST_LIMIT:+--limit "$TEST_LIMIT"} \
+        --note "Trained by scripts/gpu-session.sh: $steps steps of $BATCH images, $PRECISION products, on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "$DEVICE")." \
+        2>&1 | tail -3 | tee -a "$OUT/session.txt"
+    cp "$RUN/log.csv" "$WORK/$NAME/training-log.csv"
     pack "$NAME"
+
+    if [[ -n ${PROBE_TRAIN:-} ]] && (( $(left) > 60 )); then
+        log "igpt probe: $PROBE_TRAIN training images, all test images (recorded in the card)"
+        timeout "$(left)" "$IGPT" probe --model "$WORK/$NAME" --train-limit "$PROBE_TRAIN" --batch 256 ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
+            --record --json --device "$DEVICE" 2>&1 | tail -3 | tee -a "$OUT/session.txt" || echo "probe failed" | tee -a "$OUT/session.txt"
+        pack "$NAME"
+    fi
 fi
 
-if [[ -n ${FINETUNE_SECONDS:-} ]]; then
+# Fine-tuning: FINETUNE_STEPS, or the steps that fit FINETUNE_SECONDS at the measured throughput.
+ft_steps=0
+if [[ -n ${FINETUNE_STEPS:-} ]]; then
+    ft_steps=$FINETUNE_STEPS ft_sizing="steps given"
+elif [[ -n ${FINETUNE_SECONDS:-} ]]; then
     budget=$(( $(left) - 60 < FINETUNE_SECONDS ? $(left) - 60 : FINETUNE_SECONDS ))
-    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
+    # (No line measured, e.g. BENCH=0: an empty throughput, said below, not a pipefail exit.)
+    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/' || true)
     # Held-out checks (6,000 images, five of them) take about a fifth of the time.
     ft_steps=$((budget * ${tokens_per_second:-0} * 7 / 10 / (BATCH * 784)))
-    if (( ft_steps >= 50 )); then
-        log "igpt finetune: $ft_steps steps of $BATCH, $PRECISION (${budget}s)"
-        timeout "$(( $(left) - 10 ))" "$IGPT" finetune --model "$WORK/$NAME" -o "$WORK/$NAME-classifier" \
-            --steps "$ft_steps" --batch "$BATCH" --lr "${FINETUNE_LR:-1e-4}" --warmup $((ft_steps / 20 + 1)) \
-            --eval-every $((ft_steps / 5 + 1)) --patience 3 --precision "$PRECISION" --f16 --device "$DEVICE" ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
-            ${FINETUNE_TRAIN:+--train-limit "$FINETUNE_TRAIN"} 2>&1 | tail -4 | tee -a "$OUT/session.txt" || echo "finetune failed" | tee -a "$OUT/session.txt"
-        [[ -d $WORK/$NAME-classifier ]] && pack "$NAME-classifier"
-    else
+    ft_sizing="${budget}s at ${tokens_per_second:-?} tokens/s"
+    if [[ -z $tokens_per_second ]]; then
+        echo "no $PRECISION training throughput measured to size the fine-tuning: give FINETUNE_STEPS" | tee -a "$OUT/session.txt"
+    elif (( ft_steps < 50 )); then
         echo "no time left to fine-tune ($budget s)" | tee -a "$OUT/session.txt"
+        ft_steps=0
     fi
+fi
+if (( ft_steps > 0 )); then
+    from=${FINETUNE_FROM:-$WORK/$NAME}
+    log "igpt finetune $from: $ft_steps steps of $BATCH, $PRECISION ($ft_sizing)"
+    # shellcheck disable=SC2086 # FINETUNE_FLAGS is a list of options
+    timeout "$(( $(left) - 10 ))" "$IGPT" finetune --model "$from" -o "$WORK/$NAME-classifier" ${FINETUNE_FLAGS:-} \
+        --steps "$ft_steps" --batch "$BATCH" --lr "${FINETUNE_LR:-1e-4}" --warmup $((ft_steps / 20 + 1)) \
+        --eval-every $((ft_steps / 5 + 1)) --patience 3 --precision "$PRECISION" --f16 --device "$DEVICE" ${TEST_LIMIT:+--test-limit "$TEST_LIMIT"} \
+        ${FINETUNE_TRAIN:+--train-limit "$FINETUNE_TRAIN"} 2>&1 | tail -4 | tee -a "$OUT/session.txt" || echo "finetune failed" | tee -a "$OUT/session.txt"
+    if [[ -d $WORK/$NAME-classifier ]]; then pack "$NAME-classifier"; fi
 fi
 
 log "done"

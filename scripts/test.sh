@@ -61,6 +61,12 @@ grep -q "^ratio on .*unfused path" "$session/out/bench.txt" || { echo "no attent
 grep -q "^autotune (warm cache): ratio on .*unfused path" "$session/out/bench.txt" \
   || { echo "no autotune stage:"; cat "$session/out/bench.txt"; exit 1; }
 grep -q "^wgpu: (a) KV cache" "$session/out/bench.txt" || { echo "no wgpu sampling stage:"; cat "$session/out/bench.txt"; exit 1; }
+# A fine-tuning-only session (TRAIN=0): a shipped model fine-tuned with extra options, packed.
+OUT=$session/ft WORK=$session/ft-work IGPT="${CARGO_TARGET_DIR:-target}/release/igpt" DATA=/usr/share/datasets/fashion-mnist \
+  DEVICE=flex BATCH=4 PRECISION=f32 TRAIN=0 BENCH=0 FINETUNE_FROM=models/fmnist-mini FINETUNE_STEPS=4 FINETUNE_TRAIN=64 \
+  FINETUNE_FLAGS="--flip --crop 2" TEST_LIMIT=8 NAME=smoke bash scripts/gpu-session.sh > "$session/ft-log" 2>&1 || { cat "$session/ft-log"; exit 1; }
+tar -xOf "$session/ft/smoke-classifier.tar" smoke-classifier/card.json > "$session/ft-card.json" && grep -q '"flip": true' "$session/ft-card.json" \
+  || { echo "no fine-tuned model with the given options:"; cat "$session/ft-log"; exit 1; }
 rm -rf "$session"
 
 step "static site: trunk build --release (the wasm32 build of the library)"
