@@ -53,6 +53,10 @@ pub struct FinetuneConfig {
     pub classification_only: bool,
 }
 
+/// Steps between progress reports (the bar, a `log.csv` row in a run folder) at most: a long
+/// fine-tuning in the background shows its pace between held-out checks.
+const LOG_EVERY: usize = 50;
+
 impl FinetuneConfig {
     /// The settings of the shared loop ([`run_loop::run_loop`]) for this fine-tuning, which checks
     /// `held_out` images every `eval_every` steps; with a run folder (`checkpoints`) it checkpoints
@@ -72,7 +76,7 @@ impl FinetuneConfig {
             crop: self.crop,
             shuffle_window: crate::data::stream::DEFAULT_WINDOW,
             seed: self.seed,
-            log_every: self.eval_every,
+            log_every: self.eval_every.min(LOG_EVERY),
             eval_every: self.eval_every,
             eval_images: held_out,
             checkpoint_every: if checkpoints {
