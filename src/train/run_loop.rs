@@ -300,7 +300,6 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
             )));
         }
         let tokens_per_second = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-        window = (Instant::now(), 0);
         state.last_loss = Some(loss);
         let mut flow = on_event(Event::Step {
             step: state.step,
@@ -374,6 +373,9 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
                 break;
             }
         }
+        // The next report's tokens/s counts the training steps after this one, not this step's
+        // check or checkpoint.
+        window = (Instant::now(), 0);
     }
     state.seconds += session.elapsed().as_secs_f64();
     let keep_best = judge.as_ref().is_some_and(|j| j.keep_best);
