@@ -53,6 +53,11 @@ log() { printf '\n== %s (%s, %ss in)\n' "$*" "$(date +%T)" "$SECONDS" | tee -a "
 left() { echo $((DEADLINE - SECONDS)); }
 # A model directory comes back as one tarball (the device call returns at most 8 files).
 pack() { tar -C "$WORK" -cf "$OUT/$1.tar" "$1"; }
+# The $PRECISION training throughput `bench train` measured (tokens/s), or nothing (e.g. BENCH=0:
+# the callers say so, rather than a pipefail exit when bench.txt does not exist).
+measured_throughput() {
+    grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/' || true
+}
 
 if [[ -f $KIT/igpt.xz && ! -x $KIT/igpt ]]; then
     xz -dc "$KIT/igpt.xz" > "$KIT/igpt" && chmod +x "$KIT/igpt"
@@ -181,7 +186,7 @@ if [[ ${TRAIN:-1} == 1 ]]; then
     if [[ -n ${STEPS:-} ]]; then
         steps=$STEPS sizing="STEPS given"
     else
-        tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/')
+        tokens_per_second=$(measured_throughput)
         [[ -n $tokens_per_second ]] || { echo "no $PRECISION training throughput measured: give STEPS" >&2; exit 1; }
         steps=$((TRAIN_SECONDS * tokens_per_second * 9 / 10 / (BATCH * 784)))
         steps=$((steps < 10 ? 10 : steps))
@@ -219,8 +224,7 @@ if [[ -n ${FINETUNE_STEPS:-} ]]; then
     ft_steps=$FINETUNE_STEPS ft_sizing="steps given"
 elif [[ -n ${FINETUNE_SECONDS:-} ]]; then
     budget=$(( $(left) - 60 < FINETUNE_SECONDS ? $(left) - 60 : FINETUNE_SECONDS ))
-    # (No line measured, e.g. BENCH=0: an empty throughput, said below, not a pipefail exit.)
-    tokens_per_second=$(grep "^train .*, $PRECISION:" "$OUT/bench.txt" 2>/dev/null | tail -1 | sed -E 's/.*: ([0-9]+) tokens\/s.*/\1/' || true)
+    tokens_per_second=$(measured_throughput)
     # Held-out checks (6,000 images, five of them) take about a fifth of the time.
     ft_steps=$((budget * ${tokens_per_second:-0} * 7 / 10 / (BATCH * 784)))
     ft_sizing="${budget}s at ${tokens_per_second:-?} tokens/s"
