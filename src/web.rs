@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
+use crate::analysis::explain::{self, Explanation};
 use crate::inpaint::{Inpainting, read_ids};
 use crate::inspect::ablation::{self, Ablated, AblationReport};
 use crate::inspect::ablation_means::AblationMeans;
@@ -106,6 +107,21 @@ impl<B: Backend> Engine<B> {
             .await
             .map_err(|e| JsError::new(&format!("reading the inspection back failed: {e:?}")))?;
         Ok(MaskedSurprise::new(&passes.hidden, &floats(data)?))
+    }
+
+    /// A fine-tuned model's label for one image and each pixel's share of it, read back without
+    /// blocking.
+    async fn explain(&self, ids: &[u16], width: usize) -> Result<Explanation, JsError> {
+        let shares = explain::trace_explanation(&self.model, ids, width)?
+            .into_data_async()
+            .await
+            .map_err(|e| JsError::new(&format!("reading the classification back failed: {e:?}")))?;
+        let causal = self.model.objective().is_causal();
+        Ok(Explanation::from_numbers(
+            &floats(shares)?,
+            self.model.n_labels(),
+            causal,
+        )?)
     }
 
     /// Every pixel's logits for one image, teacher-forced (`[pixels × K]`), read back without blocking.
@@ -215,6 +231,8 @@ pub struct ImageGpt {
     means: Option<AblationMeans>,
     /// The fill in progress of a BERT model (`start_inpaint`).
     inpainting: Option<Inpainting>,
+    /// A fine-tuned model's class names (`config.json`'s `id2label`); empty without a head.
+    labels: Vec<String>,
 }
 
 #[wasm_bindgen]
@@ -235,7 +253,7 @@ impl ImageGpt {
             preprocessor,
             card,
         };
-        let (engine, stored_card, tokenizer) = if webgpu {
+        let (engine, stored_card, tokenizer, labels) = if webgpu {
             let device = WgpuDevice::default();
             init_setup_async::<AutoGraphicsApi>(&device, Default::default()).await;
             let stored = files.load::<Wgpu>(&device)?;
@@ -246,7 +264,12 @@ impl ImageGpt {
                 patch: None,
                 generation: None,
             };
-            (Backends::Gpu(Box::new(engine)), card, tokenizer)
+            (
+                Backends::Gpu(Box::new(engine)),
+                card,
+                tokenizer,
+                stored.labels,
+            )
         } else {
             let stored = files.load::<Flex>(&Default::default())?;
             let (card, tokenizer) = (stored.card.clone(), stored.tokenizer());
@@ -256,7 +279,12 @@ impl ImageGpt {
                 patch: None,
                 generation: None,
             };
-            (Backends::Cpu(Box::new(engine)), card, tokenizer)
+            (
+                Backends::Cpu(Box::new(engine)),
+                card,
+                tokenizer,
+                stored.labels,
+            )
         };
         let k = tokenizer.palette.len();
         let all: Vec<u16> = (0..k as u16).collect();
@@ -273,6 +301,7 @@ impl ImageGpt {
             colours,
             means: None,
             inpainting: None,
+            labels,
         })
     }
 
@@ -458,6 +487,27 @@ impl ImageGpt {
             Backends::Cpu(e) => e.inspect_masked(&ids, width).await?,
         };
         serde_json::to_string(&surprise).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// A fine-tuned model's class names; empty for a model without a classification head.
+    pub fn labels(&self) -> Vec<String> {
+        self.labels.clone()
+    }
+
+    /// A fine-tuned model's label for one image (its token ids, as `tokenize` gives them): JSON
+    /// `{"labels", "logits", "probabilities", "class", "pixel_shares", "start_share"}`, where
+    /// `pixel_shares` is each pixel's share of the likeliest class's logit above the mean class's
+    /// (`igpt::analysis::explain::Explanation`; `igpt classify --json --explain` gives the same).
+    pub async fn classify(&self, ids: Vec<u16>) -> Result<String, JsError> {
+        let width = self.tokenizer.width;
+        let explained = match &self.engine {
+            Backends::Gpu(e) => e.explain(&ids, width).await?,
+            Backends::Cpu(e) => e.explain(&ids, width).await?,
+        };
+        let mut json =
+            serde_json::to_value(&explained).map_err(|e| JsError::new(&e.to_string()))?;
+        json["labels"] = self.labels.clone().into();
+        Ok(json.to_string())
     }
 
     /// Every pixel's logits for one image (its token ids, as `tokenize` gives them), teacher-forced:

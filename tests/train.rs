@@ -13,7 +13,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use common::{stripes, tiny_model, train_config as config, train_logging_losses, weights};
-use igpt::analysis::classify;
+use igpt::analysis::{classify, explain};
 use igpt::data::augment::Augment;
 use igpt::data::shards;
 use igpt::data::stream::ShardStream;
@@ -615,6 +615,31 @@ fn a_finetuned_model_classifies_saves_and_loads_identically() {
     let (before, after) = (logits(&model), logits(&loaded.model));
     assert!(before.iter().zip(&after).all(|(x, y)| (x - y).abs() < 1e-5));
 
+    // Which pixels moved the label: the positions' shares add up to the logits, exactly as the
+    // head's mean over positions does, and give the same probabilities as classifying does.
+    let classified = classify::class_probabilities(&model, &seqs[..6], 6).unwrap();
+    for (seq, p) in seqs.iter().zip(&classified) {
+        let explained = explain::Explanation::new(&model, seq, 8).unwrap();
+        assert_eq!(explained.pixel_shares.len(), seq.len());
+        assert!(
+            explained
+                .probabilities
+                .iter()
+                .zip(p)
+                .all(|(x, y)| (x - y).abs() < 1e-5)
+        );
+        assert_eq!(explained.class, usize::from(p[1] > p[0]));
+        let gap = explained.logits[explained.class] - explained.logits.iter().sum::<f32>() / 2.0;
+        let shared = explained.pixel_shares.iter().sum::<f32>() + explained.start_share;
+        assert!((gap - shared).abs() < 1e-4, "{gap} vs {shared}");
+        assert!(gap > 0.0 && explained.pixel_shares.iter().any(|&s| s != 0.0));
+        assert_eq!(
+            explained.pixel_shares.last(),
+            Some(&0.0),
+            "no state sees the last pixel"
+        );
+    }
+
     // HF's config fields for ImageGPTForImageClassification.
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
@@ -626,4 +651,5 @@ fn a_finetuned_model_classifies_saves_and_loads_identically() {
     // A model without a head refuses to classify rather than guess.
     let plain = tiny::<B>(8).model;
     assert!(classify::class_probabilities(&plain, &seqs[..2], 2).is_err());
+    assert!(explain::Explanation::new(&plain, &seqs[0], 8).is_err());
 }

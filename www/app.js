@@ -6,6 +6,7 @@ import { Inspector } from "./inspect.js";
 import { MaskedInspector } from "./inspect-masked.js";
 import { cpuMatch } from "./cpu-match.js";
 import { showAtlas } from "./atlas.js";
+import { classify, paintShares, showTop, topClasses } from "./label.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -610,8 +611,13 @@ function setUpDrawing(card) {
   });
   $("clear-drawing").onclick = clear;
   $("use-drawing").onclick = async () => {
-    const image = await tokensOfDrawing();
-    await (state.objective === "bert" ? fill(image, `drawing ${Date.now()}`) : complete(image)).catch(fail);
+    try {
+      const image = await tokensOfDrawing();
+      await labelChosen(image);
+      await (state.objective === "bert" ? fill(image, `drawing ${Date.now()}`) : complete(image));
+    } catch (e) {
+      fail(e);
+    }
   };
 }
 
@@ -766,6 +772,7 @@ async function completeChosen() {
     const file = $("upload").files[0];
     state.completionSource = file ? null : $("example").value;
     const image = file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
+    await labelChosen(image);
     if (state.objective === "bert") await fill(image, file ? `upload ${file.name} ${file.size}` : $("example").value);
     else await complete(image);
   } catch (e) {
@@ -788,13 +795,40 @@ async function resampleFrom({ image, pixels }, given, count, out, { ablate = nul
   if (await generate(canvases, { image, pixels }, "Resampling", under)) state.resampleDone = true;
 }
 
+/// A fine-tuned model's label for a chosen image (an upload, an example or the drawing; its handle
+/// from the worker's tokenize): its three likeliest classes, under Completion. Nothing for a model
+/// without a classification head.
+async function labelChosen({ image }) {
+  if (!engine.labels?.length) return;
+  await inspector?.passing;
+  while (current) await stopCurrent(); // the model serves one call at a time
+  const result = await classify(engine.worker, image);
+  showTop($("label-top"), result);
+  $("label-box").hidden = false;
+  state.label = { top: topClasses(result), class: result.class };
+}
+
+/// Inspects a tokenized image, selecting `pixel` (default: the centre); with a fine-tuned model, also
+/// shows which pixels moved its label.
+async function inspectImage(image, pixel) {
+  $("inspect-label").hidden = true;
+  await inspector.inspect(image, pixel);
+  if (!engine.labels?.length) return;
+  const result = await classify(engine.worker, image.image);
+  const caption = paintShares($("inspect-label-map"), engine.width, engine.height, result);
+  $("inspect-label-caption").textContent = caption;
+  showTop($("inspect-label-top"), result);
+  $("inspect-label").hidden = false;
+  state.inspectLabel = { ...result, top: topClasses(result), caption };
+}
+
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.
 async function inspectChosen(fromDrawing) {
   try {
     const file = $("upload").files[0];
     const image = fromDrawing ? await tokensOfDrawing()
       : file ? await tokensOfFile(file) : await tokensOfExample($("example").value);
-    await inspector.inspect(image);
+    await inspectImage(image);
   } catch (e) {
     $("inspect-summary").textContent = `Could not inspect that image: ${e.message ?? e}`;
   }
@@ -826,7 +860,7 @@ async function loadAtlas(name, files) {
     try {
       const image = await engine.worker.call({ type: "tokenize", rgba, width, height }, [rgba.buffer]);
       $("inspect-title").scrollIntoView();
-      await inspector.inspect(image, pixel);
+      await inspectImage(image, pixel);
       state.atlasOpened = { pixel, inspected: inspector.pinned };
     } catch (e) {
       $("inspect-summary").textContent = `Could not inspect that image: ${e.message ?? e}`;
@@ -864,7 +898,7 @@ async function main() {
     setUpInpainting();
     status("Ready: choose an image and press Fill.");
     if (params.has("inspect")) {
-      await inspector.inspect(await tokensOfExample(params.get("inspect")));
+      await inspectImage(await tokensOfExample(params.get("inspect")));
       $("inspect-title").scrollIntoView();
     } else if (params.has("example")) await completeChosen();
     return;
@@ -872,7 +906,7 @@ async function main() {
   // ?inspect=FILE (a bundled example): the inspector opens on it, centre pixel selected, and the
   // gallery waits for Sample (it would hold the model while the visitor explores).
   if (params.has("inspect")) {
-    await inspector.inspect(await tokensOfExample(params.get("inspect")));
+    await inspectImage(await tokensOfExample(params.get("inspect")));
     $("inspect-title").scrollIntoView();
     status("Inspecting; press Sample to draw new images.");
     return;

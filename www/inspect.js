@@ -16,8 +16,8 @@ export function heat(v) {
   const i = 3 * Math.round(Math.min(1, Math.max(0, v)) * steps);
   return [heatRamp[i], heatRamp[i + 1], heatRamp[i + 2]];
 }
-// Blue (−1) → light grey (0) → red (+1), for similarities.
-function diverging(v) {
+// Blue (−1) → light grey (0) → red (+1), for similarities and signed shares.
+export function diverging(v) {
   const t = Math.min(1, Math.max(-1, v));
   const [end, mid] = [t < 0 ? [59, 76, 192] : [180, 4, 38], [221, 221, 221]];
   return mid.map((m, c) => Math.round(m + (end[c] - m) * Math.abs(t)));

@@ -13,13 +13,14 @@
 //   tokenize {bytes} | {rgba, width, height}; inspect {image}; inspectPixel {pixel, temperature, topK};
 //   inspectMasked {image} (a BERT model: each pixel's bits when hidden);
 //   ablate {part, mean}; patch {image, layer, region}; distribution {pixel, temperature, topK};
-//   logits {image} (teacher-forced, for the CPU-match check);
+//   logits {image} (teacher-forced, for the CPU-match check); classify {image} (a fine-tuned model);
 //   handOver {port} (to a successor); takeOver {port}
 // Messages out:
 //   progress {fraction, text}; notice {text} (e.g. the weights could not be cached);
-//   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means, objective};
+//   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means, objective, labels};
 //   rows {run, first, last, rgba, drawn, tokensPerSecond}; finished {run, stopped}; gpuLost {run, drawn};
-//   reply {call, ...} (to logits: {logits, colours}); failed {call?, run?, message, retry}
+//   reply {call, ...} (to logits: {logits, colours}; to classify: igpt classify --explain's numbers
+//   and the labels); failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
@@ -90,7 +91,7 @@ async function load({ base, files, webgpu }) {
   // Optional: the parts' mean writes (igpt ablation-means), for mean ablation in the inspector.
   if (fetched["ablation-means.json"]) model.set_means(text("ablation-means.json"));
   return { backend: model.backend(), card: model.card(), width: model.width(), height: model.height(),
-    means: model.has_means(), objective: model.objective() };
+    means: model.has_means(), objective: model.objective(), labels: model.labels() };
 }
 
 // On WebGPU, the tokens drawn so far, kept after every row: if the GPU is lost, wasm may be left
@@ -134,6 +135,16 @@ function startingIds({ count, from, resume }) {
   return all;
 }
 
+// The model serves one call at a time: wasm-bindgen refuses any call into `model` while one of its
+// async methods (a generation's advance, an inspection) is still running, so every use of the model
+// goes through this queue. A call made while images generate runs between two of their rows.
+let modelQueue = Promise.resolve();
+function exclusive(body) {
+  const turn = modelQueue.then(body);
+  modelQueue = turn.catch(() => {});
+  return turn;
+}
+
 // The generation running, if any: a new one stops it and waits, as both would drive the one model.
 let running = null;
 
@@ -154,43 +165,51 @@ async function generate(message, body = generateRows) {
 // length, concatenated), one message per row, until done or stopped.
 async function generateRows({ run, count, from, resume, ablate, patch, temperature, topK, seed, loseGpuAfterRow }) {
   stopRequested = false;
-  const width = model.width();
-  // The inspector's resample under an ablation or a patch; else intact.
-  model.set_ablation(ablate?.part, !!ablate?.mean);
-  model.set_patch(patch ? keptImage(patch.image) : undefined, patch?.layer ?? 0, patch?.region ?? "");
   const prefixes = startingIds({ count, from, resume });
   const given = prefixes.length / count;
-  model.start_each(prefixes, count, temperature, topK, 0, seed >>> 0);
+  const [width, height] = await exclusive(() => {
+    // The inspector's resample under an ablation or a patch; else intact.
+    model.set_ablation(ablate?.part, !!ablate?.mean);
+    model.set_patch(patch ? keptImage(patch.image) : undefined, patch?.layer ?? 0, patch?.region ?? "");
+    model.start_each(prefixes, count, temperature, topK, 0, seed >>> 0);
+    return [model.width(), model.height()];
+  });
   lastTokens = prefixes;
   const began = performance.now();
   let row = Math.floor(given / width);
   let drawn = given;
-  while (!model.done() && !stopRequested) {
-    if (loseGpuAfterRow !== undefined && row >= loseGpuAfterRow && gpuDevice) gpuDevice.destroy();
-    if (gpuLost) throw { gpuLost: true };
-    // A lost device may leave the readback waiting forever: race it against the loss.
-    const now = await Promise.race([model.advance(width), deviceLost]);
-    if (gpuLost) throw { gpuLost: true };
-    if (gpuDevice) lastTokens = model.tokens();
-    const last = Math.ceil(now / width);
-    const rgba = new Uint8Array(model.rows_rgba(row, last));
+  for (;;) {
+    // One row, and its pixels read, in one turn of the model.
+    const next = await exclusive(async () => {
+      if (model.done() || stopRequested) return null;
+      if (loseGpuAfterRow !== undefined && row >= loseGpuAfterRow && gpuDevice) gpuDevice.destroy();
+      if (gpuLost) throw { gpuLost: true };
+      // A lost device may leave the readback waiting forever: race it against the loss.
+      const now = await Promise.race([model.advance(width), deviceLost]);
+      if (gpuLost) throw { gpuLost: true };
+      if (gpuDevice) lastTokens = model.tokens();
+      return { now, rgba: new Uint8Array(model.rows_rgba(row, Math.ceil(now / width))) };
+    });
+    if (!next) break;
+    const { now, rgba } = next;
     const tokensPerSecond = ((now - given) * count) / ((performance.now() - began) / 1000);
-    post({ type: "rows", run, first: row, last, rgba, drawn: now, tokensPerSecond }, [rgba.buffer]);
+    post({ type: "rows", run, first: row, last: Math.ceil(now / width), rgba, drawn: now, tokensPerSecond }, [rgba.buffer]);
     row = Math.floor(now / width);
     drawn = now;
     // Let a "stop" message in between rows.
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
-  post({ type: "finished", run, stopped: drawn < width * model.height() });
+  post({ type: "finished", run, stopped: drawn < width * height });
 }
 
 // Fills the hole of a kept image `count` ways with a BERT model (igpt inpaint's passes, the same
 // pixels for a seed), sending every fill whole after each row's worth of passes, until done or stopped.
 async function inpaintRows({ run, image, hole, count, temperature, topK, seed }) {
   stopRequested = false;
-  const width = model.width();
-  model.start_inpaint(keptImage(image), new Uint8Array(hole), count, temperature, topK, 0, seed >>> 0);
-  const total = model.inpaint_hole_size();
+  const [width, total] = await exclusive(() => {
+    model.start_inpaint(keptImage(image), new Uint8Array(hole), count, temperature, topK, 0, seed >>> 0);
+    return [model.width(), model.inpaint_hole_size()];
+  });
   const began = performance.now();
   let filled = 0;
   const send = () => {
@@ -202,10 +221,12 @@ async function inpaintRows({ run, image, hole, count, temperature, topK, seed })
     const tokensPerSecond = (filled * count) / Math.max(1e-9, (performance.now() - began) / 1000);
     post({ type: "rows", run, first: 0, last: model.height(), rgba, drawn: filled, tokensPerSecond }, [rgba.buffer]);
   };
-  send();
+  await exclusive(send);
   while (filled < total && !stopRequested) {
-    filled = await model.advance_inpaint(width);
-    send();
+    await exclusive(async () => {
+      filled = await model.advance_inpaint(width);
+      send();
+    });
     // Let a "stop" message in between passes.
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
@@ -331,32 +352,36 @@ onmessage = async ({ data: message }) => {
         stopRequested = true;
         break;
       case "tokenize":
-        post({ type: "reply", call, ...(await tokenize(message)) });
+        post({ type: "reply", call, ...(await exclusive(() => tokenize(message))) });
         break;
       case "inspect":
-        post({ type: "reply", call, ...(await inspect(message)) });
+        post({ type: "reply", call, ...(await exclusive(() => inspect(message))) });
         break;
       case "inspectMasked":
-        post({ type: "reply", call, ...(await inspectMasked(message)) });
+        post({ type: "reply", call, ...(await exclusive(() => inspectMasked(message))) });
         break;
       case "inspectPixel":
-        post({ type: "reply", call, ...inspectPixel(message) });
+        post({ type: "reply", call, ...(await exclusive(() => inspectPixel(message))) });
         break;
       case "ablate":
         if (!inspection) throw new Error("nothing is inspected yet");
-        post({ type: "reply", call, ...JSON.parse(await model.ablation(inspection, message.part, !!message.mean)) });
+        post({ type: "reply", call, ...JSON.parse(await exclusive(() => model.ablation(inspection, message.part, !!message.mean))) });
         break;
       case "patch":
         if (!inspection) throw new Error("nothing is inspected yet");
-        post({ type: "reply", call, ...JSON.parse(await model.patching(inspection, keptImage(message.image), message.layer, message.region)) });
+        post({ type: "reply", call, ...JSON.parse(await exclusive(() => model.patching(inspection, keptImage(message.image), message.layer, message.region))) });
+        break;
+      case "classify":
+        post({ type: "reply", call, ...JSON.parse(await exclusive(() => model.classify(keptImage(message.image)))) });
         break;
       case "logits": {
-        const logits = new Float32Array(await model.logits(keptImage(message.image)));
-        post({ type: "reply", call, logits, colours: logits.length / (model.width() * model.height()) }, [logits.buffer]);
+        const { logits, pixels } = await exclusive(async () => ({
+          logits: new Float32Array(await model.logits(keptImage(message.image))), pixels: model.width() * model.height() }));
+        post({ type: "reply", call, logits, colours: logits.length / pixels }, [logits.buffer]);
         break;
       }
       case "distribution":
-        post({ type: "reply", call, ...distribution(message) });
+        post({ type: "reply", call, ...(await exclusive(() => distribution(message))) });
         break;
       case "handOver":
         handOver(message);

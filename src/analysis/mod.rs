@@ -1,7 +1,8 @@
 //! Measuring what a model learned over datasets: principal components; natively also baselines,
-//! per-layer features, linear probes and classification. (What it makes of one image is
+//! per-layer features, linear probes and classification; on both, which pixels moved a label. (What it makes of one image is
 //! `crate::inspect`.)
 
+pub mod explain;
 pub mod pca;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -625,6 +625,15 @@ impl<B: Backend> ImageGpt<B> {
         Some(self.precision.linear(score, pooled))
     }
 
+    /// Each position's share of the class scores, `[batch, positions, labels]`: the head has no bias
+    /// and reads the mean over positions, so a class's score is the sum over positions of the head
+    /// applied to that position's state over their number. `None` without a head.
+    pub fn position_class_logits(&self, normed: Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        let score = self.score.as_ref()?;
+        let positions = normed.dims()[1] as f32;
+        Some(self.precision.linear(score, normed).div_scalar(positions))
+    }
+
     /// The final norm `ln_f`, which the heads read after the last block (the logit lens applies it
     /// to any layer's hidden states).
     pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -1160,6 +1160,89 @@ await test("a BERT model's inspector (?inspect=FILE, WebGPU) gives igpt inspect'
     await browser.close();
   }
 });
+// A fine-tuned model's labels. None is shipped until one reaches 90% (README, Representations), so
+// this test fine-tunes fmnist-mini for a few steps (a head, not accuracy, is what the page needs)
+// and serves it beside the site's models, listed in models/index.json with its hashes as a shipped
+// one would be.
+await test("a fine-tuned model labels an example and a drawing as igpt classify --json does, and the inspector shows which pixels moved the label", async () => {
+  const base = "fmnist-mini";
+  check(index.some((m) => m.path === base), `${base} is not listed in models/index.json`);
+  const tuned = path.join(artifacts, "classifier");
+  fs.rmSync(tuned, { recursive: true, force: true });
+  const ft = spawnSync(igptBinary, ["finetune", "--model", path.join(dist, "models", base), "--train-limit", "400",
+    "--test-limit", "16", "--steps", "24", "--batch", "8", "--lr", "3e-3", "--warmup", "4", "--eval-every", "24",
+    "--device", "flex", "-o", tuned], { encoding: "utf8" });
+  check(ft.status === 0, `igpt finetune failed: ${ft.error ?? ft.stderr}`);
+  const name = "fmnist-mini-classifier";
+  const files = {};
+  for (const f of ["model.safetensors", "config.json", "preprocessor_config.json", "card.json"]) {
+    const bytes = fs.readFileSync(path.join(tuned, f));
+    deployed.set(`/models/${name}/${f}`, bytes);
+    files[f] = { size: bytes.length, sha256: crypto.createHash("sha256").update(bytes).digest("hex") };
+  }
+  deployed.set("/models/index.json", Buffer.from(JSON.stringify([...index, { path: name, label: "a test classifier", files }])));
+  const examples = JSON.parse(fs.readFileSync(path.join(dist, "examples/index.json"), "utf8"));
+  const example = examples.find((e) => e.dataset === "fashion-mnist")?.file;
+  check(example, "no bundled Fashion-MNIST example");
+  const cli = spawnSync(igptBinary, ["classify", "--model", tuned, path.join(dist, "examples", example), "--json", "--explain",
+    "--device", "flex"], { encoding: "utf8" });
+  check(cli.status === 0, `igpt classify failed: ${cli.error ?? cli.stderr}`);
+  const want = JSON.parse(cli.stdout);
+  const [first, second] = want.top;
+  check(first.probability - second.probability > 1e-3, `the CLI's top two classes are too close to compare: ${cli.stdout}`);
+  // ?inspect= opens the inspector on the example (no gallery to wait for); Complete then labels it.
+  const { browser, page, errors } = await open(WEBGPU_FLAGS, `count=1&completions=1&inspect=${example}`,
+    { width: 1100, height: 1400 }, name);
+  try {
+    await waitFor(page, () => window.igptState.inspectLabel || window.igptState.errors.length);
+    let s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0, s.errors.join("; "));
+    // Which pixels moved the label: the CLI's shares (WebGPU against flex), summing to the logit gap.
+    const got = s.inspectLabel, explained = want.explanation;
+    check(got.pixel_shares.length === explained.pixel_shares.length, "the inspector explains another size");
+    let diff = 0;
+    got.pixel_shares.forEach((x, i) => (diff = Math.max(diff, Math.abs(x - explained.pixel_shares[i]))));
+    const peak = explained.pixel_shares.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    check(peak > 0 && diff <= 1e-3 * peak, `the pixels' shares differ from igpt classify --explain's by up to ${diff} (largest ${peak})`);
+    const gap = got.logits[got.class] - got.logits.reduce((a, b) => a + b, 0) / got.logits.length;
+    const sum = got.pixel_shares.reduce((a, b) => a + b, 0) + got.start_share;
+    check(Math.abs(gap - sum) < 1e-3, `the shares sum to ${sum}, the logit gap is ${gap}`);
+    const [[opaque, colours]] = await canvasStats(page, "#inspect-label-map");
+    check(opaque === 1 && colours > 2, `a blank map of shares: ${opaque}, ${colours} colours`);
+    await (await page.$("#inspect-label")).screenshot({ path: path.join(artifacts, "label-inspect.png") });
+    // Complete: the chosen example is labelled first, the page's three labels the CLI's, in order,
+    // with its probabilities.
+    await page.click("#complete");
+    await waitFor(page, () => window.igptState.label || window.igptState.errors.length);
+    s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0 && s.label.top.length === 3, JSON.stringify(s.label ?? s.errors));
+    s.label.top.forEach((label, i) => {
+      check(label.label === want.top[i].label && Math.abs(label.probability - want.top[i].probability) < 1e-4,
+        `label ${i + 1}: the page gives ${JSON.stringify(label)}, igpt classify ${JSON.stringify(want.top[i])}`);
+    });
+    const shown = await page.$$eval("#label-top li", (items) => items.map((li) => li.textContent));
+    check(shown.length === 3 && shown[0].startsWith(`${want.label}:`), `the page shows ${JSON.stringify(shown)}`);
+    await (await page.$("#label-box")).screenshot({ path: path.join(artifacts, "label-top.png") });
+    // A drawing is labelled too (a stroke, then Use drawing), while the completion still generates:
+    // the worker queues calls into the model between rows.
+    check(!(await page.evaluate(() => window.igptState.completionDone)), "the completion ended before the drawing was used");
+    await page.evaluate(() => (window.igptState.label = null));
+    const pad = await (await page.$("#draw")).boundingBox();
+    await page.mouse.move(pad.x + pad.width / 3, pad.y + pad.height / 4);
+    await page.mouse.down();
+    await page.mouse.move(pad.x + pad.width / 3, pad.y + (3 * pad.height) / 4, { steps: 8 });
+    await page.mouse.up();
+    await page.click("#use-drawing");
+    await waitFor(page, () => window.igptState.label || window.igptState.errors.length);
+    s = await page.evaluate(() => window.igptState);
+    check(s.errors.length === 0 && s.label.top.length === 3, JSON.stringify(s.label ?? s.errors));
+    check(errors.length === 0, errors.join("\n"));
+    console.log(`     ${name} on ${s.backend}: ${example} is ${want.label} (${(100 * first.probability).toFixed(1)}%) as igpt classify says; shares within ${diff.toExponential(1)} of the CLI's; the drawing: ${s.label.top[0].label}`);
+  } finally {
+    await browser.close();
+    for (const key of [...deployed.keys()]) if (key.startsWith(`/models/${name}/`) || key === "/models/index.json") deployed.delete(key);
+  }
+});
 server.close();
 
 console.log(`e2e: ${passed} passed, ${failed} failed${only ? `, ${skipped} not matching E2E_ONLY` : ""}`);

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::Precision;
 use igpt::Raster;
-use igpt::analysis::classify;
+use igpt::analysis::{classify, explain};
 use igpt::store::{self, StoredModel, WeightPrecision};
 use igpt::train::Start;
 use igpt::train::finetune::{self, FinetuneConfig, FinetuneEvent, RunSettings};
@@ -98,6 +98,11 @@ pub struct ClassifyArgs {
     /// Print one JSON line per image: {"image", "label", "top": [{"label", "probability"}...]}.
     #[arg(long)]
     json: bool,
+    /// With --json, add which pixels moved the label: "explanation": {"logits", "probabilities",
+    /// "class", "pixel_shares" (each pixel's share of the label's logit above the mean class's, raster
+    /// order; they sum with "start_share" to that gap), "start_share"}. The page's inspector draws it.
+    #[arg(long, requires = "json")]
+    explain: bool,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
@@ -269,7 +274,7 @@ impl BackendJob for ClassifyArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let probabilities = classify::class_probabilities(&stored.model, &ids, 16)?;
-        for (path, p) in self.images.iter().zip(probabilities) {
+        for ((path, p), ids) in self.images.iter().zip(probabilities).zip(&ids) {
             let mut ranked: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
             ranked.truncate(self.top.max(1));
@@ -279,7 +284,11 @@ impl BackendJob for ClassifyArgs {
                     .iter()
                     .map(|&(i, p)| json!({"label": name(i), "probability": p}))
                     .collect();
-                let line = json!({"image": path.display().to_string(), "label": name(ranked[0].0), "top": top});
+                let mut line = json!({"image": path.display().to_string(), "label": name(ranked[0].0), "top": top});
+                if self.explain {
+                    let explained = explain::Explanation::new(&stored.model, ids, tokenizer.width)?;
+                    line["explanation"] = serde_json::to_value(explained)?;
+                }
                 println!("{line}");
             } else {
                 let top: Vec<String> = ranked
