@@ -6,7 +6,7 @@ import { Inspector } from "./inspect.js";
 import { MaskedInspector } from "./inspect-masked.js";
 import { cpuMatch } from "./cpu-match.js";
 import { showAtlas } from "./atlas.js";
-import { classify, paintShares, showTop, topClasses } from "./label.js";
+import { classify, paintChanges, paintShares, showTop, topClasses } from "./label.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -817,6 +817,10 @@ async function inspectImage(image, pixel) {
   const result = await classify(engine.worker, image.image);
   const caption = paintShares($("inspect-label-map"), engine.width, engine.height, result);
   $("inspect-label-caption").textContent = caption;
+  // The changes read a causal model's scan; a BERT model's states each see the whole image.
+  const causal = state.objective !== "bert";
+  $("inspect-label-change-figure").hidden = !causal;
+  if (causal) $("inspect-label-change-caption").textContent = paintChanges($("inspect-label-change"), engine.width, engine.height, result);
   showTop($("inspect-label-top"), result);
   $("inspect-label").hidden = false;
   state.inspectLabel = { ...result, top: topClasses(result), caption };

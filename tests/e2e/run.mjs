@@ -1207,8 +1207,8 @@ await test("a fine-tuned model labels an example and a drawing as igpt classify 
     const gap = got.logits[got.class] - got.logits.reduce((a, b) => a + b, 0) / got.logits.length;
     const sum = got.pixel_shares.reduce((a, b) => a + b, 0) + got.start_share;
     check(Math.abs(gap - sum) < 1e-3, `the shares sum to ${sum}, the logit gap is ${gap}`);
-    const [[opaque, colours]] = await canvasStats(page, "#inspect-label-map");
-    check(opaque === 1 && colours > 2, `a blank map of shares: ${opaque}, ${colours} colours`);
+    const maps = await canvasStats(page, "#inspect-label canvas");
+    check(maps.length === 2 && maps.every(([opaque, colours]) => opaque === 1 && colours > 2), `blank maps of shares: ${JSON.stringify(maps)}`);
     await (await page.$("#inspect-label")).screenshot({ path: path.join(artifacts, "label-inspect.png") });
     // Complete: the chosen example is labelled first, the page's three labels the CLI's, in order,
     // with its probabilities.
