@@ -800,8 +800,7 @@ async function resampleFrom({ image, pixels }, given, count, out, { ablate = nul
 /// without a classification head.
 async function labelChosen({ image }) {
   if (!engine.labels?.length) return;
-  await inspector?.passing;
-  while (current) await stopCurrent(); // the model serves one call at a time
+  // (A generation running meanwhile lets the worker's queue take this between two rows.)
   const result = await classify(engine.worker, image);
   showTop($("label-top"), result);
   $("label-box").hidden = false;

@@ -20,11 +20,7 @@ pub struct Scores {
 }
 
 fn check<B: Backend>(model: &ImageGpt<B>, sequences: &[Vec<u16>]) -> Result<()> {
-    if model.n_labels() == 0 {
-        return Err(Error::invalid(
-            "this model has no classification head: fine-tune it first (igpt finetune)",
-        ));
-    }
+    super::explain::require_head(model)?;
     let n = model.n_positions();
     if sequences.iter().any(|s| s.len() != n) {
         return Err(Error::invalid(format!(

@@ -33,6 +33,16 @@ pub struct Explanation {
     pub start_share: f32,
 }
 
+/// Refuses a model without a classification head rather than guess.
+pub fn require_head<B: Backend>(model: &ImageGpt<B>) -> Result<()> {
+    if model.n_labels() == 0 {
+        return Err(Error::invalid(
+            "this model has no classification head: fine-tune it first (igpt finetune)",
+        ));
+    }
+    Ok(())
+}
+
 /// The forward pass [`Explanation::from_numbers`] reads: each position's class scores `[positions,
 /// labels]` for one image of palette ids, left on the device (the page reads it without blocking).
 pub fn trace_explanation<B: Backend>(
@@ -40,11 +50,7 @@ pub fn trace_explanation<B: Backend>(
     ids: &[u16],
     width: usize,
 ) -> Result<Tensor<B, 2>> {
-    if model.n_labels() == 0 {
-        return Err(Error::invalid(
-            "this model has no classification head: fine-tune it first (igpt finetune)",
-        ));
-    }
+    require_head(model)?;
     check_image(ids, width, model.n_positions(), model.n_colors())?;
     let (inputs, _) = model.inputs_and_targets(std::iter::once(ids));
     let normed = model.forward_with(inputs, ForwardOptions::default()).normed;
@@ -82,17 +88,13 @@ impl Explanation {
             .expect("at least one class");
         // A position's share of the chosen class above the mean class.
         let share = |r: &[f32]| r[class] - r.iter().sum::<f32>() / labels as f32;
-        let (start_share, mut pixel_shares) = if causal {
-            (
-                share(rows[0]),
-                rows[1..].iter().map(|r| share(r)).collect::<Vec<_>>(),
-            )
+        let (start_share, states) = if causal {
+            (share(rows[0]), &rows[1..])
         } else {
-            (0.0, rows.iter().map(|r| share(r)).collect())
+            (0.0, &rows[..])
         };
-        if causal {
-            pixel_shares.push(0.0); // the last pixel: no state has seen it
-        }
+        let mut pixel_shares: Vec<f32> = states.iter().map(|r| share(r)).collect();
+        pixel_shares.resize(rows.len(), 0.0); // causal: the last pixel, which no state has seen
         Ok(Explanation {
             logits,
             probabilities,

@@ -273,8 +273,21 @@ impl BackendJob for ClassifyArgs {
                 Ok(tokenizer.tokenize(&image))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let probabilities = classify::class_probabilities(&stored.model, &ids, 16)?;
-        for ((path, p), ids) in self.images.iter().zip(probabilities).zip(&ids) {
+        // With --explain each image's one forward pass gives its probabilities too.
+        let explained: Vec<explain::Explanation> = if self.explain {
+            ids.iter()
+                .map(|ids| explain::Explanation::new(&stored.model, ids, tokenizer.width))
+                .collect::<igpt::Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let probabilities: Vec<Vec<f32>> = if self.explain {
+            explained.iter().map(|e| e.probabilities.clone()).collect()
+        } else {
+            classify::class_probabilities(&stored.model, &ids, 16)?
+        };
+        let mut explained = explained.into_iter();
+        for (path, p) in self.images.iter().zip(probabilities) {
             let mut ranked: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
             ranked.truncate(self.top.max(1));
@@ -285,9 +298,8 @@ impl BackendJob for ClassifyArgs {
                     .map(|&(i, p)| json!({"label": name(i), "probability": p}))
                     .collect();
                 let mut line = json!({"image": path.display().to_string(), "label": name(ranked[0].0), "top": top});
-                if self.explain {
-                    let explained = explain::Explanation::new(&stored.model, ids, tokenizer.width)?;
-                    line["explanation"] = serde_json::to_value(explained)?;
+                if let Some(explanation) = explained.next() {
+                    line["explanation"] = serde_json::to_value(explanation)?;
                 }
                 println!("{line}");
             } else {
