@@ -76,9 +76,28 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
-    /// The inspector's pass over one image, read back without blocking.
-    async fn inspect(&self, ids: &[u16], width: usize) -> Result<Inspected, JsError> {
+    /// The inspector's pass over one image, read back without blocking; with a fine-tuned model,
+    /// its label from the same pass.
+    async fn inspect(
+        &self,
+        ids: &[u16],
+        width: usize,
+    ) -> Result<(Inspected, Option<Explanation>), JsError> {
         let traced = Inspected::trace(&self.model, ids, width)?;
+        let label = match traced.labels {
+            Some(scores) => {
+                let data = scores.into_data_async().await.map_err(|e| {
+                    JsError::new(&format!("reading the classification back failed: {e:?}"))
+                })?;
+                // The inspector reads causal models only: position 0 is the start token.
+                Some(Explanation::from_numbers(
+                    &floats(data)?,
+                    self.model.n_labels(),
+                    true,
+                )?)
+            }
+            None => None,
+        };
         let mut numbers = Vec::with_capacity(TRACED_TENSORS);
         for tensor in traced.tensors {
             let data = tensor
@@ -88,14 +107,15 @@ impl<B: Backend> Engine<B> {
             numbers.push(floats(data)?);
         }
         let numbers: [Vec<f32>; TRACED_TENSORS] = numbers.try_into().expect("one list per tensor");
-        Ok(Inspected::from_numbers(
+        let inspected = Inspected::from_numbers(
             &self.model,
             ids,
             width,
             traced.n_head,
             traced.scale,
             numbers,
-        )?)
+        )?;
+        Ok((inspected, label))
     }
 
     /// A BERT model's inspection: each pixel's bits when hidden, read back without blocking.
@@ -471,11 +491,12 @@ impl ImageGpt {
     /// Stop any generation first: the model serves one call at a time.
     pub async fn inspect(&self, ids: Vec<u16>) -> Result<Inspection, JsError> {
         let width = self.tokenizer.width;
-        let inner = match &self.engine {
+        let (inner, label) = match &self.engine {
             Backends::Gpu(e) => e.inspect(&ids, width).await?,
             Backends::Cpu(e) => e.inspect(&ids, width).await?,
         };
-        Ok(Inspection { inner })
+        let label = label.map(|l| self.label_json(&l)).transpose()?;
+        Ok(Inspection { inner, label })
     }
 
     /// A BERT model's inspector: each pixel's surprise in bits when it is hidden, the same JSON as
@@ -504,10 +525,7 @@ impl ImageGpt {
             Backends::Gpu(e) => e.explain(&ids, width).await?,
             Backends::Cpu(e) => e.explain(&ids, width).await?,
         };
-        let mut json =
-            serde_json::to_value(&explained).map_err(|e| JsError::new(&e.to_string()))?;
-        json["labels"] = self.labels.clone().into();
-        Ok(json.to_string())
+        self.label_json(&explained)
     }
 
     /// Every pixel's logits for one image (its token ids, as `tokenize` gives them), teacher-forced:
@@ -725,6 +743,13 @@ impl ImageGpt {
             .get(id as usize)
             .ok_or_else(|| JsError::new(&format!("token {id} is not a colour of this palette")))
     }
+
+    /// A label as the page reads it: the explanation's numbers and the class names.
+    fn label_json(&self, explained: &Explanation) -> Result<String, JsError> {
+        let mut json = serde_json::to_value(explained).map_err(|e| JsError::new(&e.to_string()))?;
+        json["labels"] = self.labels.clone().into();
+        Ok(json.to_string())
+    }
 }
 
 /// One image as the model saw it (see `igpt::inspect`): every view of the page's inspector reads
@@ -732,6 +757,8 @@ impl ImageGpt {
 #[wasm_bindgen]
 pub struct Inspection {
     inner: Inspected,
+    /// A fine-tuned model's label of the image, as `ImageGpt::classify` gives it.
+    label: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -740,6 +767,12 @@ impl Inspection {
     pub fn report(&self, row: usize, col: usize) -> Result<String, JsError> {
         let report = self.inner.report([row, col])?;
         serde_json::to_string(&report).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// A fine-tuned model's label of the image from the inspection's own pass: the same JSON as
+    /// `ImageGpt::classify`; none for a model without a classification head.
+    pub fn label(&self) -> Option<String> {
+        self.label.clone()
     }
 
     pub fn n_layer(&self) -> usize {

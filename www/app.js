@@ -813,7 +813,9 @@ async function inspectImage(image, pixel) {
   $("inspect-label").hidden = true;
   await inspector.inspect(image, pixel);
   if (!engine.labels?.length) return;
-  const result = await classify(engine.worker, image.image);
+  // The autoregressive inspector's pass labels the image too; BERT's hides pixels, so it asks.
+  const fromInspection = inspector.result?.image === image.image && Boolean(inspector.result.label);
+  const result = fromInspection ? inspector.result.label : await classify(engine.worker, image.image);
   const caption = paintShares($("inspect-label-map"), engine.width, engine.height, result);
   $("inspect-label-caption").textContent = caption;
   // The changes read a causal model's scan; a BERT model's states each see the whole image.
@@ -822,7 +824,7 @@ async function inspectImage(image, pixel) {
   if (causal) $("inspect-label-change-caption").textContent = paintChanges($("inspect-label-change"), engine.width, engine.height, result);
   showTop($("inspect-label-top"), result);
   $("inspect-label").hidden = false;
-  state.inspectLabel = { ...result, top: topClasses(result), caption };
+  state.inspectLabel = { ...result, top: topClasses(result), caption, fromInspection };
 }
 
 /// Inspects the image chosen for completion (upload, else the test image), or the drawing.

@@ -20,7 +20,8 @@
 //   reply to size {gpuBufferBytes}; loaded {backend, card, width, height, means, objective, labels};
 //   rows {run, first, last, rgba, drawn, tokensPerSecond}; finished {run, stopped}; gpuLost {run, drawn};
 //   reply {call, ...} (to logits: {logits, colours}; to classify: igpt classify --explain's numbers
-//   and the labels); failed {call?, run?, message, retry}
+//   and the labels; to inspect: the views' numbers and, from a fine-tuned model, the same label);
+//   failed {call?, run?, message, retry}
 import init, { ImageGpt, check_image_header, gpu_buffer_bytes, heat_ramp, wasm_memory_bytes } from "./igpt.js";
 import { verifiedBytes } from "./weights.js";
 
@@ -243,8 +244,11 @@ async function inspect({ image }) {
   const began = performance.now();
   inspection = await model.inspect(ids);
   const layers = inspection.n_layer();
+  // A fine-tuned model's label comes from the same pass (classify's numbers).
+  const label = inspection.label();
   return {
     ms: performance.now() - began,
+    label: label === undefined ? null : JSON.parse(label),
     layers,
     heads: inspection.n_head(),
     bits: inspection.bits(),

@@ -115,6 +115,9 @@ pub struct Traced<B: Backend> {
     pub tensors: [Tensor<B, 1>; TRACED_TENSORS],
     pub n_head: usize,
     pub scale: f64,
+    /// A fine-tuned model's class scores per position, `[positions, labels]`, from the same pass
+    /// (`igpt::analysis::explain::Explanation::from_numbers` reads them); `None` without a head.
+    pub labels: Option<Tensor<B, 2>>,
 }
 
 /// `igpt inspect --json`'s line, and the page's `igptState.inspect`.
@@ -170,9 +173,10 @@ impl Inspected {
             ..Default::default()
         };
         let flat = |t: Tensor<B, 3>| t.reshape([-1]);
-        // `normed` is not read: the lens reads the last layer's states through the same final norm.
+        // The lens reads the last layer's states through the final norm itself; `normed` feeds a
+        // fine-tuned model's head, so the page labels the image without a second pass.
         let ForwardPass {
-            normed: _,
+            normed,
             residual,
             attention,
             scale,
@@ -215,6 +219,9 @@ impl Inspected {
             ],
             n_head,
             scale,
+            labels: model
+                .position_class_logits(normed)
+                .map(|t| t.squeeze_dim::<2>(0)),
         })
     }
 

@@ -1207,6 +1207,7 @@ await test("a fine-tuned model labels an example and a drawing as igpt classify 
     check(s.errors.length === 0, s.errors.join("; "));
     // Which pixels moved the label: the CLI's shares (WebGPU against flex), summing to the logit gap.
     const got = s.inspectLabel, explained = want.explanation;
+    check(got.fromInspection, "the inspector ran a second pass to label the image");
     check(got.pixel_shares.length === explained.pixel_shares.length, "the inspector explains another size");
     let diff = 0;
     got.pixel_shares.forEach((x, i) => (diff = Math.max(diff, Math.abs(x - explained.pixel_shares[i]))));
