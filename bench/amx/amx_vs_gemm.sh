@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Intel AMX (bf16 tiles, f32 sums) against gemm's f32 kernels (what igpt's CPU matmuls run now), one
-# core each, on a 128-wide model's training-step matmul shapes. Needs a CPU with AMX-BF16 (Sapphire
-# Rapids or later; Linux grants the tiles on request) and gcc.
+# Intel AMX (bf16 tiles, f32 sums; in C, then the same kernel in Rust) against gemm's f32 kernels
+# (what igpt's CPU matmuls run now), one core each, on a 128-wide model's training-step matmul
+# shapes. Needs a CPU with AMX-BF16 (Sapphire Rapids or later; Linux grants the tiles on request) and
+# gcc.
 # Usage: bench/amx/amx_vs_gemm.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,7 @@ grep -qw amx_bf16 /proc/cpuinfo || { echo "this CPU has no AMX-BF16"; exit 1; }
 out=${TMPDIR:-/tmp}/igpt-amx-bench
 mkdir -p "$out"
 gcc -O2 -march=sapphirerapids gemm_amx.c -o "$out/gemm_amx" -lm
-cargo build --release --quiet --manifest-path gemm_f32/Cargo.toml --target-dir "$out/target"
+cargo build --release --quiet --manifest-path rust/Cargo.toml --target-dir "$out/target"
 "$out/target/release/gemm_f32"
 "$out/gemm_amx"
+"$out/target/release/amx_asm"
