@@ -819,11 +819,20 @@ fn probe_finetune_and_classify_end_to_end() {
             && refusal.contains("train_limit 150 (the run has 200)"),
         "{refusal}"
     );
-    // Resuming the finished run hands back its best weights (from best/), scored as before.
+    // Resuming the finished run hands back its best weights (from best/), scored as before; the
+    // device count is not part of the run, so a resume on two replicas is taken.
     let resumed = with_run(
         &path("tuned-resumed"),
         "200",
-        &["--steps", "20", "--run", &run, "--resume"],
+        &[
+            "--steps",
+            "20",
+            "--run",
+            &run,
+            "--resume",
+            "--devices",
+            "0,1",
+        ],
     );
     let log = String::from_utf8_lossy(&resumed.stderr);
     assert!(

@@ -358,6 +358,7 @@ fn finetune_config(steps: usize) -> FinetuneConfig {
         flip: false,
         crop: 0,
         classification_only: false,
+        devices: Vec::new(),
     }
 }
 
@@ -554,6 +555,45 @@ fn a_stopped_finetuning_resumes_to_the_uninterrupted_weights_and_best() {
     // The best weights are the run folder's `best/`, with the state of their step.
     let best = store::load_dir::<B>(&run::best_dir(split.path()), &Default::default()).unwrap();
     assert_eq!(weights(&best.model), weights(&plain.stored.model.valid()));
+}
+
+/// Fine-tuning on two replicas (`--devices 0,1`) follows one device with the same batch: the
+/// classification loss is a mean over the batch's images as the generative one is, so the shards'
+/// weighted gradients sum to one device's, up to f32 rounding.
+#[cfg(feature = "collective")]
+#[test]
+fn a_finetuning_on_two_replicas_follows_one_device() {
+    let (seqs, labels) = oriented_stripes(48);
+    let (fit, held_out) = ((&seqs[..40], &labels[..40]), (&seqs[40..], &labels[40..]));
+    let start = || {
+        let mut start = tiny::<A>(11);
+        start.model = start.model.with_classifier(2);
+        start.labels = vec!["horizontal".into(), "vertical".into()];
+        start
+    };
+    let initial = weights(&start().model);
+    let go = |devices: &[u16]| {
+        let config = FinetuneConfig {
+            devices: devices.to_vec(),
+            patience: 100,
+            ..finetune_config(20)
+        };
+        let run = finetune::finetune(Start::Model(start()), None, fit, held_out, &config, |_| {
+            ControlFlow::Continue(())
+        });
+        run.unwrap()
+    };
+    let (one, two) = (go(&[]), go(&[0, 1]));
+    assert_eq!((one.steps, one.best_step), (two.steps, two.best_step));
+    let (one, two) = (weights(&one.stored.model), weights(&two.stored.model));
+    let gap = common::weight_gap(&one, &two);
+    eprintln!("fine-tuned on 2 replicas: weights within {gap:.1e} of one device's (relative)");
+    assert!(
+        gap < 1e-4,
+        "weights differ by {gap:e} (relative to the largest)"
+    );
+    // The weights moved: the runs did train.
+    assert!(common::weight_gap(&initial, &one) > 1e-3);
 }
 
 #[test]

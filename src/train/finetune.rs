@@ -51,6 +51,11 @@ pub struct FinetuneConfig {
     /// Train on L_clf alone, without the generative term (the from-scratch baseline's objective).
     #[serde(default)]
     pub classification_only: bool,
+    /// Data parallelism (`--devices`), as [`TrainConfig::devices`]: not part of the run (it changes
+    /// only the order of f32 additions), so neither saved nor recorded, and a run may resume on
+    /// another count.
+    #[serde(skip)]
+    pub devices: Vec<u16>,
 }
 
 /// Steps between progress reports (the bar, a `log.csv` row in a run folder) at most: a long
@@ -88,7 +93,7 @@ impl FinetuneConfig {
             precision: self.precision,
             init: None,
             classification_only: self.classification_only,
-            devices: Vec::new(),
+            devices: self.devices.clone(),
             nodes: None,
         }
     }

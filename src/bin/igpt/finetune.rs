@@ -82,6 +82,12 @@ pub struct FinetuneArgs {
     from_scratch: bool,
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
+    /// Data parallelism, as `igpt train --devices`: split each batch across these devices of
+    /// --device's kind, one replica each, their gradients summed before one optimiser step. The same
+    /// fine-tuning up to f32 rounding, and a run may resume on another count. On this 2-core CPU,
+    /// `--device flex --devices 0,1` is faster than one device (README, Representations).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    devices: Vec<u16>,
 }
 
 #[derive(Args)]
@@ -136,6 +142,7 @@ impl BackendJob for FinetuneArgs {
             flip: self.flip,
             crop: self.crop,
             classification_only: self.from_scratch,
+            devices: self.devices.clone(),
         };
         let settings = RunSettings::new(
             &self.model,
