@@ -504,18 +504,20 @@ fn finetuning_refuses_labels_its_head_cannot_score() {
     assert!(no_val.contains("held-out images"), "{no_val}");
 }
 
+/// The tiny model of seed 11 with a fresh head for [`oriented_stripes`]' two labels.
+fn stripe_classifier() -> StoredModel<A> {
+    let mut start = tiny::<A>(11);
+    start.model = start.model.with_classifier(2);
+    start.labels = vec!["horizontal".into(), "vertical".into()];
+    start
+}
+
 /// A fine-tuning with a run folder, stopped at a checkpoint and resumed, ends with the weights, the
 /// best check and the step count of one never stopped, and of one with no run folder.
 #[test]
 fn a_stopped_finetuning_resumes_to_the_uninterrupted_weights_and_best() {
     let (seqs, labels) = oriented_stripes(48);
     let (fit, held_out) = ((&seqs[..40], &labels[..40]), (&seqs[40..], &labels[40..]));
-    let start = || {
-        let mut start = tiny::<A>(11);
-        start.model = start.model.with_classifier(2);
-        start.labels = vec!["horizontal".into(), "vertical".into()];
-        start
-    };
     let config = FinetuneConfig {
         patience: 100,
         ..finetune_config(20)
@@ -527,11 +529,11 @@ fn a_stopped_finetuning_resumes_to_the_uninterrupted_weights_and_best() {
         })
         .unwrap()
     };
-    let plain = go(Start::Model(start()), None, 0);
+    let plain = go(Start::Model(stripe_classifier()), None, 0);
     let whole = tempfile::tempdir().unwrap();
-    let uninterrupted = go(Start::Model(start()), Some(whole.path()), 0);
+    let uninterrupted = go(Start::Model(stripe_classifier()), Some(whole.path()), 0);
     let split = tempfile::tempdir().unwrap();
-    let stopped = go(Start::Model(start()), Some(split.path()), 10);
+    let stopped = go(Start::Model(stripe_classifier()), Some(split.path()), 10);
     assert_eq!(stopped.steps, 10);
     let checkpoint = Checkpoint::<A>::load(split.path(), &Default::default()).unwrap();
     assert_eq!(checkpoint.state.step, 10);
@@ -565,22 +567,21 @@ fn a_stopped_finetuning_resumes_to_the_uninterrupted_weights_and_best() {
 fn a_finetuning_on_two_replicas_follows_one_device() {
     let (seqs, labels) = oriented_stripes(48);
     let (fit, held_out) = ((&seqs[..40], &labels[..40]), (&seqs[40..], &labels[40..]));
-    let start = || {
-        let mut start = tiny::<A>(11);
-        start.model = start.model.with_classifier(2);
-        start.labels = vec!["horizontal".into(), "vertical".into()];
-        start
-    };
-    let initial = weights(&start().model);
+    let initial = weights(&stripe_classifier().model);
     let go = |devices: &[u16]| {
         let config = FinetuneConfig {
             devices: devices.to_vec(),
             patience: 100,
             ..finetune_config(20)
         };
-        let run = finetune::finetune(Start::Model(start()), None, fit, held_out, &config, |_| {
-            ControlFlow::Continue(())
-        });
+        let run = finetune::finetune(
+            Start::Model(stripe_classifier()),
+            None,
+            fit,
+            held_out,
+            &config,
+            |_| ControlFlow::Continue(()),
+        );
         run.unwrap()
     };
     let (one, two) = (go(&[]), go(&[0, 1]));
