@@ -2,7 +2,8 @@
 // AMX bf16 tiles (inputs rounded to bf16, sums in f32: mixed precision, as --precision bf16 on a GPU),
 // on one core, for the matmul shapes of a 128-wide model's training step at batch 16 (784 positions:
 // M = 12,544 rows). Timed with the f32 -> bf16 packing of both operands and without it; also the
-// time to write the M x N output alone (a memset), the floor every kernel shares. A naive kernel: a
+// time to write the M x N output alone (a memset), the floor every kernel shares, and the
+// tile instruction's own rate with no memory traffic (the ceiling). A naive kernel: a
 // 32 x 32 block of C in four tiles, K in steps of 32. Built and run by bench/amx/amx_vs_gemm.sh.
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -43,6 +44,16 @@ int main(){
   if(syscall(SYS_arch_prctl,0x1023,18)){puts("no AMX permission");return 1;}
   cfg_t c;memset(&c,0,sizeof c);c.palette=1;for(int i=0;i<8;i++){c.rows[i]=16;c.colsb[i]=64;}
   _tile_loadconfig(&c);
+  { // The ceiling: the tile instruction alone, four independent sums, no memory traffic.
+    static uint16_t T[16*32] __attribute__((aligned(64)));
+    for(int i=0;i<16*32;i++)T[i]=0x3f80; // bf16 1.0
+    _tile_zero(0);_tile_zero(1);_tile_zero(2);_tile_zero(3);
+    _tile_loadd(4,T,64);_tile_loadd(5,T,64);_tile_loadd(6,T,64);_tile_loadd(7,T,64);
+    long iters=20000000;double t0=now();
+    for(long i=0;i<iters;i++){_tile_dpbf16ps(0,4,6);_tile_dpbf16ps(1,4,7);_tile_dpbf16ps(2,5,6);_tile_dpbf16ps(3,5,7);}
+    double t=now()-t0;
+    printf("AMX bf16 1 core, the tile instruction alone: %.0f GFLOP/s\n",4.0*iters*16*16*32*2/t/1e9);
+  }
   int shapes[][3]={{12544,128,384},{12544,128,512},{12544,512,128},{12544,128,128}};
   for(int s=0;s<4;s++){
     int M=shapes[s][0],K=shapes[s][1],N=shapes[s][2];
