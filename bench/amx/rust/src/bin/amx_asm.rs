@@ -43,6 +43,12 @@ fn pack_a(a: &[f32], out: &mut [u16]) {
     }
 }
 
+/// The `len` elements of `v` from its first 64-byte boundary (`v` holds 64 bytes to spare).
+fn aligned<T>(v: &mut [T], len: usize) -> &mut [T] {
+    let skip = v.as_ptr().align_offset(64);
+    &mut v[skip..skip + len]
+}
+
 fn bf16(x: f32) -> u16 {
     let u = x.to_bits();
     ((u + 0x7fff + ((u >> 16) & 1)) >> 16) as u16
@@ -131,14 +137,25 @@ fn main() {
         };
         let a: Vec<f32> = (0..m * k).map(|_| rand()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rand()).collect();
-        let (mut ap, mut bp, mut c) = (vec![0u16; m * k], vec![0u16; k * n], vec![0f32; m * n]);
+        // Tile rows of 64 bytes start on cache lines, as gemm_amx.c's aligned_alloc gives them: a
+        // Vec's own alignment (2 or 4 bytes) would split every row across two lines.
+        let (mut ap_store, mut bp_store, mut c_store) = (
+            vec![0u16; m * k + 32],
+            vec![0u16; k * n + 32],
+            vec![0f32; m * n + 16],
+        );
+        let (ap, bp, c) = (
+            aligned(&mut ap_store, m * k),
+            aligned(&mut bp_store, k * n),
+            aligned(&mut c_store, m * n),
+        );
         let (mut best, mut best_kernel) = (f64::MAX, f64::MAX);
         for _ in 0..5 {
             let t0 = Instant::now();
-            unsafe { pack_a(&a, &mut ap) };
-            pack_b(&b, &mut bp, k, n);
+            unsafe { pack_a(&a, ap) };
+            pack_b(&b, bp, k, n);
             let t1 = Instant::now();
-            unsafe { kernel(&ap, &bp, &mut c, m, k, n) };
+            unsafe { kernel(ap, bp, c, m, k, n) };
             best = best.min(t0.elapsed().as_secs_f64());
             best_kernel = best_kernel.min(t1.elapsed().as_secs_f64());
         }
