@@ -281,17 +281,17 @@ impl BackendJob for ClassifyArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         // With --explain each image's one forward pass gives its probabilities too.
-        let explained: Vec<explain::Explanation> = if self.explain {
-            ids.iter()
+        let (probabilities, explained): (Vec<Vec<f32>>, Vec<explain::Explanation>) = if self.explain
+        {
+            let explained: Vec<explain::Explanation> = ids
+                .iter()
                 .map(|ids| explain::Explanation::new(&stored.model, ids, tokenizer.width))
-                .collect::<igpt::Result<_>>()?
+                .collect::<igpt::Result<_>>()?;
+            let probabilities = explained.iter().map(|e| e.probabilities.clone()).collect();
+            (probabilities, explained)
         } else {
-            Vec::new()
-        };
-        let probabilities: Vec<Vec<f32>> = if self.explain {
-            explained.iter().map(|e| e.probabilities.clone()).collect()
-        } else {
-            classify::class_probabilities(&stored.model, &ids, 16)?
+            let probabilities = classify::class_probabilities(&stored.model, &ids, 16)?;
+            (probabilities, Vec::new())
         };
         let mut explained = explained.into_iter();
         for (path, p) in self.images.iter().zip(probabilities) {
