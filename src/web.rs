@@ -746,9 +746,7 @@ impl ImageGpt {
 
     /// A label as the page reads it: the explanation's numbers and the class names.
     fn label_json(&self, explained: &Explanation) -> Result<String, JsError> {
-        let mut json = serde_json::to_value(explained).map_err(|e| JsError::new(&e.to_string()))?;
-        json["labels"] = self.labels.clone().into();
-        Ok(json.to_string())
+        Ok(explained.to_json(&self.labels)?.to_string())
     }
 }
 

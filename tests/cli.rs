@@ -875,6 +875,64 @@ fn probe_finetune_and_classify_end_to_end() {
     let top = line["top"].as_array().unwrap();
     assert_eq!(top.len(), 3);
     assert_eq!(top[0]["label"], line["label"]);
+    // --explain splits the label over the pixels from one pass that gives the same probabilities,
+    // and `igpt inspect` labels the image from its own pass the same way.
+    let explained = json(&stdout_of(&[
+        "classify",
+        "--model",
+        &path("tuned"),
+        &image,
+        "--json",
+        "--explain",
+    ]));
+    let explanation = &explained["explanation"];
+    let class = explanation["class"].as_u64().unwrap() as usize;
+    assert_eq!(
+        (&explained["label"], &explained["top"][0]["label"]),
+        (&line["label"], &line["top"][0]["label"])
+    );
+    assert_eq!(names[class], line["label"].as_str().unwrap());
+    let p = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert!(
+        (p(&explanation["probabilities"][class]) - p(&top[0]["probability"])).abs() < 1e-5,
+        "{explained} against {line}"
+    );
+    let shares = explanation["pixel_shares"].as_array().unwrap();
+    assert_eq!(shares.len(), 64, "the fixture's 8×8 pixels");
+    let gap = p(&explanation["logits"][class])
+        - explanation["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(p)
+            .sum::<f64>()
+            / 10.0;
+    let summed = shares.iter().map(p).sum::<f64>() + p(&explanation["start_share"]);
+    assert!((summed - gap).abs() < 1e-3, "shares {summed} against {gap}");
+    let inspected = json(&stdout_of(&[
+        "inspect",
+        "--model",
+        &path("tuned"),
+        &image,
+        "--json",
+    ]));
+    let label = &inspected["label"];
+    assert_eq!(label["class"].as_u64(), Some(class as u64), "{label}");
+    assert_eq!(label["labels"][class], line["label"]);
+    for (a, b) in [("probabilities", class), ("pixel_shares", 10)] {
+        assert!(
+            (p(&label[a][b]) - p(&explanation[a][b])).abs() < 1e-5,
+            "{a}[{b}]: {label} against {explanation}"
+        );
+    }
+    let words = stdout_of(&["inspect", "--model", &path("tuned"), &image]);
+    assert!(
+        words.contains(&format!("labelled {}", names[class])),
+        "{words}"
+    );
+    // A model without a head has no label to show.
+    let unlabelled = json(&stdout_of(&["inspect", "--model", model, &image, "--json"]));
+    assert!(unlabelled.get("label").is_none());
     // A model without a head says what to do instead of guessing.
     let plain = igpt(&["classify", "--model", model, &image]);
     assert!(!plain.status.success());

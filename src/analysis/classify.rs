@@ -20,7 +20,7 @@ pub struct Scores {
 }
 
 fn check<B: Backend>(model: &ImageGpt<B>, sequences: &[Vec<u16>]) -> Result<()> {
-    super::explain::require_head(model)?;
+    model.require_head()?;
     let n = model.n_positions();
     if sequences.iter().any(|s| s.len() != n) {
         return Err(Error::invalid(format!(

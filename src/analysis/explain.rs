@@ -33,16 +33,6 @@ pub struct Explanation {
     pub start_share: f32,
 }
 
-/// Refuses a model without a classification head rather than guess.
-pub fn require_head<B: Backend>(model: &ImageGpt<B>) -> Result<()> {
-    if model.n_labels() == 0 {
-        return Err(Error::invalid(
-            "this model has no classification head: fine-tune it first (igpt finetune)",
-        ));
-    }
-    Ok(())
-}
-
 /// The forward pass [`Explanation::from_numbers`] reads: each position's class scores `[positions,
 /// labels]` for one image of palette ids, left on the device (the page reads it without blocking).
 pub fn trace_explanation<B: Backend>(
@@ -50,7 +40,7 @@ pub fn trace_explanation<B: Backend>(
     ids: &[u16],
     width: usize,
 ) -> Result<Tensor<B, 2>> {
-    require_head(model)?;
+    model.require_head()?;
     check_image(ids, width, model.n_positions(), model.n_colors())?;
     let (inputs, _) = model.inputs_and_targets(std::iter::once(ids));
     let normed = model.forward_with(inputs, ForwardOptions::default()).normed;
@@ -58,11 +48,32 @@ pub fn trace_explanation<B: Backend>(
     Ok(shares.squeeze_dim::<2>(0))
 }
 
+/// The `k` (at least 1) likeliest classes of `probabilities`, likeliest first.
+pub fn ranked(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(k.max(1));
+    ranked
+}
+
 impl Explanation {
     /// Runs one image through the model and explains its label.
     pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
         let shares = floats(trace_explanation(model, ids, width)?.into_data())?;
         Self::from_numbers(&shares, model.n_labels(), model.objective().is_causal())
+    }
+
+    /// The `k` likeliest classes, likeliest first, with their probabilities.
+    pub fn top(&self, k: usize) -> Vec<(usize, f32)> {
+        ranked(&self.probabilities, k)
+    }
+
+    /// The label as the page reads it (`igpt inspect --json`'s "label" too): these numbers, with
+    /// the class names under "labels".
+    pub fn to_json(&self, names: &[String]) -> Result<serde_json::Value> {
+        let mut json = serde_json::to_value(self).map_err(|e| Error::invalid(e.to_string()))?;
+        json["labels"] = names.into();
+        Ok(json)
     }
 
     /// From each position's class scores (`[positions × labels]`, as [`trace_explanation`] leaves

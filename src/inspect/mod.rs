@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::analysis::explain::Explanation;
 use crate::analysis::pca::principal_scores;
 use crate::error::{Error, Result};
 use crate::model::{ForwardOptions, ForwardPass, ImageGpt};
@@ -150,7 +151,26 @@ impl Inspected {
     /// (The page reads the same tensors without blocking: [`Inspected::trace`], then
     /// [`Inspected::from_numbers`].)
     pub fn new<B: Backend>(model: &ImageGpt<B>, ids: &[u16], width: usize) -> Result<Self> {
+        Ok(Self::labelled(model, ids, width)?.0)
+    }
+
+    /// As [`Inspected::new`], with a fine-tuned model's label of the image and which pixels moved
+    /// it, from the same pass (`None` without a classification head).
+    pub fn labelled<B: Backend>(
+        model: &ImageGpt<B>,
+        ids: &[u16],
+        width: usize,
+    ) -> Result<(Self, Option<Explanation>)> {
         let traced = Self::trace(model, ids, width)?;
+        // The inspector reads causal models only: position 0 is the start token.
+        let label = match traced.labels {
+            Some(scores) => Some(Explanation::from_numbers(
+                &floats(scores.into_data())?,
+                model.n_labels(),
+                true,
+            )?),
+            None => None,
+        };
         let (n_head, scale) = (traced.n_head, traced.scale);
         let numbers: Vec<Vec<f32>> = traced
             .tensors
@@ -158,7 +178,8 @@ impl Inspected {
             .map(|t| floats(t.into_data()))
             .collect::<Result<_>>()?;
         let numbers = numbers.try_into().expect("one list per tensor");
-        Self::from_numbers(model, ids, width, n_head, scale, numbers)
+        let inspected = Self::from_numbers(model, ids, width, n_head, scale, numbers)?;
+        Ok((inspected, label))
     }
 
     /// The traced pass over one image (SOS, then every pixel but the last), as flat tensors to read.

@@ -617,6 +617,16 @@ impl<B: Backend> ImageGpt<B> {
         self.score.as_ref().map_or(0, |s| s.weight.dims()[1])
     }
 
+    /// Refuses a model without a classification head rather than guess.
+    pub fn require_head(&self) -> Result<()> {
+        if self.n_labels() == 0 {
+            return Err(Error::invalid(
+                "this model has no classification head: fine-tune it first (igpt finetune)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Class scores `[batch, labels]`: the final norm's output averaged over positions, through the
     /// head (HF's `ImageGPTForImageClassification`). `None` without a head.
     pub fn class_logits(&self, normed: Tensor<B, 3>) -> Option<Tensor<B, 2>> {

@@ -295,9 +295,7 @@ impl BackendJob for ClassifyArgs {
         };
         let mut explained = explained.into_iter();
         for (path, p) in self.images.iter().zip(probabilities) {
-            let mut ranked: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-            ranked.truncate(self.top.max(1));
+            let ranked = explain::ranked(&p, self.top);
             let name = |i: usize| stored.labels[i].clone();
             if self.json {
                 let top: Vec<_> = ranked

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use igpt::analysis::explain::Explanation;
 use igpt::inspect::ablation::{self, Ablated, AblationReport};
 use igpt::inspect::ablation_means::{AblationMeans, MEANS_FILE};
 use igpt::inspect::intervention::Change;
@@ -92,7 +93,7 @@ impl BackendJob for InspectArgs {
         if !stored.model.objective().is_causal() {
             return self.masked(&stored, &ids);
         }
-        let inspected = Inspected::new(&stored.model, &ids, tokenizer.width)?;
+        let (inspected, label) = Inspected::labelled(&stored.model, &ids, tokenizer.width)?;
         let pixel = self
             .pixel
             .unwrap_or([tokenizer.height / 2, tokenizer.width / 2]);
@@ -146,9 +147,15 @@ impl BackendJob for InspectArgs {
             if let Some(patching) = &patching {
                 line["patching"] = serde_json::to_value(patching)?;
             }
+            if let Some(label) = &label {
+                line["label"] = label.to_json(&stored.labels)?;
+            }
             println!("{line}");
         } else {
             describe(&self, &stored, &report)?;
+            if let Some(label) = &label {
+                describe_label(label, &stored.labels, tokenizer.width);
+            }
             if let Some(ablation) = &ablation {
                 let words = format!("without {} ({} ablation)", ablation.part, ablation.mode);
                 describe_change(&words, &ablation.change, tokenizer.width);
@@ -324,6 +331,37 @@ fn describe<B: Backend>(
         largest.join(", ")
     );
     Ok(())
+}
+
+/// A fine-tuned model's label of the image, and the pixels that pushed it most either way.
+fn describe_label(label: &Explanation, names: &[String], width: usize) {
+    let name = |i: usize| {
+        names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
+    };
+    let top: Vec<String> = label
+        .top(3)
+        .iter()
+        .map(|&(i, p)| format!("{} {:.1}%", name(i), 100.0 * p))
+        .collect();
+    println!("  labelled {} ({})", name(label.class), top.join(", "));
+    let by_share = |a: &(usize, &f32), b: &(usize, &f32)| a.1.total_cmp(b.1);
+    let shares = label.pixel_shares.iter().enumerate();
+    let at = |i: usize| format!("{},{}", i / width, i % width);
+    if let Some((most, toward)) = shares.clone().max_by(by_share) {
+        print!(
+            "  pixel {} pushed it most ({toward:+.3} of its logit above the mean class's)",
+            at(most)
+        );
+        match shares.min_by(by_share) {
+            Some((least, &away)) if away < 0.0 => {
+                println!(", pixel {} most against it ({away:+.3})", at(least))
+            }
+            _ => println!("; none pulled it away"),
+        }
+    }
 }
 
 /// What an intervention (`words`: an ablation, a patch) changed, in words.
