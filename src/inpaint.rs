@@ -139,13 +139,17 @@ impl Inpainting {
             return Ok(());
         }
         let proposal = self.propose(model);
-        let picks = read_ids(proposal.picks.clone().into_data())?;
+        let picks = match &proposal.picks {
+            Picks::Chosen(picks) => picks.clone(),
+            Picks::OnDevice(picks) => read_ids(picks.clone().into_data())?,
+        };
         let colours = read_ids(self.draw(&proposal, &picks).into_data())?;
         self.fill(&picks, &colours)
     }
 
     /// The pass's forward, on the device: every pixel's logits with the unfilled ones hidden, and
-    /// in each image the unfilled pixel to fill (`[images, 1]`, by the [`FillOrder`]).
+    /// in each image the unfilled pixel to fill (by the [`FillOrder`]: a random order's are chosen
+    /// on the host, so only the colours need reading back).
     pub fn propose<B: Backend>(&self, model: &ImageGpt<B>) -> Proposal<B> {
         let device = model.device();
         let (b, t) = (self.images.len(), model.n_positions());
@@ -158,15 +162,16 @@ impl Inpainting {
         let logits = model.logits(model.forward_with(inputs, options).normed); // [b, t, k]
         let picks = match self.fill_order {
             FillOrder::Random => {
-                let picks: Vec<i64> = (0..b).map(|image| self.random_pick(image) as i64).collect();
-                Tensor::from_data(TensorData::new(picks, [b, 1]), &device)
+                Picks::Chosen((0..b).map(|image| self.random_pick(image)).collect())
             }
             // Each unfilled pixel's top-colour probability; filled ones can never be picked.
-            FillOrder::Confident => softmax(logits.clone(), 2)
-                .max_dim(2)
-                .reshape([b, t])
-                .mask_fill(masked.bool_not(), -1.0)
-                .argmax(1),
+            FillOrder::Confident => Picks::OnDevice(
+                softmax(logits.clone(), 2)
+                    .max_dim(2)
+                    .reshape([b, t])
+                    .mask_fill(masked.bool_not(), -1.0)
+                    .argmax(1),
+            ),
         };
         Proposal { picks, logits }
     }
@@ -228,10 +233,17 @@ impl Inpainting {
     }
 }
 
+/// Each image's pixel to fill in one pass.
+pub enum Picks<B: Backend> {
+    /// Chosen on the host (a random order): nothing to read back.
+    Chosen(Vec<usize>),
+    /// `[images, 1]`, chosen on the device from the pass's logits (the most confident pixel).
+    OnDevice(Tensor<B, 2, Int>),
+}
+
 /// One pass's work on the device, before anything is read back.
 pub struct Proposal<B: Backend> {
-    /// `[images, 1]`: each image's pixel to fill.
-    pub picks: Tensor<B, 2, Int>,
+    pub picks: Picks<B>,
     /// `[images, pixels, K]`: the pass's logits, which the colours are drawn from.
     logits: Tensor<B, 3>,
 }

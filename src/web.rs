@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::Tokenizer;
 use crate::analysis::explain::{self, Explanation};
-use crate::inpaint::{Inpainting, read_ids};
+use crate::inpaint::{Inpainting, Picks, read_ids};
 use crate::inspect::ablation::{self, Ablated, AblationReport};
 use crate::inspect::ablation_means::AblationMeans;
 use crate::inspect::intervention;
@@ -202,7 +202,8 @@ impl<B: Backend> Engine<B> {
         ))
     }
 
-    /// Up to `passes` passes of `fill`, each reading its picks and colours back without blocking.
+    /// Up to `passes` passes of `fill`, each reading its colours back without blocking (and first
+    /// its picks, where the device chose them).
     async fn inpaint(&self, fill: &mut Inpainting, passes: usize) -> Result<(), JsError> {
         let read = |e| JsError::new(&format!("reading the fill back failed: {e:?}"));
         for _ in 0..passes {
@@ -210,14 +211,12 @@ impl<B: Backend> Engine<B> {
                 break;
             }
             let proposal = fill.propose(&self.model);
-            let picks = read_ids(
-                proposal
-                    .picks
-                    .clone()
-                    .into_data_async()
-                    .await
-                    .map_err(read)?,
-            )?;
+            let picks = match &proposal.picks {
+                Picks::Chosen(picks) => picks.clone(),
+                Picks::OnDevice(picks) => {
+                    read_ids(picks.clone().into_data_async().await.map_err(read)?)?
+                }
+            };
             let colours = fill.draw(&proposal, &picks).into_data_async().await;
             fill.fill(&picks, &read_ids(colours.map_err(read)?)?)?;
         }
