@@ -1,6 +1,9 @@
 //! Linear probes: near-perfect on a linearly separable set, near chance when the labels carry nothing.
 
-use igpt::analysis::probe::{Labelled, LayerResult, ProbeConfig, ProbeReport, probe};
+use igpt::analysis::features::Features;
+use igpt::analysis::probe::{
+    Labelled, LayerResult, ProbeConfig, ProbeReport, concat_window, probe,
+};
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
 
 const CLASSES: usize = 4;
@@ -103,4 +106,62 @@ fn the_best_layer_is_chosen_on_held_out_train_not_on_test() {
     assert_eq!(report.random_init_best, 0.70);
     assert_eq!(report.raw_pixels, 0.835);
     assert_eq!(report.layers, layers);
+}
+
+/// Two layers that each hold half of the label (one bit of four classes): each alone is near 50%,
+/// the two end to end near 100%, as the paper's probe of several layers at once can find.
+#[test]
+fn layers_probed_together_read_what_each_holds_alone() {
+    let n = 600;
+    let labels = random_labels(n, 7);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut noise = |bit: bool| -> Vec<f32> {
+        let sign = if bit { 1.0 } else { -1.0 };
+        vec![
+            sign + rng.random_range(-0.5..0.5),
+            rng.random_range(-1.0..1.0),
+        ]
+    };
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    for &l in &labels {
+        low.extend(noise(l & 1 == 1));
+        high.extend(noise(l & 2 == 2));
+    }
+    let features = Features {
+        layers: vec![low, high],
+        count: n,
+        width: 2,
+    };
+    let split = |values: &[f32], dim: usize, rows: std::ops::Range<usize>| {
+        values[rows.start * dim..rows.end * dim].to_vec()
+    };
+    let accuracy = |values: Vec<f32>, dim: usize| {
+        let (train, test) = (split(&values, dim, 0..400), split(&values, dim, 400..n));
+        probe(
+            Labelled::new(&train, &labels[..400], dim).unwrap(),
+            Labelled::new(&test, &labels[400..], dim).unwrap(),
+            &ProbeConfig::default(),
+        )
+        .unwrap()
+        .accuracy
+    };
+    let alone = [0, 1].map(|l| accuracy(features.layers[l].clone(), 2));
+    let together = accuracy(features.concatenated(&[0, 1]), 4);
+    assert!(alone.iter().all(|&a| a < 0.6), "{alone:?}");
+    assert!(together > 0.95, "{together}");
+    // Image 1's row: its layer-0 features, then its layer-1 features.
+    let rows = features.concatenated(&[0, 1]);
+    assert_eq!(
+        rows[4..8],
+        [features.row(0, 1), features.row(1, 1)].concat()[..]
+    );
+}
+
+#[test]
+fn the_concatenated_layers_centre_on_the_best_one_and_stay_inside_the_model() {
+    assert_eq!(concat_window(5, 5, 9), [3, 4, 5, 6, 7]);
+    assert_eq!(concat_window(8, 5, 9), [4, 5, 6, 7, 8]);
+    assert_eq!(concat_window(0, 3, 9), [0, 1, 2]);
+    assert_eq!(concat_window(1, 4, 9), [0, 1, 2, 3]);
+    assert_eq!(concat_window(4, 20, 9), (0..9).collect::<Vec<_>>());
 }

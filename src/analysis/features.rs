@@ -28,6 +28,19 @@ impl Features {
     pub fn row(&self, l: usize, i: usize) -> &[f32] {
         &self.layers[l][i * self.width..(i + 1) * self.width]
     }
+
+    /// Every image's features at `layers`, end to end (`count` rows of `layers.len() · width`): the
+    /// paper's probe of several layers at once (iGPT-XL's 15,360 ImageNet features are five layers
+    /// of 3,072).
+    pub fn concatenated(&self, layers: &[usize]) -> Vec<f32> {
+        let mut rows = Vec::with_capacity(self.count * self.width * layers.len());
+        for i in 0..self.count {
+            for &l in layers {
+                rows.extend_from_slice(self.row(l, i));
+            }
+        }
+        rows
+    }
 }
 
 /// `[batch, seq, d]` → `[batch, d]`: each position normalised over its `d` values (mean 0, variance 1,

@@ -14,7 +14,7 @@ use crate::data::Dataset as Images;
 use crate::error::{Error, Result};
 use crate::pixels::palette::Tokenizer;
 // The report is what a card records (and the page reads), so its types live with the card.
-pub use crate::store::{LayerResult, ProbeReport};
+pub use crate::store::{ConcatProbe, LayerResult, ProbeReport};
 
 /// Labelled feature rows: `features` holds `labels.len()` rows of `dim` values.
 #[derive(Clone, Copy)]
@@ -271,8 +271,17 @@ impl ProbeReport {
             train_data: train_data.to_string(),
             test_data: test_data.to_string(),
             masks: None,
+            concat: None,
         }
     }
+}
+
+/// `size` consecutive layers of `0..depth` centred on `center` (shifted inward at either end; all of
+/// them when `size` reaches `depth`).
+pub fn concat_window(center: usize, size: usize, depth: usize) -> Vec<usize> {
+    let size = size.clamp(1, depth);
+    let start = center.saturating_sub(size / 2).min(depth - size);
+    (start..start + size).collect()
 }
 
 /// The raw-pixel baseline's "features": every pixel value of the image as the model sees it (its size

@@ -196,6 +196,24 @@ pub struct ProbeReport {
     /// A BERT model's features averaged over this many seeded masks (absent: no pixel hidden).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masks: Option<usize>,
+    /// One probe of several consecutive layers' features end to end, centred on the best layer
+    /// (`igpt probe --concat N`); absent when not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<ConcatProbe>,
+}
+
+/// A probe of several layers' features concatenated (the paper's iGPT-XL ImageNet probe read five).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConcatProbe {
+    /// The layers read, centred on the best single layer (chosen on the held-out slice).
+    pub layers: Vec<usize>,
+    pub accuracy: f64,
+    /// On the held-out slice of train, where its L2 was chosen.
+    pub val_accuracy: f64,
+    pub l2: f64,
+    /// The random-weights twin's probe of the same layers, its test accuracy.
+    pub random_init_accuracy: f64,
 }
 
 /// How a model was fine-tuned.

@@ -6,8 +6,9 @@ mod hf;
 pub mod q6;
 
 pub use card::{
-    Baselines, BaselinesRecord, CARD_FILE, CheckRecord, FinetuneRecord, FinetunedRecord,
-    LayerResult, ModelCard, ProbeReport, QuantizedRecord, StartedFrom, TrainingRecord,
+    Baselines, BaselinesRecord, CARD_FILE, CheckRecord, ConcatProbe, FinetuneRecord,
+    FinetunedRecord, LayerResult, ModelCard, ProbeReport, QuantizedRecord, StartedFrom,
+    TrainingRecord,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use hf::weights_to_safetensors;

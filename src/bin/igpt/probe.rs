@@ -9,7 +9,8 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use igpt::analysis::features::{self, FeatureCache, Features};
 use igpt::analysis::probe::{
-    Labelled, ProbeConfig, ProbeReport, ProbeResult, fingerprint, layer_result, probe, raw_pixels,
+    ConcatProbe, Labelled, ProbeConfig, ProbeReport, ProbeResult, concat_window, fingerprint,
+    layer_result, probe, raw_pixels,
 };
 use igpt::data::DataSpec;
 use igpt::store;
@@ -46,6 +47,11 @@ pub struct ProbeArgs {
     /// Print one JSON line instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also probe N consecutive layers' features end to end, centred on the best layer (chosen on
+    /// the held-out slice), with the random-weights twin's same layers beside it: the paper's
+    /// iGPT-XL ImageNet probe read five layers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+    concat: Option<u16>,
     /// Write an SVG chart of test accuracy by layer, the baselines drawn as lines.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
@@ -149,6 +155,35 @@ impl BackendJob for ProbeArgs {
             (&self.data.test.to_string(), test.len()),
         );
         report.masks = self.masks;
+        if let Some(size) = self.concat {
+            let window = concat_window(report.best_layer, size.into(), depth);
+            eprintln!("fitting the probe of layers {window:?} concatenated, and its random twin's");
+            let fit = |set: &[Features; 2]| {
+                cached_probe(
+                    Labelled::new(
+                        &set[0].concatenated(&window),
+                        &train.labels,
+                        set[0].width * window.len(),
+                    )?,
+                    Labelled::new(
+                        &set[1].concatenated(&window),
+                        &test.labels,
+                        set[1].width * window.len(),
+                    )?,
+                    &config,
+                    &kept,
+                )
+            };
+            let (model, twin) = rayon::join(|| fit(&trained), || fit(&random));
+            let (model, twin) = (model?, twin?);
+            report.concat = Some(ConcatProbe {
+                layers: window,
+                accuracy: model.accuracy,
+                val_accuracy: model.val_accuracy,
+                l2: model.l2,
+                random_init_accuracy: twin.accuracy,
+            });
+        }
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -271,4 +306,14 @@ fn print_table(report: &ProbeReport) {
         100.0 * report.raw_pixels,
         100.0 * report.random_init_best
     );
+    if let Some(c) = &report.concat {
+        let (first, last) = (c.layers[0], c.layers[c.layers.len() - 1]);
+        println!(
+            "layers {first}-{last} concatenated: {:.2}% (held-out {:.2}%, L2 {:.0e}) | random init, same layers {:.2}%",
+            100.0 * c.accuracy,
+            100.0 * c.val_accuracy,
+            c.l2,
+            100.0 * c.random_init_accuracy
+        );
+    }
 }
