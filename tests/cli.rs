@@ -656,6 +656,8 @@ fn probe_finetune_and_classify_end_to_end() {
         "--json",
         "--chart",
         &path("probe.svg"),
+        "--concat",
+        "2",
     ];
     let first = igpt(&probe);
     assert!(
@@ -679,9 +681,29 @@ fn probe_finetune_and_classify_end_to_end() {
         ),
         (Some(300), Some(100))
     );
+    // Two layers end to end, one of them the best single layer.
+    let concat = &report["concat"];
+    let window: Vec<u64> = concat["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    assert!(
+        window.len() == 2
+            && window[1] == window[0] + 1
+            && window.contains(&report["best_layer"].as_u64().unwrap()),
+        "{concat}"
+    );
+    for key in ["accuracy", "val_accuracy", "random_init_accuracy"] {
+        assert!(
+            (0.0..=1.0).contains(&concat[key].as_f64().unwrap()),
+            "{concat}"
+        );
+    }
     let svg = std::fs::read_to_string(path("probe.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("raw pixels"),
+        svg.starts_with("<svg") && svg.contains("raw pixels") && svg.contains("together"),
         "{svg}"
     );
     // The second probe of the same model and data reads its features from the cache.

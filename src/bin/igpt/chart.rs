@@ -19,7 +19,13 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
         .iter()
         .chain(&report.random_init_layers)
         .map(|l| percent(l.accuracy))
-        .chain([percent(report.raw_pixels)]);
+        .chain([percent(report.raw_pixels)])
+        .chain(
+            report
+                .concat
+                .iter()
+                .flat_map(|c| [c.accuracy, c.random_init_accuracy].map(percent)),
+        );
     let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     // Room below the curves for the legend.
     let (low, high) = (
@@ -63,6 +69,26 @@ pub fn probe_svg(path: &Path, title: &str, report: &ProbeReport) -> anyhow::Resu
         raw_pixels_line(&mut chart, percent(report.raw_pixels), last)?;
         let best = (report.best_layer as f64, percent(report.best_accuracy));
         chart.draw_series([Circle::new(best, 7, model_colour.stroke_width(2))])?;
+        if let Some(concat) = &report.concat {
+            // One probe of the span's layers together: a bar across the layers it read.
+            let (first, last) = (concat.layers[0], concat.layers[concat.layers.len() - 1]);
+            let bars = [
+                (concat.accuracy, RGBColor(44, 160, 44), "trained"),
+                (concat.random_init_accuracy, random_colour, "random weights"),
+            ];
+            for (accuracy, colour, which) in bars {
+                let at = percent(accuracy);
+                chart
+                    .draw_series(LineSeries::new(
+                        [(first as f64, at), (last as f64, at)],
+                        colour.stroke_width(4),
+                    ))?
+                    .label(format!("layers {first}-{last} together, {which}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(4))
+                    });
+            }
+        }
         legend(&mut chart)?;
         root.present()?;
         Ok(())
