@@ -947,6 +947,16 @@ fn probe_finetune_and_classify_end_to_end() {
             "{a}[{b}]: {label} against {explanation}"
         );
     }
+    // Its panel adds the shares and their changes to the first row, as the page draws them.
+    let width_of = |model: &str, png: &str| {
+        stdout_of(&["inspect", "--model", model, &image, "-o", &path(png)]);
+        image::open(path(png)).unwrap().width()
+    };
+    let (labelled, plain) = (
+        width_of(&path("tuned"), "tuned.png"),
+        width_of(model, "plain.png"),
+    );
+    assert!(labelled > plain, "{labelled} against {plain} pixels wide");
     let words = stdout_of(&["inspect", "--model", &path("tuned"), &image]);
     assert!(
         words.contains(&format!("labelled {}", names[class])),

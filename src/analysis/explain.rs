@@ -68,6 +68,20 @@ impl Explanation {
         ranked(&self.probabilities, k)
     }
 
+    /// An autoregressive model's change of share at each pixel: its state's share less the one
+    /// before it (the start token's, for the first pixel); what reading that pixel did. The last
+    /// pixel, seen by no state, changes nothing. (The page computes the same in `www/label.js`.)
+    pub fn share_changes(&self) -> Vec<f32> {
+        let shares = &self.pixel_shares;
+        (0..shares.len())
+            .map(|i| match i {
+                _ if i + 1 == shares.len() => 0.0,
+                0 => shares[0] - self.start_share,
+                _ => shares[i] - shares[i - 1],
+            })
+            .collect()
+    }
+
     /// The label as the page reads it (`igpt inspect --json`'s "label" too): these numbers, with
     /// the class names under "labels".
     pub fn to_json(&self, names: &[String]) -> Result<serde_json::Value> {
@@ -129,6 +143,8 @@ mod tests {
         assert_eq!((causal.logits.clone(), causal.class), (vec![2.0, 3.0], 1));
         assert_eq!(causal.start_share, -0.5);
         assert_eq!(causal.pixel_shares, [1.0, 0.0, 0.0]); // the last pixel: no state sees it
+        // What reading each pixel did: from the start token's share to the first pixel's, and so on.
+        assert_eq!(causal.share_changes(), [1.5, -1.0, 0.0]);
         let p = 1.0 / (1.0 + (-1f32).exp());
         assert!((causal.probabilities[1] - p).abs() < 1e-6);
         let bert = Explanation::from_numbers(&numbers, 2, false).unwrap();

@@ -574,6 +574,18 @@ pub fn heat(v: f32) -> [u8; 3] {
     std::array::from_fn(|c| (STOPS[k][c] * (1.0 - t) + STOPS[k + 1][c] * t).round() as u8)
 }
 
+/// A diverging colour for `v` in -1..=1: blue (negative) through light grey (0) to red (positive),
+/// as the page draws a label's pixel shares (`www/inspect.js`'s `diverging`).
+pub fn diverging(v: f32) -> [u8; 3] {
+    let t = v.clamp(-1.0, 1.0);
+    let end: [f32; 3] = if t < 0.0 {
+        [59., 76., 192.]
+    } else {
+        [180., 4., 38.]
+    };
+    std::array::from_fn(|c| (221.0 + (end[c] - 221.0) * t.abs()).round() as u8)
+}
+
 /// [`heat`] at `steps` (at least 2) evenly spaced values from 0 to 1, as RGB bytes: the page's
 /// lookup table, so the browser draws the same colours without a copy of the ramp.
 pub fn heat_ramp(steps: usize) -> Vec<u8> {

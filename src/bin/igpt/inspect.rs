@@ -15,7 +15,7 @@ use igpt::inspect::ablation_means::{AblationMeans, MEANS_FILE};
 use igpt::inspect::intervention::Change;
 use igpt::inspect::masked::masked_surprise;
 use igpt::inspect::patching::{self, PatchReport, Region};
-use igpt::inspect::{Inspected, Report, heat};
+use igpt::inspect::{Inspected, Report, diverging, heat};
 use igpt::inspect::{floats, intervention};
 use igpt::pixels::raster::tile;
 use igpt::store::{self, StoredModel, WEIGHTS_FILE};
@@ -175,7 +175,8 @@ impl BackendJob for InspectArgs {
             }
         }
         if let Some(path) = &self.output {
-            let panel = panel(&inspected, &tokenizer, &report, self.scale.clamp(1, 64))?;
+            let scale = self.scale.clamp(1, 64);
+            let panel = panel(&inspected, &tokenizer, &report, label.as_ref(), scale)?;
             std::fs::write(path, panel.to_png()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             if !self.json {
@@ -391,12 +392,14 @@ fn mean_over_heads(heads: &[Vec<f32>]) -> Vec<f32> {
 }
 
 /// The image as the model sees it, its surprise map, then the selected pixel's mean attention in
-/// each layer (positions after it, which it cannot see, in dark grey), side by side. The selected
-/// pixel is outlined in each.
+/// each layer (positions after it, which it cannot see, in dark grey), side by side; a fine-tuned
+/// model's label then adds which pixels moved it and what reading each did, as the page draws them
+/// (red toward the label, blue away). The selected pixel is outlined in each.
 fn panel(
     inspected: &Inspected,
     tokenizer: &Tokenizer,
     report: &Report,
+    label: Option<&Explanation>,
     scale: usize,
 ) -> anyhow::Result<Raster> {
     let (w, h) = (tokenizer.width, tokenizer.height);
@@ -419,6 +422,14 @@ fn panel(
     panels.push(heatmap(w, h, |i| {
         (i < selected).then(|| (flow[i + 1] / peak).sqrt())
     }));
+    if let Some(label) = label {
+        for values in [label.pixel_shares.clone(), label.share_changes()] {
+            // Each scaled by its largest magnitude, as the page scales them.
+            let peak = values.iter().fold(1e-9f32, |m, v| m.max(v.abs()));
+            let pixels = values.iter().flat_map(|v| diverging(v / peak)).collect();
+            panels.push(Raster::new(w, h, 3, pixels)?);
+        }
+    }
     let columns = panels.len();
     // The next row: the logit lens's surprise in every layer, on one scale.
     let lens = &report.lens_bits_per_pixel;
