@@ -16,7 +16,7 @@ use crate::inspect::ablation_means::AblationMeans;
 use crate::inspect::intervention;
 use crate::inspect::masked::{MaskedSurprise, masked_passes};
 use crate::inspect::patching::{self, PatchReport, Region};
-use crate::inspect::{self, Inspected, TRACED_TENSORS, floats};
+use crate::inspect::{self, Inspected, TRACED_TENSORS, Traced, floats};
 use crate::model::ImageGpt as Model;
 use crate::model::patch::Patch;
 use crate::pixels::raster::Raster;
@@ -89,12 +89,7 @@ impl<B: Backend> Engine<B> {
                 let data = scores.into_data_async().await.map_err(|e| {
                     JsError::new(&format!("reading the classification back failed: {e:?}"))
                 })?;
-                // The inspector reads causal models only: position 0 is the start token.
-                Some(Explanation::from_numbers(
-                    &floats(data)?,
-                    self.model.n_labels(),
-                    true,
-                )?)
+                Some(Traced::label(&self.model, &floats(data)?)?)
             }
             None => None,
         };

@@ -121,6 +121,14 @@ pub struct Traced<B: Backend> {
     pub labels: Option<Tensor<B, 2>>,
 }
 
+impl<B: Backend> Traced<B> {
+    /// A fine-tuned model's label from the numbers of [`Traced::labels`]. The inspector reads
+    /// causal models only, so position 0 is the start token.
+    pub fn label(model: &ImageGpt<B>, scores: &[f32]) -> Result<Explanation> {
+        Explanation::from_numbers(scores, model.n_labels(), true)
+    }
+}
+
 /// `igpt inspect --json`'s line, and the page's `igptState.inspect`.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -162,13 +170,8 @@ impl Inspected {
         width: usize,
     ) -> Result<(Self, Option<Explanation>)> {
         let traced = Self::trace(model, ids, width)?;
-        // The inspector reads causal models only: position 0 is the start token.
         let label = match traced.labels {
-            Some(scores) => Some(Explanation::from_numbers(
-                &floats(scores.into_data())?,
-                model.n_labels(),
-                true,
-            )?),
+            Some(scores) => Some(Traced::label(model, &floats(scores.into_data())?)?),
             None => None,
         };
         let (n_head, scale) = (traced.n_head, traced.scale);
