@@ -311,6 +311,79 @@ impl burn::module::ModuleMapper<A> for Nudge {
     }
 }
 
+/// A checkpoint committed without its optimizer file (a milestone that outlives its machine) resumes:
+/// Adam starts afresh at the checkpoint's step and the learning rate ramps back up over the warmup's
+/// length (the log says so), to weights near the uninterrupted run's but not equal to them.
+#[test]
+fn a_checkpoint_without_its_optimizer_resumes_with_fresh_moments() {
+    let data = stripes(40);
+    let cfg = TrainConfig {
+        warmup: 4,
+        ..config(12)
+    };
+    let go = |dir: &Path, start: Start<A>, stop: Option<usize>| {
+        train::train(dir, &cfg, start, &data, &[], |e| match e {
+            Event::Checkpoint { step } if Some(step) == stop => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap()
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let (uninterrupted, _) = go(whole.path(), Start::Model(tiny::<A>(2)), None);
+
+    let split = tempfile::tempdir().unwrap();
+    go(split.path(), Start::Model(tiny::<A>(2)), Some(5));
+    let optimizer = run::checkpoint_dir(split.path()).join("optimizer.mpk");
+    std::fs::remove_file(&optimizer).unwrap();
+    let checkpoint = Checkpoint::<A>::load(split.path(), &Default::default()).unwrap();
+    assert!(checkpoint.fresh_moments());
+    assert_eq!(checkpoint.state.rewarm_from, Some(5));
+    let (resumed, state) = go(split.path(), Start::Resume(checkpoint), None);
+    assert_eq!(state.step, 12);
+    assert_eq!(
+        state.rewarm_from,
+        Some(5),
+        "kept, so a later resume keeps the ramp"
+    );
+
+    // The log's learning rates: the schedule's until step 5, a quarter of it at step 6 (the first
+    // step from fresh moments), half at 7, three quarters at 8, all of it from 9.
+    let log = std::fs::read_to_string(split.path().join("log.csv")).unwrap();
+    let rates: Vec<f64> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 12);
+    for (i, rate) in rates.iter().enumerate() {
+        let step = i; // row i logs step i + 1, taken at the schedule of step i
+        let ramp = if step < 5 {
+            1.0
+        } else {
+            ((step - 5 + 1) as f64 / 4.0).min(1.0)
+        };
+        let expected = cfg.learning_rate(step) * ramp;
+        assert!(
+            (rate - expected).abs() <= 1e-6 * expected.abs().max(1e-12),
+            "step {}: {rate} against {expected}",
+            step + 1
+        );
+    }
+    assert_eq!(cfg.learning_rate_after(8, Some(5)), cfg.learning_rate(8));
+
+    // Fresh moments change the path, not where it goes: the weights differ from the uninterrupted
+    // run's, and only a little.
+    let (a, b) = (weights(&resumed.model), weights(&uninterrupted.model));
+    assert_ne!(a, b);
+    let gap = a
+        .concat()
+        .iter()
+        .zip(b.concat())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(gap < 0.05, "largest weight gap {gap}");
+}
+
 #[test]
 fn schedule_warms_up_then_decays_to_zero() {
     let c = TrainConfig {

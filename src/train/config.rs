@@ -125,6 +125,19 @@ impl TrainConfig {
     pub fn learning_rate(&self, step: usize) -> f64 {
         schedule(self.lr, self.warmup, self.steps, step)
     }
+
+    /// The learning rate at `step` of a run that resumed at `rewarm_from` without the optimizer's
+    /// moments: the schedule's, ramped linearly back up over the warmup's length from there, as
+    /// Adam's first steps from fresh moments are as large as its first steps of all.
+    pub fn learning_rate_after(&self, step: usize, rewarm_from: Option<usize>) -> f64 {
+        let ramp = match rewarm_from {
+            Some(from) if self.warmup > 0 => {
+                ((step.saturating_sub(from) + 1) as f64 / self.warmup as f64).min(1.0)
+            }
+            _ => 1.0,
+        };
+        self.learning_rate(step) * ramp
+    }
 }
 
 /// The learning rate at `step` of `steps`: linear warmup over `warmup` steps to `peak`, then cosine

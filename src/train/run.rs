@@ -40,6 +40,11 @@ pub struct RunState {
     pub best: Option<(f64, usize)>,
     #[serde(default)]
     pub stale: usize,
+    /// The step this run resumed at without the optimizer's moments (a checkpoint committed without
+    /// `optimizer.mpk`): Adam started afresh there, so the learning rate ramps back up from it over
+    /// the warmup's length (see [`crate::train::TrainConfig::learning_rate_after`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewarm_from: Option<usize>,
 }
 
 /// The checkpoint folder of a run: a model directory like any other, plus the optimizer and state.
@@ -181,21 +186,37 @@ pub struct Checkpoint<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Checkpoint<B> {
     /// Reads a run's checkpoint, and drops log rows written after it (steps a stopped session
     /// took but did not save, which the resumed run takes again).
+    ///
+    /// A checkpoint without its optimizer file (a milestone committed to git without the moments,
+    /// twice the weights' size, so that a run outlives the machine it ran on) resumes with Adam
+    /// started afresh and the learning rate ramped back up ([`RunState::rewarm_from`]): the same
+    /// weights and schedule, not the exact continuation.
     pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
         recover(run)?;
         let dir = checkpoint_dir(run);
         let stored = store::load_dir::<B>(&dir, device)?;
-        let bytes = read_file(&dir.join(OPTIMIZER_FILE))?;
-        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
-            .load(bytes, device)
-            .map_err(|e| Error::format(dir.join(OPTIMIZER_FILE), e.to_string()))?;
-        let state = read_state(run)?;
+        let mut state = read_state(run)?;
+        let optimizer_path = dir.join(OPTIMIZER_FILE);
+        let optimizer = if optimizer_path.exists() {
+            let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
+                .load(read_file(&optimizer_path)?, device)
+                .map_err(|e| Error::format(&optimizer_path, e.to_string()))?;
+            adam().load_record(record)
+        } else {
+            state.rewarm_from = Some(state.step);
+            adam()
+        };
         truncate_log(run, state.step)?;
         Ok(Self {
             stored,
-            optimizer: adam().load_record(record),
+            optimizer,
             state,
         })
+    }
+
+    /// Whether this checkpoint lacked the optimizer's moments, so the run goes on with fresh ones.
+    pub fn fresh_moments(&self) -> bool {
+        self.state.rewarm_from == Some(self.state.step)
     }
 
     /// Writes `checkpoint.new/` completely, then swaps it in for `checkpoint/`: a crash at any point

@@ -202,7 +202,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
     let objective = stored.config.objective;
 
     while state.step < config.steps {
-        let lr = config.learning_rate(state.step);
+        let lr = config.learning_rate_after(state.step, state.rewarm_from);
         let (sequences, batch_labels) = batches.batch(state.step, config.batch)?;
         if sequences.iter().any(|s| s.len() != n) {
             return Err(wrong_length());

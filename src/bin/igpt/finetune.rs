@@ -159,8 +159,10 @@ impl BackendJob for FinetuneArgs {
                     format!(", best held-out {:.2}% at step {step}", 100.0 * accuracy)
                 });
                 eprintln!(
-                    "resuming the fine-tuning at step {} of {}{best}",
-                    state.step, config.steps
+                    "resuming the fine-tuning at step {} of {}{best}{}",
+                    state.step,
+                    config.steps,
+                    fresh_moments_note(checkpoint.fresh_moments(), config.warmup)
                 );
                 state.step
             }
@@ -333,5 +335,17 @@ fn parse_share(text: &str) -> Result<f64, String> {
         Ok(share)
     } else {
         Err(format!("{share} is not between 0 and 1"))
+    }
+}
+
+/// What a resume says when its checkpoint came without the optimizer's moments (a committed
+/// milestone): Adam starts afresh and the learning rate ramps back up.
+pub fn fresh_moments_note(fresh: bool, warmup: usize) -> String {
+    if fresh {
+        format!(
+            " (the checkpoint has no optimizer moments: Adam starts afresh and the learning rate ramps back up over {warmup} steps)"
+        )
+    } else {
+        String::new()
     }
 }

@@ -225,6 +225,15 @@ impl BackendJob for TrainArgs {
         } else {
             None
         };
+        if let (Start::Resume(checkpoint), Some(config)) = (&start, &saved)
+            && checkpoint.fresh_moments()
+        {
+            eprintln!(
+                "resuming at step {}{}",
+                checkpoint.state.step,
+                crate::finetune::fresh_moments_note(true, config.warmup)
+            );
+        }
         let (spec, limit, holdout, seed, window) = match &saved {
             Some(c) => (
                 c.data.parse()?,
