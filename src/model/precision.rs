@@ -70,8 +70,51 @@ impl Precision {
         }
     }
 
-    /// `x` rounded to the compute type (unchanged for f32).
+    /// Whether this precision's products run on the CPU's AMX tiles for `B` and f32 tensors: bf16 on
+    /// flex (plain or under autodiff) where the CPU has AMX-BF16. The tensors then stay f32, the
+    /// linear layers round their operands to bf16 as the tile kernel packs them, and attention keeps
+    /// the f32 flash kernel (Burn's bf16 attention on flex is unfused and slower than f32).
+    pub fn on_amx_tiles<B: Backend>(self, dtype: DType) -> bool {
+        self.amx_cpu::<B>(dtype).is_some()
+    }
+
+    /// This precision as progress lines name it on `B`: "bf16 on AMX tiles" where its products run
+    /// there ([`Self::on_amx_tiles`]).
+    pub fn describe_on<B: Backend>(self) -> String {
+        if self.on_amx_tiles::<B>(DType::F32) {
+            format!("{self} on AMX tiles")
+        } else {
+            self.to_string()
+        }
+    }
+
+    #[cfg(all(
+        feature = "flex",
+        target_arch = "x86_64",
+        target_os = "linux",
+        target_env = "gnu"
+    ))]
+    fn amx_cpu<B: Backend>(self, dtype: DType) -> Option<crate::kernels::flex::Cpu> {
+        let cpu = crate::kernels::flex::cpu::<B>(dtype)?;
+        (self == Precision::Bf16 && crate::kernels::amx::available()).then_some(cpu)
+    }
+
+    #[cfg(not(all(
+        feature = "flex",
+        target_arch = "x86_64",
+        target_os = "linux",
+        target_env = "gnu"
+    )))]
+    #[allow(clippy::extra_unused_type_parameters)] // the signature of the version above
+    fn amx_cpu<B: Backend>(self, _: DType) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    /// `x` rounded to the compute type (unchanged for f32, and on AMX tiles, whose kernel rounds).
     pub(crate) fn round<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.on_amx_tiles::<B>(x.dtype()) {
+            return x;
+        }
         match self.half() {
             Some(half) => x.cast(half),
             None => x,
@@ -81,8 +124,8 @@ impl Precision {
     /// A product's result brought back to f32 for the rest of the network.
     pub(crate) fn widen<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self.half() {
-            Some(_) => x.cast(FloatDType::F32),
-            None => x,
+            Some(_) if x.dtype() != DType::F32 => x.cast(FloatDType::F32),
+            _ => x,
         }
     }
 
@@ -93,6 +136,15 @@ impl Precision {
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
         let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+        #[cfg(all(
+            feature = "flex",
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))]
+        if let Some(cpu) = self.amx_cpu::<B>(x.dtype()) {
+            return crate::kernels::amx_linear::linear(x, weight, bias, cpu);
+        }
         if self.half().is_none() {
             return crate::kernels::matmul::linear(x, weight, bias);
         }

@@ -210,7 +210,7 @@ impl BackendJob for BenchTrainArgs {
                 .map_or(self.shape.preset.clone(), |m| m.display().to_string()),
             config.num_params() as f64 / 1e6,
             B::name(&device),
-            self.precision,
+            self.precision.describe_on::<A<B>>(),
             (self.steps * b) as f64 / seconds,
             seconds / self.steps as f64
         );

@@ -137,7 +137,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     node_timeout: u64,
     /// Matrix products in bf16 or f16 (mixed precision: weights, optimizer, norms and loss stay f32).
-    /// On GPUs with tensor cores; the CPU computes them correctly but slower.
+    /// On GPUs with tensor cores, and in bf16 on CPUs with AMX (Intel Xeon since Sapphire Rapids) on
+    /// flex, where 128x8x4 trains 1.15x faster than in f32; other CPUs compute them correctly but slower.
     #[arg(long, value_enum, default_value_t)]
     precision: Precision,
 }
