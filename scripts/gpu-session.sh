@@ -27,6 +27,12 @@
 # campaign's models/fmnist-128x8) FINETUNE_FLAGS= (more `igpt finetune` options than the ones set
 # below, e.g. "--flip --crop 2") TRAIN=1 (0 skips training, export and probe: then the session
 # benchmarks and fine-tunes FINETUNE_FROM)
+# FINETUNE_RUN= (a committed fine-tuning run folder, e.g. campaign/finetune-long: a copy of it goes on
+# with `igpt finetune --resume` on DEVICE until the deadline, its held-out checks and checkpoints as on
+# the CPU, Adam's moments started afresh (they are not committed: campaign/README.md); it comes back as
+# finetune-run.tar, without the moments, to unpack over the folder and commit:
+# `tar -xf finetune-run.tar -C /tmp && cp -r /tmp/finetune-run/. campaign/finetune-long/`)
+# FINETUNE_RUN_FLAGS= (the settings the folder was started with; the long fine-tuning's by default)
 # DEADLINE=570 (seconds: later stages shrink or are skipped to end by then; the model is packed after
 # each stage, so what finished comes back even if the device call is cut short)
 # REFERENCE_SHAPES= (a regex of hf_reference_bench.py's bench(...) lines to keep, e.g. 'fmnist')
@@ -216,6 +222,22 @@ if [[ ${TRAIN:-1} == 1 ]]; then
             --record --json --device "$DEVICE" 2>&1 | tail -3 | tee -a "$OUT/session.txt" || echo "probe failed" | tee -a "$OUT/session.txt"
         pack "$NAME"
     fi
+fi
+
+# The campaign's committed fine-tuning run, resumed from its latest checkpoint until the deadline (a
+# checkpoint at every held-out check, so a stop loses at most the steps since the last one).
+if [[ -n ${FINETUNE_RUN:-} ]] && (( $(left) > 90 )); then
+    run_copy=$WORK/finetune-run
+    rm -rf "$run_copy" && cp -r "$FINETUNE_RUN" "$run_copy"
+    flags=${FINETUNE_RUN_FLAGS:---model models/fmnist-128x8 --steps 17000 --batch 16 --lr 5e-4 --warmup 200 --eval-every 500 --patience 5 --flip --crop 2}
+    log "igpt finetune --resume $FINETUNE_RUN on $DEVICE until the deadline"
+    # shellcheck disable=SC2086 # flags is a list of options
+    timeout "$(( $(left) - 20 ))" "$IGPT" finetune $flags --run "$run_copy" --resume -o "$WORK/finetune-run-model" \
+        --device "$DEVICE" 2>&1 | tr '\r' '\n' | grep -E "resuming|held-out|wrote|error" | tee -a "$OUT/session.txt" || true
+    rm -f "$run_copy"/checkpoint*/optimizer.mpk
+    tar -C "$WORK" --exclude='*.new' --exclude='*.old' -cf "$OUT/finetune-run.tar" finetune-run
+    # The finished fine-tuning's model, scored once on test (when the run reached its last step).
+    if [[ -d $WORK/finetune-run-model ]]; then pack finetune-run-model; fi
 fi
 
 # Fine-tuning: FINETUNE_STEPS, or the steps that fit FINETUNE_SECONDS at the measured throughput.

@@ -67,6 +67,21 @@ OUT=$session/ft WORK=$session/ft-work IGPT="${CARGO_TARGET_DIR:-target}/release/
   FINETUNE_FLAGS="--flip --crop 2" TEST_LIMIT=8 NAME=smoke bash scripts/gpu-session.sh > "$session/ft-log" 2>&1 || { cat "$session/ft-log"; exit 1; }
 tar -xOf "$session/ft/smoke-classifier.tar" smoke-classifier/card.json > "$session/ft-card.json" && grep -q '"flip": true' "$session/ft-card.json" \
   || { echo "no fine-tuned model with the given options:"; cat "$session/ft-log"; exit 1; }
+# A committed run folder resumed (FINETUNE_RUN): one without its optimizer's moments, as campaign/
+# commits them, goes on with fresh ones and comes back without them; the finished run's model too.
+ft_flags="--model models/fmnist-mini --train-limit 64 --test-limit 8 --steps 4 --batch 4 --eval-every 2"
+# shellcheck disable=SC2086 # a list of options
+"${CARGO_TARGET_DIR:-target}/release/igpt" finetune $ft_flags --run "$session/run" -o "$session/run-model" > "$session/run-log" 2>&1 \
+  || { cat "$session/run-log"; exit 1; }
+rm "$session/run/checkpoint/optimizer.mpk"
+OUT=$session/resumed WORK=$session/resumed-work IGPT="${CARGO_TARGET_DIR:-target}/release/igpt" DATA=/usr/share/datasets/fashion-mnist \
+  DEVICE=flex TRAIN=0 BENCH=0 REFERENCE=0 FINETUNE_RUN=$session/run FINETUNE_RUN_FLAGS="$ft_flags" \
+  bash scripts/gpu-session.sh > "$session/resumed-log" 2>&1 || { cat "$session/resumed-log"; exit 1; }
+grep -q "resuming the fine-tuning at step 4 of 4.*Adam starts afresh" "$session/resumed/session.txt" \
+  || { echo "no resume with fresh moments:"; cat "$session/resumed-log"; exit 1; }
+tar -tf "$session/resumed/finetune-run.tar" > "$session/listing" && grep -q "finetune-run/checkpoint/model.safetensors" "$session/listing" \
+  && ! grep -q "optimizer.mpk" "$session/listing" && [[ -f $session/resumed/finetune-run-model.tar ]] \
+  || { echo "the resumed run folder did not come back as committed:"; cat "$session/listing" "$session/resumed-log"; exit 1; }
 rm -rf "$session"
 
 step "static site: trunk build --release (the wasm32 build of the library)"
