@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Intel AMX (bf16 tiles, f32 sums; in C, then the same kernel in Rust) against gemm's f32 kernels
-# (what igpt's CPU matmuls run now), one core each, on a 128-wide model's training-step matmul
+# Intel AMX (bf16 tiles, f32 sums; the C kernel that src/kernels/amx.rs ports to Rust) against gemm's
+# f32 kernels (what igpt's CPU matmuls run in f32), one core each, on a 128-wide model's training-step matmul
 # shapes. Needs a CPU with AMX-BF16 (Sapphire Rapids or later; Linux grants the tiles on request) and
 # gcc.
 # Usage: bench/amx/amx_vs_gemm.sh
@@ -13,4 +13,3 @@ gcc -O2 -march=sapphirerapids gemm_amx.c -o "$out/gemm_amx" -lm
 cargo build --release --quiet --manifest-path rust/Cargo.toml --target-dir "$out/target"
 "$out/target/release/gemm_f32"
 "$out/gemm_amx"
-"$out/target/release/amx_asm"
