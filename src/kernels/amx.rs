@@ -96,7 +96,7 @@ pub(crate) fn matmul(a: Matrix, b: Matrix) -> Vec<f32> {
     let (ap, bp) = (a_store.slice(), b_store.slice());
     if m == mp && n == np {
         // C's shape is the padded one: the tiles store straight into the result, every element
-        // (so it need not be zeroed first: that memset cost as much as the product).
+        // (so it need not be zeroed first: 19 MB of memset for the step's qkv product).
         let mut c = Box::<[f32]>::new_uninit_slice(m * n);
         c.par_chunks_mut(BLOCK * n)
             .enumerate()
