@@ -18,7 +18,8 @@ pub enum Precision {
     /// Everything in f32.
     #[default]
     F32,
-    /// Matrix products in bfloat16 (f32's range, 8 bits of mantissa): NVIDIA Ampere and later.
+    /// Matrix products in bfloat16 (f32's range, 8 bits of mantissa): NVIDIA Ampere and later, and
+    /// on flex the AMX tiles of Intel Xeons since Sapphire Rapids ([`Precision::on_amx_tiles`]).
     Bf16,
     /// Matrix products in float16 (11 bits of mantissa, range ±65504): GPUs with f16 support.
     F16,
